@@ -1,0 +1,5 @@
+import sys
+
+from venvseal.cli import main
+
+sys.exit(main())

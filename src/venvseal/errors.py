@@ -1,0 +1,108 @@
+"""The one exception root and its families.
+
+Every error a user can meet is a subclass of :class:`VenvsealError`. Its ``str()`` is the
+message the user reads: what went wrong, where (file, key, package) and what to do next.
+The CLI maps :attr:`VenvsealError.exit_code` to the process exit status; library code never
+prints or exits. Foreign exceptions are wrapped once, at the boundary, with ``raise ... from``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+EXIT_OK = 0
+EXIT_BUILD = 1  # a build, hash check or verification failed
+EXIT_USAGE = 2  # bad command line, recipe or input
+
+
+class VenvsealError(Exception):
+    """Root of every error venvseal raises on purpose."""
+
+    exit_code: int = EXIT_BUILD
+
+
+class UsageError(VenvsealError):
+    """The command line or an input named on it is wrong (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in an input file: where (a key path) and what."""
+
+    where: str  # key path such as ``substitute[2].file``; "" for the whole file
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}" if self.where else self.message
+
+
+class RecipeError(VenvsealError):
+    """A recipe is missing, malformed or invalid; carries every problem found at once."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, file: str, problems: Sequence[Problem]) -> None:
+        self.file = file
+        self.problems = tuple(problems)
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return "\n".join(f"{self.file}: {p}" for p in self.problems)
+
+
+class HashFormatError(UsageError):
+    """A hash string is not in a form venvseal reads."""
+
+    def __init__(self, text: str, where: str = "") -> None:
+        self.text = text
+        self.where = where
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        prefix = f"{self.where}: " if self.where else ""
+        return (
+            f"{prefix}{self.text!r} is not a sha256 hash; write it as SRI "
+            "('sha256-' + 44 base64 characters), 'sha256:' + 52 nix32 or 64 hex characters, "
+            "or leave it empty to be told the hash"
+        )
+
+
+class StoreError(VenvsealError):
+    """The store cannot be used or a store path is unknown or damaged."""
+
+
+class StoreCorruptError(StoreError):
+    """A store path's content no longer matches the hash recorded when it was added."""
+
+    def __init__(self, path: str, expected: str, got: str, first_difference: str = "") -> None:
+        self.path = path
+        self.expected = expected
+        self.got = got
+        self.first_difference = first_difference
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = f" (first changed file: {self.first_difference})" if self.first_difference else ""
+        return (
+            f"store path {self.path} was modified after it was added{where}: "
+            f"recorded {self.expected}, now {self.got}; delete it with 'venvseal gc' after "
+            "removing its roots, or rebuild it"
+        )
+
+
+class CommandError(VenvsealError):
+    """An external command failed; carries the command and the tail of its output."""
+
+    def __init__(self, what: str, argv: Sequence[str], returncode: int, output_tail: str) -> None:
+        self.what = what
+        self.argv = tuple(argv)
+        self.returncode = returncode
+        self.output_tail = output_tail
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        tail = f"\n{self.output_tail.rstrip()}" if self.output_tail.strip() else ""
+        return f"{self.what} failed (exit {self.returncode}): {' '.join(self.argv)}{tail}"
