@@ -1,2 +1,117 @@
-def main() -> int:
-    return 0
+"""The command line: parse, call the library, render results. The only place that prints or exits.
+
+Exit codes: 0 success; 1 a build, hash check or verification failed; 2 bad usage, recipe or
+input. ``--json`` prints one JSON document on stdout, also for errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from venvseal import __version__, commands
+from venvseal.errors import EXIT_BUILD, EXIT_OK, EXIT_USAGE, UsageError, VenvsealError
+from venvseal.hashes import HASH_FORMATS
+from venvseal.ui import Ui
+
+Handler = Callable[[argparse.Namespace, Ui], int]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing and exiting, so errors are rendered once."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
+
+
+def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    # Options accepted before and after the subcommand; the subcommand's copies must not
+    # overwrite what was given before it, hence SUPPRESS there.
+    default: object = None if top else argparse.SUPPRESS
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        default=False if top else argparse.SUPPRESS,
+                        help="show the commands run, and tracebacks on errors")
+    parser.add_argument("--json", action="store_true", default=False if top else argparse.SUPPRESS,
+                        help="print one JSON document on stdout (for machines)")
+    parser.add_argument("--store", type=Path, default=default, metavar="DIR",
+                        help="store root (default: $VENVSEAL_STORE or ~/.local/share/venvseal/store)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full command-line grammar."""
+    parser = _Parser(prog="venvseal", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"venvseal {__version__}")
+    _common(parser, top=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def command(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        _common(p, top=False)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = command("hash", commands.cmd_hash, "print the NAR sha256 of a path, as Nix computes it")
+    p.add_argument("path", type=Path)
+    p.add_argument("--format", choices=HASH_FORMATS, default="sri",
+                   help="sri (sha256-...=, default), nix32 (as nix-hash --base32) or base16")
+
+    p = command("verify", commands.cmd_verify,
+                "re-hash store paths and report any whose content changed")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="store paths (default: all)")
+
+    p = command("gc", commands.cmd_gc, "delete store paths that no root (out-link) reaches")
+    p.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
+
+    p = command("show", commands.cmd_show, "validate a recipe and print what venvseal read")
+    p.add_argument("recipe", nargs="?", type=Path, metavar="RECIPE",
+                   help="venvseal.toml, pyproject.toml, or their folder (default: .)")
+    return parser
+
+
+def _configure_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("venvseal")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    verbose = "-v" in args_list or "--verbose" in args_list
+    as_json = "--json" in args_list
+    ui = Ui(json_mode=as_json, env=os.environ)
+    try:
+        args = build_parser().parse_args(args_list)
+        verbose, ui.json_mode = args.verbose, args.json
+        _configure_logging(args.verbose)
+        if getattr(args, "handler", None) is None:
+            build_parser().print_help(sys.stderr)
+            return EXIT_USAGE
+        code: int = args.handler(args, ui)
+        return code
+    except VenvsealError as err:
+        if verbose:
+            traceback.print_exc()
+        ui.error(str(err), err.exit_code)
+        return err.exit_code
+    except KeyboardInterrupt:
+        ui.error("interrupted", 130)
+        return 130
+    except Exception as err:  # a bug in venvseal: say so, keep the traceback behind -v
+        if verbose:
+            traceback.print_exc()
+        ui.error(f"internal error: {type(err).__name__}: {err} (rerun with -v for the traceback "
+                 "and report it)", EXIT_BUILD)
+        return EXIT_BUILD
+
+
+__all__ = ["EXIT_OK", "build_parser", "main"]

@@ -1,0 +1,166 @@
+"""The fixed-output dependency stage: every locked dependency, installed and normalised.
+
+``uv sync`` runs in the sandbox with network; the venv it makes is normalised (normalise.py)
+and pinned by its NAR hash. The store path is named from the declared hash, and a record of
+which inputs produced it lets an unchanged project skip the stage entirely.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from venvseal import normalise, sandbox
+from venvseal.diagnose import DepsBuildError, diagnose
+from venvseal.errors import CommandError
+from venvseal.hashes import Sha256
+from venvseal.lock import Lock, read_lock
+from venvseal.recipe import Recipe
+from venvseal.sandbox import Mount, Sandbox, SandboxSpec
+from venvseal.toolchain import ResolvedToolchain, uv_binary
+
+# Bump when the stage's output for the same inputs changes (normalisation rules, uv flags).
+STAGE_VERSION = "deps-1"
+# Files besides pyproject.toml that change what uv resolves or installs.
+UV_CONFIG_FILES = ("uv.toml",)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DepsInputs:
+    """Everything the stage's output depends on; ``fingerprint`` keys its cache."""
+
+    recipe: Recipe
+    lock: Lock
+    toolchain: ResolvedToolchain
+    files: tuple[tuple[str, str], ...]  # (path relative to the project, sha256) sorted
+
+    def fingerprint(self) -> str:
+        """A digest of every input; equal fingerprints give the same output."""
+        deps = self.recipe.canonical()["deps"]
+        deps = {k: v for k, v in deps.items() if k != "hash"}
+        doc = {
+            "stage": STAGE_VERSION,
+            "name": self.recipe.app.name,
+            "deps": deps,
+            "python": str(self.toolchain.python),
+            "path": [str(p) for p in self.toolchain.path],
+            "toolchain": self.toolchain.identity,
+            "uv": self.toolchain.uv_version,
+            "files": self.files,
+        }
+        blob = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Network:
+    """What a networked step borrows from the host: its resolver and CA bundle."""
+
+    resolv_conf: Path | None
+    ca_file: Path | None
+
+
+def _file_digest(file: Path) -> str:
+    return hashlib.sha256(file.read_bytes()).hexdigest()
+
+
+def collect_inputs(recipe: Recipe, toolchain: ResolvedToolchain) -> DepsInputs:
+    """Read uv.lock and list the project files uv sees (pyproject files, uv.lock, uv.toml)."""
+    project = recipe.project
+    lock = read_lock(project)
+    dirs = {"."} | {p.source for p in lock.local_packages()}
+    files: list[tuple[str, str]] = [("uv.lock", lock.digest)]
+    for d in sorted(dirs):
+        for name in ("pyproject.toml", *UV_CONFIG_FILES):
+            rel = (PurePosixPath(d) / name).as_posix()
+            file = project / rel
+            if file.is_file():
+                files.append((rel, _file_digest(file)))
+    return DepsInputs(recipe=recipe, lock=lock, toolchain=toolchain, files=tuple(sorted(files)))
+
+
+def stage_sources(inputs: DepsInputs, dest: Path) -> None:
+    """Copy exactly the files the fingerprint covers, so uv cannot see anything else."""
+    for rel, _digest in inputs.files:
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(inputs.recipe.project / rel, target)
+
+
+def _uv_env(inputs: DepsInputs, network: Network) -> dict[str, str]:
+    env = sandbox.fixed_env(inputs.toolchain.path)
+    env.update(dict(inputs.recipe.deps.env))
+    env.update({
+        "UV_CACHE_DIR": str(sandbox.CACHE_DIR),
+        "UV_PROJECT_ENVIRONMENT": str(sandbox.OUT_DIR),
+        "UV_PYTHON_DOWNLOADS": "never",
+        "UV_LINK_MODE": "copy",
+        "UV_NO_PROGRESS": "1",
+        "UV_COMPILE_BYTECODE": "0",
+    })
+    if network.ca_file is not None:
+        env["SSL_CERT_FILE"] = str(sandbox.CA_FILE)
+    return env
+
+
+def _sync_argv(inputs: DepsInputs) -> list[str]:
+    argv = ["uv", "sync", "--frozen", "--no-install-project", "--no-install-workspace",
+            "--no-dev", "--python", str(inputs.toolchain.python)]
+    for pkg in inputs.recipe.deps.exclude:
+        argv += ["--no-install-package", pkg]
+    for extra in inputs.recipe.deps.extras:
+        argv += ["--extra", extra]
+    return argv
+
+
+def build_venv(inputs: DepsInputs, out: Path, *, uv_cache: Path, scratch: Path,
+               runner: Sandbox, network: Network) -> normalise.NormaliseReport:
+    """Install the locked dependencies into ``out`` (an empty folder) and normalise it."""
+    src = scratch / "src"
+    stage_sources(inputs, src)
+    uv_cache.mkdir(parents=True, exist_ok=True)
+    mounts = [
+        Mount(host=src, target=sandbox.SRC_DIR),
+        Mount(host=out, target=sandbox.OUT_DIR, writable=True),
+        Mount(host=uv_cache, target=sandbox.CACHE_DIR, writable=True),
+        Mount(host=uv_binary(), target=sandbox.TOOLS_DIR / "uv"),
+    ]
+    if network.ca_file is not None:
+        mounts.append(Mount(host=network.ca_file, target=sandbox.CA_FILE))
+    spec = SandboxSpec(root=inputs.toolchain.root, mounts=tuple(mounts),
+                       env=_uv_env(inputs, network), network=True, cwd=sandbox.SRC_DIR,
+                       resolv_conf=network.resolv_conf)
+    python = str(inputs.toolchain.python)
+    lock_file = str(inputs.lock.file)
+    for argv, what in (
+        (["uv", "lock", "--check", "--offline", "--python", python], "checking uv.lock"),
+        (_sync_argv(inputs), "uv sync"),
+    ):
+        try:
+            runner.run(spec, argv, what=what)
+        except CommandError as err:
+            known = diagnose(err.output_tail, lock_file=lock_file, python=python)
+            raise (known or DepsBuildError(str(err))) from err
+    return normalise.normalise_venv(out, strip_debug=_stripper(runner, spec, out))
+
+
+def _stripper(runner: Sandbox, spec: SandboxSpec, out: Path) -> Callable[..., None]:
+    """strip --strip-debug with the toolchain's own binutils, inside the sandbox, offline."""
+    offline = SandboxSpec(root=spec.root, mounts=spec.mounts, env=spec.env, network=False,
+                          cwd=sandbox.OUT_DIR)
+
+    def strip(files: object) -> None:
+        rels = [str(sandbox.OUT_DIR / Path(f).relative_to(out)) for f in files]  # type: ignore[attr-defined]
+        if rels:
+            runner.run(offline, ["strip", "--strip-debug", "--", *rels],
+                       what="strip --strip-debug (the toolchain needs binutils)")
+
+    return strip
+
+
+__all__ = ["DepsBuildError", "DepsInputs", "Network", "build_venv", "collect_inputs",
+           "Sha256", "stage_sources"]

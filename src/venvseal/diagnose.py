@@ -1,0 +1,102 @@
+"""Turning a failed uv run into one actionable message.
+
+uv's output is long; the user needs the package that failed, the likely missing system
+package, and the last lines the compiler printed.
+"""
+
+from __future__ import annotations
+
+import re
+
+from venvseal.errors import VenvsealError
+
+# Header (or prefix of one) -> the Debian package that usually provides it.
+HEADER_PACKAGES: tuple[tuple[str, str], ...] = (
+    ("Python.h", "python3-dev (the toolchain's python3.X-dev)"),
+    ("libpq-fe.h", "libpq-dev"),
+    ("pg_config.h", "libpq-dev"),
+    ("libxml/", "libxml2-dev"),
+    ("libxslt/", "libxslt1-dev"),
+    ("libexslt/", "libxslt1-dev"),
+    ("xmlsec/", "libxmlsec1-dev"),
+    ("ltdl.h", "libltdl-dev"),
+    ("gssapi", "libkrb5-dev"),
+    ("krb5", "libkrb5-dev"),
+    ("ffi.h", "libffi-dev"),
+    ("openssl/", "libssl-dev"),
+    ("zlib.h", "zlib1g-dev"),
+    ("yaml.h", "libyaml-dev"),
+    ("lber.h", "libldap-dev"),
+    ("ldap.h", "libldap-dev"),
+    ("sasl/", "libsasl2-dev"),
+)
+TOOL_PACKAGES = {
+    "pg_config": "libpq-dev",
+    "krb5-config": "libkrb5-dev",
+    "xmlsec1-config": "libxmlsec1-dev",
+    "xml2-config": "libxml2-dev",
+    "xslt-config": "libxslt1-dev",
+    "pkg-config": "pkg-config",
+    "gcc": "gcc",
+    "cc": "gcc",
+}
+
+_FAILED_BUILD = re.compile(r"Failed to build `([^`=]+)(?:==|@)?([^`]*)`")
+_MISSING_HEADER = re.compile(r"fatal error: ([\w./+-]+): No such file or directory")
+_MISSING_TOOL = re.compile(
+    r"(?:([\w.+-]+)(?:: not found| executable not found| command not found| is required)"
+    r"|command '([\w.+-]+)' failed: No such file)")
+_PYTHON_MISMATCH = re.compile(
+    r"(?:interpreter resolved to Python|Python version) ([\d.]+)[^\n]*?"
+    r"(?:incompatible|does not satisfy)[^\n]*?`([^`]+)`")
+_NETWORK = re.compile(r"dns error|failed to lookup address|Network is unreachable|"
+                      r"Connection refused|error sending request|client error \(Connect\)")
+_STALE_LOCK = "needs to be updated"
+
+
+class DepsBuildError(VenvsealError):
+    """The dependency stage failed; the message says what and how to fix it."""
+
+
+def _hint_for_header(header: str) -> str | None:
+    for prefix, package in HEADER_PACKAGES:
+        if header.startswith(prefix) or prefix in header:
+            return package
+    return None
+
+
+def _last_lines(output: str, n: int) -> str:
+    lines = [ln for ln in output.splitlines() if ln.strip()]
+    return "\n".join("  " + ln.strip() for ln in lines[-n:])
+
+
+def diagnose(output: str, *, lock_file: str, python: str) -> DepsBuildError | None:
+    """A specific error for a recognised failure in uv's ``output``; None if unrecognised."""
+    if _STALE_LOCK in output:
+        return DepsBuildError(f"{lock_file} is out of date with pyproject.toml; run 'uv lock' "
+                              "in the project and rebuild")
+    if m := _PYTHON_MISMATCH.search(output):
+        return DepsBuildError(
+            f"toolchain python {python} is {m.group(1)}, but the project requires Python "
+            f"{m.group(2)}; choose a toolchain whose interpreter matches ([toolchain] python, "
+            "root or debian packages)")
+    failed = _FAILED_BUILD.search(output)
+    package = f"{failed.group(1)} {failed.group(2)}".strip() if failed else "a package"
+    if m := _MISSING_HEADER.search(output):
+        hint = _hint_for_header(m.group(1))
+        need = f"; install {hint} in the toolchain" if hint else "; install its -dev package"
+        return DepsBuildError(f"building {package} from source failed: header {m.group(1)} is "
+                              f"missing{need}\n{_last_lines(output, 8)}")
+    if (m := _MISSING_TOOL.search(output)) and (tool := m.group(1) or m.group(2)) in TOOL_PACKAGES:
+        return DepsBuildError(f"building {package} from source failed: {tool} not found; install "
+                              f"{TOOL_PACKAGES[tool]} in the toolchain\n{_last_lines(output, 8)}")
+    if failed:
+        return DepsBuildError(f"building {package} from source failed; the compiler's last "
+                              f"lines:\n{_last_lines(output, 15)}")
+    if _NETWORK.search(output):
+        return DepsBuildError("uv could not reach the package index: the deps stage needs "
+                              "network; check the connection or proxy and rerun\n"
+                              f"{_last_lines(output, 4)}")
+    return None
+
+

@@ -1,0 +1,227 @@
+"""Generic file-tree helpers: sealing a tree read-only, removing it, locks and atomic writes.
+
+Nothing here knows about the store's layout; :mod:`venvseal.store` composes these pieces.
+Walks are iterative (no recursion limit) and never follow symlinks.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import os
+import secrets
+import shutil
+import stat
+import sys
+from pathlib import Path
+
+# Modes of a sealed tree, as Nix's canonicalisePathMetaData: r-x dirs, r-- or r-x files.
+SEALED_DIR = 0o555
+SEALED_FILE = 0o444
+SEALED_EXECUTABLE = 0o555
+
+
+def temp_name(prefix: str) -> str:
+    """``prefix~<pid>~<random>``: unique per process and call, and parseable back to ``prefix``."""
+    return f"{prefix}~{os.getpid()}~{secrets.token_hex(4)}"
+
+
+def seal_tree(root: Path, *, mtime: int) -> None:
+    """Make ``root`` canonical: every mtime (and atime) ``mtime`` seconds, read-only modes.
+
+    Dirs become 0o555, files 0o444 or 0o555 when the owner may execute them; setuid, setgid
+    and sticky bits go. Symlinks keep their (ignored) mode and get the time only. A file with
+    other hard links is copied first, so sealing never changes a file outside the tree (uv,
+    for one, hard-links installed files to its cache). Other file types are left alone:
+    the NAR hash that follows rejects them by name.
+    """
+    times = (mtime * 1_000_000_000, mtime * 1_000_000_000)
+    dirs: list[str] = []  # pre-order: every dir comes before its subdirs
+    pending = [os.fspath(root)]
+    while pending:
+        path = pending.pop()
+        st = os.lstat(path)
+        if stat.S_ISDIR(st.st_mode):
+            os.chmod(path, 0o700)  # the walk may list, enter and relink in it
+            with os.scandir(path) as it:
+                pending.extend(entry.path for entry in it)
+            dirs.append(path)
+        elif stat.S_ISREG(st.st_mode):
+            if st.st_nlink > 1:
+                _unshare(path)
+            executable = st.st_mode & stat.S_IXUSR
+            os.chmod(path, SEALED_EXECUTABLE if executable else SEALED_FILE)
+            os.utime(path, ns=times, follow_symlinks=False)
+        elif stat.S_ISLNK(st.st_mode):
+            os.utime(path, ns=times, follow_symlinks=False)
+    # Children before parents, so sealing a child never touches a sealed parent's mtime.
+    for path in reversed(dirs):
+        os.chmod(path, SEALED_DIR)
+        os.utime(path, ns=times)
+
+
+def _unshare(path: str) -> None:
+    """Replace the hard-linked file ``path`` with a private copy of it."""
+    copy = temp_name(path)
+    shutil.copy2(path, copy, follow_symlinks=False)
+    os.replace(copy, path)
+
+
+def make_tree_writable(root: Path) -> None:
+    """Give the owner rwx on every directory under ``root``, so its entries can be removed."""
+    pending = [os.fspath(root)]
+    while pending:
+        path = pending.pop()
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            continue
+        os.chmod(path, stat.S_IMODE(st.st_mode) | stat.S_IRWXU)
+        with os.scandir(path) as it:
+            pending.extend(e.path for e in it if e.is_dir(follow_symlinks=False))
+
+
+def remove_tree(path: Path) -> None:
+    """Remove ``path`` (file, symlink or read-only tree) if it exists."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        make_tree_writable(path)
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+
+
+def disk_usage(root: Path) -> int:
+    """Bytes ``root`` occupies on disk (st_blocks * 512, hard links counted once), like du."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    pending = [os.fspath(root)]
+    while pending:
+        path = pending.pop()
+        st = os.lstat(path)
+        if (st.st_dev, st.st_ino) not in seen:
+            seen.add((st.st_dev, st.st_ino))
+            total += st.st_blocks * 512
+        if stat.S_ISDIR(st.st_mode):
+            with os.scandir(path) as it:
+                pending.extend(entry.path for entry in it)
+    return total
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the entries of directory ``path`` (creations, renames) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync_filesystem(path: Path) -> None:
+    """Flush every dirty file of the file system holding ``path`` to disk, in one call.
+
+    Linux syncfs(2); elsewhere sync(2), which flushes every file system.
+    """
+    if sys.platform != "linux":
+        os.sync()
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if int(libc.syncfs(fd)) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code), os.fspath(path))
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes, *, temp: Path) -> None:
+    """Write ``path`` whole or not at all: the durable file ``temp``, renamed to ``path``.
+
+    ``temp`` must not exist and must be on the same file system as ``path``.
+    """
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, path)
+    except BaseException:
+        remove_tree(temp)
+        raise
+    fsync_dir(path.parent)
+
+
+def replace_symlink(link: Path, target: str, *, hidden_prefix: str = ".") -> None:
+    """Point the symlink ``link`` at ``target`` atomically (a temp symlink beside it, renamed)."""
+    temp = link.parent / temp_name(f"{hidden_prefix}{link.name}")
+    os.symlink(target, temp)
+    try:
+        os.replace(temp, link)
+    except BaseException:
+        remove_tree(temp)
+        raise
+
+
+def try_lock_file(path: Path, *, shared: bool) -> int | None:
+    """flock ``path`` (created if missing) if no other open file holds a conflicting lock.
+
+    The returned fd holds the lock until closed; None if the lock is taken.
+    """
+    return _lock(path, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+
+
+def lock_file(path: Path, *, shared: bool) -> int:
+    """flock ``path`` (created if missing), waiting as long as it takes; the fd holds the lock."""
+    fd = _lock(path, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+    assert fd is not None  # only a non-blocking flock gives up
+    return fd
+
+
+def _lock(path: Path, operation: int) -> int | None:
+    """flock(``operation``) on ``path``; None if non-blocking and taken.
+
+    After locking, the fd must still name ``path``'s file: whoever deletes a lock file does so
+    while holding it, and a waiter that then locked the deleted inode opens the path again.
+    """
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, operation)
+            held = os.fstat(fd)
+            current = os.stat(path)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except FileNotFoundError:
+            os.close(fd)
+            continue
+        except BaseException:
+            os.close(fd)
+            raise
+        if (held.st_dev, held.st_ino) == (current.st_dev, current.st_ino):
+            return fd
+        os.close(fd)
+
+
+def unlink_locked(path: Path, fd: int) -> None:
+    """Delete the lock file ``path`` whose lock ``fd`` holds, then release it."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def is_disk_full(err: OSError) -> bool:
+    """True when ``err`` says the file system or the user's quota is out of space."""
+    return err.errno in (errno.ENOSPC, errno.EDQUOT)

@@ -1,0 +1,101 @@
+"""Reading ``uv.lock``: what the deps stage installs and which workspace members exist.
+
+Only the fields venvseal needs are read; the file's own format is uv's (``version = 1``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from venvseal.errors import VenvsealError
+
+# Sources that point into the project itself: workspace members and the root project.
+LOCAL_SOURCES = ("editable", "virtual", "directory")
+
+
+class LockError(VenvsealError):
+    """uv.lock is missing, unreadable or stale."""
+
+    def __init__(self, file: Path, message: str) -> None:
+        self.file = file
+        self.message = message
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.message}"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LockedPackage:
+    """One ``[[package]]`` entry."""
+
+    name: str
+    version: str
+    source_kind: str  # registry, editable, virtual, directory, path, git or url
+    source: str
+    has_sdist: bool
+    has_wheels: bool
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Lock:
+    """The parts of uv.lock venvseal uses, plus the digest of its bytes."""
+
+    file: Path
+    digest: str
+    requires_python: str | None
+    members: tuple[str, ...]
+    packages: tuple[LockedPackage, ...]
+
+    def local_packages(self) -> tuple[LockedPackage, ...]:
+        """Workspace members and the root project (sources inside the project)."""
+        return tuple(p for p in self.packages if p.source_kind in LOCAL_SOURCES)
+
+    def workspace_members(self) -> tuple[LockedPackage, ...]:
+        """Workspace members other than the root project itself."""
+        return tuple(p for p in self.local_packages() if p.source not in (".", ""))
+
+
+def _package(entry: dict[str, object]) -> LockedPackage:
+    source = entry.get("source")
+    kind, where = "registry", ""
+    if isinstance(source, dict) and source:
+        kind, value = sorted(source.items())[0]
+        where = str(value)
+    return LockedPackage(
+        name=str(entry.get("name", "")),
+        version=str(entry.get("version", "")),
+        source_kind=kind,
+        source=where,
+        has_sdist="sdist" in entry,
+        has_wheels=bool(entry.get("wheels")),
+    )
+
+
+def read_lock(project: Path) -> Lock:
+    """Read ``project/uv.lock``; LockError (naming the file and the fix) when it cannot."""
+    file = project / "uv.lock"
+    try:
+        raw = file.read_bytes()
+    except FileNotFoundError:
+        raise LockError(file, "no uv.lock next to pyproject.toml; run 'uv lock' in "
+                        f"{project} and commit it with the recipe") from None
+    except OSError as err:
+        raise LockError(file, f"cannot read it ({err.strerror})") from err
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise LockError(file, f"not a valid uv.lock ({err}); recreate it with 'uv lock'") from err
+    manifest = data.get("manifest", {})
+    members = manifest.get("members", []) if isinstance(manifest, dict) else []
+    entries = data.get("package", [])
+    return Lock(
+        file=file,
+        digest=hashlib.sha256(raw).hexdigest(),
+        requires_python=data.get("requires-python"),
+        members=tuple(str(m) for m in members),
+        packages=tuple(_package(e) for e in entries if isinstance(e, dict)),
+    )

@@ -1,0 +1,426 @@
+"""Nix ARchive (NAR) serialisation and its sha256, streamed in constant memory.
+
+A NAR is the canonical byte stream Nix hashes to give a directory tree its content address
+(``nix-hash --type sha256 PATH``). The format (Nix libutil/archive.cc, ``dumpPath``):
+
+- every string is a u64 little-endian length, the bytes, then zero padding to a multiple of 8;
+- the archive is ``"nix-archive-1"`` then one node;
+- a node is ``"(" "type"`` then one of
+  ``"regular" ["executable" ""] "contents" <bytes>`` (``"executable"`` when S_IXUSR is set),
+  ``"symlink" "target" <target>``, or
+  ``"directory"`` followed, for each entry in byte-wise name order, by
+  ``"entry" "(" "name" <name> "node" <node> ")"``; and the node ends with ``")"``.
+
+Nothing else is recorded: no times, owners, or permissions beyond the user-execute bit.
+Symlinks are never followed. Names are handled as bytes so non-UTF-8 names hash exactly, and
+sorted as bytes, as Nix's ``std::map<std::string, ...>`` does.
+
+One walker (:func:`_serialise`) produces the stream; a sink decides where it goes. File
+contents are read straight into a fixed buffer, which is handed on whole, so memory stays flat
+whatever the tree's size. :func:`nar_hash` hashes full buffers on a second thread: hashlib
+releases the GIL for large updates, so hashing overlaps the walk and the reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import operator
+import os
+import queue
+import stat
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from venvseal.errors import EXIT_USAGE, UsageError, VenvsealError
+from venvseal.hashes import Sha256
+
+# Bytes handed on at a time. Large enough that per-buffer costs (a queue hop, a hash update)
+# vanish; small enough that a few of them keep peak memory far below the 64 MB budget.
+BUFFER_SIZE = 1 << 20
+# Buffers the hashing thread may hold while the walker fills the next one.
+_BUFFERS_IN_FLIGHT = 3
+
+# O_NOFOLLOW: never follow a symlink swapped in after listing; O_NONBLOCK: never hang on a
+# fifo swapped in after listing (fstat then rejects it).
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_BY_NAME = operator.attrgetter("name")
+
+# NAR format: strings are padded with zeros to a multiple of 8 bytes (archive.cc writePadding).
+_PADDING = tuple(bytes(-n % 8) for n in range(8))
+
+
+def _string(data: bytes) -> bytes:
+    """One NAR string: u64 little-endian length, ``data``, zero padding to 8 bytes."""
+    return len(data).to_bytes(8, "little") + data + _PADDING[len(data) & 7]
+
+
+# The fixed framing, computed once so the hot loop only concatenates a few constants.
+_MAGIC = _string(b"nix-archive-1")
+_CLOSE = _string(b")")
+_NODE_TYPE = _string(b"(") + _string(b"type")
+_REGULAR = _NODE_TYPE + _string(b"regular") + _string(b"contents")
+_EXECUTABLE = (
+    _NODE_TYPE + _string(b"regular") + _string(b"executable") + _string(b"") + _string(b"contents")
+)
+_SYMLINK = _NODE_TYPE + _string(b"symlink") + _string(b"target")
+_DIRECTORY = _NODE_TYPE + _string(b"directory")
+_ENTRY_NAME = _string(b"entry") + _string(b"(") + _string(b"name")
+_NODE = _string(b"node")
+# After a file in a directory: its padding, then the end of its node and of its entry.
+_ENTRY_FILE_END = tuple(pad + _CLOSE + _CLOSE for pad in _PADDING)
+
+
+class NarError(VenvsealError):
+    """A file cannot be put into a NAR; names the file and what to do."""
+
+    def __init__(self, path: str, problem: str, hint: str) -> None:
+        self.path = path
+        self.problem = problem
+        self.hint = hint
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.problem}; {self.hint}"
+
+
+class NarPathNotFoundError(NarError, UsageError):
+    """The path asked for does not exist (exit 2: the input named on the command line is wrong)."""
+
+    exit_code = EXIT_USAGE
+
+
+@dataclass(frozen=True, slots=True)
+class NarResult:
+    """What hashing a path produced."""
+
+    hash: Sha256  # sha256 of the NAR serialisation
+    size: int  # number of NAR bytes
+    files: int  # regular files + symlinks seen
+
+
+def nar_hash(
+    path: str | os.PathLike[str], *, progress: Callable[[int], None] | None = None
+) -> NarResult:
+    """The sha256 of ``path``'s NAR serialisation, as ``nix-hash --type sha256`` computes it.
+
+    ``progress(nbytes)`` is called after each regular file with that file's size.
+    Raises :class:`NarPathNotFoundError` if ``path`` does not exist and :class:`NarError` for a
+    file that cannot be archived (device, socket, fifo, unreadable, changed while read).
+    """
+    sink = _ThreadedHashSink()
+    try:
+        files = _serialise(os.fsencode(path), sink, progress)
+    finally:
+        digest = sink.finish()
+    return NarResult(hash=Sha256(digest), size=sink.size, files=files)
+
+
+def dump_nar(path: str | os.PathLike[str], write: Callable[[bytes | memoryview], object]) -> None:
+    """Send ``path``'s NAR serialisation to ``write``, in chunks of at most ``BUFFER_SIZE``.
+
+    Each chunk is a fresh ``bytes`` object the caller may keep. Raises as :func:`nar_hash`.
+    """
+    sink = _WriteSink(write)
+    _serialise(os.fsencode(path), sink, None)
+    sink.flush()
+
+
+class _Sink:
+    """Gathers the NAR stream in a fixed buffer and hands each full buffer to :meth:`_hand_on`."""
+
+    def __init__(self) -> None:
+        self._view = memoryview(bytearray(BUFFER_SIZE))
+        self._pos = 0
+        self._handed_on = 0
+
+    @property
+    def size(self) -> int:
+        """NAR bytes received so far."""
+        return self._handed_on + self._pos
+
+    def write(self, data: bytes) -> None:
+        """Append framing (or a symlink target) to the stream."""
+        pos = self._pos
+        end = pos + len(data)
+        if end > BUFFER_SIZE:
+            self._write_across(data)
+            return
+        self._view[pos:end] = data
+        self._pos = end
+
+    def _write_across(self, data: bytes) -> None:
+        """Slow path of :meth:`write`: ``data`` spans the end of the buffer."""
+        offset = 0
+        while offset < len(data):
+            if self._pos == BUFFER_SIZE:
+                self.flush()
+            take = min(len(data) - offset, BUFFER_SIZE - self._pos)
+            self._view[self._pos : self._pos + take] = data[offset : offset + take]
+            self._pos += take
+            offset += take
+
+    def read_file(self, fd: int, size: int) -> bool:
+        """Append ``size`` bytes read from ``fd``; False if the file ended early."""
+        remaining = size
+        while remaining:
+            pos = self._pos
+            if pos == BUFFER_SIZE:
+                self.flush()
+                pos = 0
+            # Read straight into the buffer: no intermediate bytes object per file or chunk.
+            n = os.readv(fd, (self._view[pos : pos + min(remaining, BUFFER_SIZE - pos)],))
+            if not n:
+                return False
+            self._pos = pos + n
+            remaining -= n
+        return True
+
+    def flush(self) -> None:
+        """Hand on what the buffer holds and start filling an empty one."""
+        if self._pos:
+            self._handed_on += self._pos
+            self._view = self._hand_on(self._view, self._pos)
+            self._pos = 0
+
+    def _hand_on(self, view: memoryview, length: int) -> memoryview:
+        """Consume ``view[:length]``; return the buffer to fill next."""
+        raise NotImplementedError
+
+
+class _WriteSink(_Sink):
+    """Sends the stream to a ``write`` callable as ``bytes`` chunks."""
+
+    def __init__(self, write: Callable[[bytes | memoryview], object]) -> None:
+        super().__init__()
+        self._write = write
+
+    def _hand_on(self, view: memoryview, length: int) -> memoryview:
+        # A copy, so the caller may keep the chunk while this buffer is refilled.
+        self._write(view[:length].tobytes())
+        return view
+
+
+class _ThreadedHashSink(_Sink):
+    """Hashes full buffers on a worker thread while the walker fills the next one.
+
+    Buffers cycle between a free queue and a full queue, so at most ``_BUFFERS_IN_FLIGHT + 1``
+    exist and a slow hasher makes the walker wait rather than memory grow.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._hash = hashlib.sha256()
+        self._free: queue.SimpleQueue[memoryview] = queue.SimpleQueue()
+        self._full: queue.SimpleQueue[tuple[memoryview, int] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._spare = _BUFFERS_IN_FLIGHT
+
+    def _hand_on(self, view: memoryview, length: int) -> memoryview:
+        if self._thread is None:
+            # Started on the first full buffer: a NAR that fits one buffer needs no thread.
+            self._thread = threading.Thread(target=self._run, name="nar-hash", daemon=True)
+            self._thread.start()
+        self._full.put((view, length))
+        if self._spare:
+            self._spare -= 1
+            return memoryview(bytearray(BUFFER_SIZE))
+        return self._free.get()
+
+    def _run(self) -> None:
+        update = self._hash.update
+        while (item := self._full.get()) is not None:
+            view, length = item
+            update(view[:length])
+            self._free.put(view)
+
+    def finish(self) -> bytes:
+        """Hash what is left, stop the worker and return the digest."""
+        if self._thread is not None:
+            self._full.put(None)
+            self._thread.join()
+        self._hash.update(self._view[: self._pos])
+        return self._hash.digest()
+
+
+def _show(path: bytes) -> str:
+    """``path`` for a message; bytes that are not UTF-8 are shown as ``\\xNN``."""
+    return path.decode("utf-8", "backslashreplace")
+
+
+def _kind(mode: int) -> str:
+    """A word for a file type NAR cannot hold."""
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (fifo)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device node"
+    return f"a special file (mode {mode:o})"
+
+
+def _unsupported(path: bytes, mode: int) -> NarError:
+    return NarError(
+        _show(path),
+        f"is {_kind(mode)}, which a NAR cannot hold (only files, directories and symlinks)",
+        "remove it from the tree or exclude it before hashing",
+    )
+
+
+def _os_error(path: bytes, err: OSError) -> NarError:
+    """Wrap an OSError met while reading ``path``."""
+    if isinstance(err, FileNotFoundError):
+        return NarError(
+            _show(path),
+            "vanished while being read",
+            "make sure nothing else writes to the tree while it is hashed, then retry",
+        )
+    if isinstance(err, PermissionError):
+        return NarError(
+            _show(path),
+            "cannot be read (permission denied)",
+            "make it readable (chmod u+r, or u+rx for a directory) and retry",
+        )
+    return NarError(_show(path), f"cannot be read ({err.strerror or err})", "check the file system")
+
+
+def _serialise(root: bytes, sink: _Sink, progress: Callable[[int], None] | None) -> int:
+    """Write the NAR of ``root`` to ``sink``; return the number of files and symlinks."""
+    try:
+        st = os.lstat(root)
+    except FileNotFoundError:
+        raise NarPathNotFoundError(
+            _show(root), "does not exist", "check the path, or build it first"
+        ) from None
+    except OSError as err:
+        raise _os_error(root, err) from err
+    sink.write(_MAGIC)
+    mode = st.st_mode
+    if stat.S_ISDIR(mode):
+        sink.write(_DIRECTORY)
+        files = _serialise_directory(root, sink, progress)
+        sink.write(_CLOSE)
+        return files
+    if stat.S_ISLNK(mode):
+        sink.write(_SYMLINK + _string(_readlink(root, None, root)) + _CLOSE)
+        return 1
+    if not stat.S_ISREG(mode):
+        raise _unsupported(root, mode)
+    size = _regular(root, None, root, sink, b"")
+    sink.write(_PADDING[size & 7] + _CLOSE)
+    if progress is not None:
+        progress(size)
+    return 1
+
+
+def _serialise_directory(root: bytes, sink: _Sink, progress: Callable[[int], None] | None) -> int:
+    """Write the entries of directory ``root`` (not its node framing); return files seen.
+
+    Iterative, so depth costs no Python stack: one sorted listing and one directory file
+    descriptor per level being walked. Files are opened relative to that descriptor, which
+    spares the kernel a walk of the whole path for each file.
+    """
+    write = sink.write
+    files = 0
+    stack: list[tuple[Iterator[os.DirEntry[bytes]], int]] = []
+    try:
+        stack.append((_listing(root), _open_directory(root, None, root)))
+        while stack:
+            entries, dir_fd = stack[-1]
+            for entry in entries:
+                name = entry.name
+                length = len(name)
+                head = _ENTRY_NAME + length.to_bytes(8, "little") + name + _PADDING[length & 7]
+                # d_type from readdir answers these without a stat call (lstat only if unknown).
+                if entry.is_dir(follow_symlinks=False):
+                    write(head + _NODE + _DIRECTORY)
+                    child = _open_directory(name, dir_fd, entry.path)
+                    stack.append((_listing(entry.path, child), child))
+                    break
+                files += 1
+                if entry.is_file(follow_symlinks=False):
+                    size = _regular(name, dir_fd, entry.path, sink, head + _NODE)
+                    write(_ENTRY_FILE_END[size & 7])
+                    if progress is not None:
+                        progress(size)
+                elif entry.is_symlink():
+                    target = _readlink(name, dir_fd, entry.path)
+                    write(head + _NODE + _SYMLINK + _string(target) + _CLOSE + _CLOSE)
+                else:
+                    raise _unsupported(entry.path, _lstat_mode(entry))
+            else:
+                os.close(stack.pop()[1])
+                # End of this directory's node, and of the entry holding it unless it is the root.
+                if stack:
+                    write(_CLOSE + _CLOSE)
+    finally:
+        for _, dir_fd in stack:
+            os.close(dir_fd)
+    return files
+
+
+def _open_directory(name: bytes, dir_fd: int | None, path: bytes) -> int:
+    """A descriptor for directory ``name`` (relative to ``dir_fd``), for relative opens."""
+    try:
+        return os.open(name, _DIRECTORY_FLAGS, dir_fd=dir_fd)
+    except OSError as err:
+        raise _os_error(path, err) from err
+
+
+def _listing(path: bytes, dir_fd: int | None = None) -> Iterator[os.DirEntry[bytes]]:
+    """The entries of directory ``path``, in NAR (byte-wise name) order."""
+    try:
+        with os.scandir(path) as it:
+            entries = sorted(it, key=_BY_NAME)
+    except OSError as err:
+        if dir_fd is not None:
+            os.close(dir_fd)
+        raise _os_error(path, err) from err
+    return iter(entries)
+
+
+def _lstat_mode(entry: os.DirEntry[bytes]) -> int:
+    try:
+        return entry.stat(follow_symlinks=False).st_mode
+    except OSError as err:
+        raise _os_error(entry.path, err) from err
+
+
+def _readlink(name: bytes, dir_fd: int | None, path: bytes) -> bytes:
+    try:
+        return os.readlink(name, dir_fd=dir_fd)
+    except OSError as err:
+        raise _os_error(path, err) from err
+
+
+def _regular(name: bytes, dir_fd: int | None, path: bytes, sink: _Sink, head: bytes) -> int:
+    """Write ``head``, the regular-file node framing and the contents of ``name``; return size.
+
+    ``path`` is only for messages. Size and mode come from ``fstat`` on the open file, so they
+    describe what is read even if the file was replaced since the directory was listed.
+    """
+    try:
+        fd = os.open(name, _OPEN_FLAGS, dir_fd=dir_fd)
+    except OSError as err:
+        raise _os_error(path, err) from err
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _unsupported(path, st.st_mode)
+        size = st.st_size
+        # NAR format: "executable" is written when the owner may execute (S_IXUSR), nothing else.
+        frame = _EXECUTABLE if st.st_mode & stat.S_IXUSR else _REGULAR
+        sink.write(head + frame + size.to_bytes(8, "little"))
+        complete = sink.read_file(fd, size)
+    except OSError as err:
+        raise _os_error(path, err) from err
+    finally:
+        os.close(fd)
+    if not complete:
+        raise NarError(
+            _show(path),
+            "shrank while being read",
+            "make sure nothing else writes to the tree while it is hashed, then retry",
+        )
+    return size

@@ -1,0 +1,75 @@
+"""Every external command venvseal runs goes through :func:`run`.
+
+The command is logged (shown with ``-v``); on failure the error carries the command and the
+last lines of its output, so the user sees why without rerunning anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from venvseal.errors import CommandError, VenvsealError
+
+log = logging.getLogger("venvseal.process")
+
+TAIL_LINES = 25
+
+
+class ToolMissingError(VenvsealError):
+    """A program venvseal needs is not installed."""
+
+    def __init__(self, program: str, package: str) -> None:
+        self.program = program
+        self.package = package
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return (f"{self.program} is not installed; install it (Debian: apt-get install "
+                f"{self.package}) and run again")
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    """What a finished command printed (stdout and stderr, interleaved) and its status."""
+
+    argv: tuple[str, ...]
+    returncode: int
+    output: str
+
+    def tail(self, lines: int = TAIL_LINES) -> str:
+        """The last ``lines`` lines of output, where the reason for a failure usually is."""
+        return "\n".join(self.output.splitlines()[-lines:])
+
+
+def find_tool(program: str, package: str, path: str | None = None) -> str:
+    """The absolute path of ``program`` on ``path``; ToolMissingError naming the package."""
+    found = shutil.which(program, path=path)
+    if found is None:
+        raise ToolMissingError(program, package)
+    return found
+
+
+def run(argv: Sequence[str], *, what: str, env: Mapping[str, str] | None = None,
+        cwd: Path | None = None, check: bool = True, stdin: str | None = None) -> Completed:
+    """Run ``argv`` to completion; raise CommandError (with the output's tail) if it fails."""
+    log.debug("$ %s", shlex.join(argv))
+    try:
+        proc = subprocess.run(
+            list(argv), env=dict(env) if env is not None else None, cwd=cwd,
+            input=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, errors="replace", check=False,
+        )
+    except FileNotFoundError as err:
+        raise CommandError(what, argv, 127, f"{argv[0]}: not found") from err
+    done = Completed(tuple(argv), proc.returncode, proc.stdout)
+    if proc.returncode != 0:
+        log.debug("%s", done.tail())
+        if check:
+            raise CommandError(what, argv, proc.returncode, done.tail())
+    return done

@@ -1,0 +1,81 @@
+"""Rendering for the CLI: results on stdout, messages and progress on stderr, or JSON.
+
+Progress bars appear only when stderr is a terminal and JSON output is off, so logs and pipes
+stay clean.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+
+class Ui:
+    """Where the CLI's output goes; one instance per invocation."""
+
+    def __init__(self, *, json_mode: bool, env: Mapping[str, str]) -> None:
+        self.json_mode = json_mode
+        self._stderr = Console(stderr=True, soft_wrap=True, highlight=False)
+        self._stdout = Console(soft_wrap=True, highlight=False)
+        self._interactive = self._stderr.is_terminal and env.get("TERM") != "dumb"
+
+    def result(self, data: Mapping[str, Any], *lines: str) -> None:
+        """The command's result: ``lines`` for people, ``data`` as JSON for machines."""
+        if self.json_mode:
+            print(json.dumps({"ok": True, **data}, indent=2, sort_keys=True))
+        else:
+            for line in lines:
+                print(line)
+
+    def table(self, title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+        """A table for people (nothing in JSON mode: the data goes through ``result``)."""
+        if self.json_mode or not rows:
+            return
+        table = Table(title=title, title_justify="left")
+        for col in columns:
+            table.add_column(col, overflow="fold")
+        for row in rows:
+            table.add_row(*row)
+        self._stdout.print(table)
+
+    def info(self, message: str) -> None:
+        """A note for people on stderr (silent in JSON mode)."""
+        if not self.json_mode:
+            self._stderr.print(message, markup=False)
+
+    def error(self, message: str, code: int) -> None:
+        """Report a failure: each line prefixed with ``error:``; JSON mode also on stdout."""
+        if self.json_mode:
+            print(json.dumps({"ok": False, "error": message, "exit_code": code}, indent=2))
+        for line in message.splitlines() or [message]:
+            print(f"venvseal: error: {line}", file=sys.stderr)
+
+    @contextmanager
+    def progress(self, description: str, total: int | None = None,
+                 unit: str = "bytes") -> Iterator[Callable[[int], None]]:
+        """Yield ``advance(n)``; draws a bar only on an interactive terminal."""
+        if not self._interactive or self.json_mode:
+            yield lambda _n: None
+            return
+        columns: list[Any] = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn()]
+        columns += [DownloadColumn(), TransferSpeedColumn()] if unit == "bytes" else [
+            TextColumn("{task.completed}/{task.total}")]
+        columns.append(TimeElapsedColumn())
+        with Progress(*columns, console=self._stderr, transient=True) as bar:
+            task = bar.add_task(description, total=total)
+            yield lambda n: bar.advance(task, n)
