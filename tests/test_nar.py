@@ -14,7 +14,7 @@ import shutil
 import socket
 import stat
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -104,7 +104,7 @@ def test_entries_are_in_byte_order_not_str_order(mixed_tree: Path) -> None:
     assert sorted([os.fsdecode(b"\xff"), "\ue000"]) == [os.fsdecode(b"\xff"), "\ue000"]
 
 
-@pytest.mark.parametrize("mode", [0o644, 0o755, 0o700, 0o654, 0o645, 0o444, 0o100])
+@pytest.mark.parametrize("mode", [0o644, 0o755, 0o700, 0o654, 0o645, 0o444, 0o100], ids=oct)
 def test_only_owner_execute_bit_marks_executable(tmp_path: Path, mode: int) -> None:
     path = tmp_path / "f"
     write(path, b"#!/bin/sh\n", mode)
@@ -137,7 +137,11 @@ def test_large_file(tmp_path: Path) -> None:
     assert result.size > 50 * 10**6
 
 
-@pytest.mark.parametrize("target", ["relative/target", "/absolute/target", "x" * 3000])
+@pytest.mark.parametrize(
+    "target",
+    ["relative/target", "/absolute/target", "x" * 3000],
+    ids=["relative", "absolute", "long"],
+)
 def test_symlink_as_top_path(tmp_path: Path, target: str) -> None:
     link = tmp_path / "link"
     os.symlink(target, link)
@@ -215,6 +219,13 @@ def test_random_trees_match_nix_hash(tmp_path: Path, seed: int) -> None:
     assert_matches_nix(root)
 
 
+def test_progress_for_a_single_file(tmp_path: Path) -> None:
+    write(tmp_path / "f", b"12345")
+    seen: list[int] = []
+    assert nar_hash(tmp_path / "f", progress=seen.append).files == 1
+    assert seen == [5]
+
+
 def test_progress_reports_each_regular_file_size(mixed_tree: Path) -> None:
     seen: list[int] = []
     nar_hash(mixed_tree, progress=seen.append)
@@ -263,8 +274,10 @@ def test_special_files_are_refused(
     assert info.value.exit_code == EXIT_BUILD
 
 
-def test_missing_path_is_a_usage_error(tmp_path: Path) -> None:
-    missing = tmp_path / "no-such-dir"
+@pytest.mark.parametrize("relative", ["no-such-dir", "a-file/below-it", "no-such-dir/x"])
+def test_missing_path_is_a_usage_error(tmp_path: Path, relative: str) -> None:
+    write(tmp_path / "a-file", b"x")
+    missing = tmp_path / relative
     with pytest.raises(NarPathNotFoundError) as info:
         nar_hash(missing)
     assert isinstance(info.value, UsageError)
@@ -288,6 +301,25 @@ def test_unreadable_file_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     with pytest.raises(NarError) as info:
         nar_hash(tmp_path)
     assert str(info.value).startswith(f"{tmp_path}/secret: cannot be read (permission denied)")
+
+
+def test_unreadable_directory_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "locked").mkdir()
+    write(tmp_path / "locked" / "inside", b"x")
+    real_scandir = os.scandir
+
+    def scandir_denied(path: bytes) -> Iterator[os.DirEntry[bytes]]:
+        if path.endswith(b"/locked"):
+            raise PermissionError(13, "Permission denied")
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir_denied)
+    with pytest.raises(NarError) as info:
+        nar_hash(tmp_path)
+    assert str(info.value) == (
+        f"{tmp_path}/locked: cannot be read (permission denied); "
+        "make it readable (chmod u+r, or u+rx for a directory) and retry"
+    )
 
 
 def test_file_shrinking_while_read_is_an_error(

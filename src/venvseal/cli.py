@@ -7,7 +7,6 @@ input. ``--json`` prints one JSON document on stdout, also for errors.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -38,10 +37,12 @@ def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
     parser.add_argument("-v", "--verbose", action="store_true",
                         default=False if top else argparse.SUPPRESS,
                         help="show the commands run, and tracebacks on errors")
-    parser.add_argument("--json", action="store_true", default=False if top else argparse.SUPPRESS,
+    parser.add_argument("--json", action="store_true",
+                        default=False if top else argparse.SUPPRESS,
                         help="print one JSON document on stdout (for machines)")
     parser.add_argument("--store", type=Path, default=default, metavar="DIR",
-                        help="store root (default: $VENVSEAL_STORE or ~/.local/share/venvseal/store)")
+                        help="store root (default: $VENVSEAL_STORE or "
+                             "~/.local/share/venvseal/store)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,9 +71,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
 
     p = command("show", commands.cmd_show, "validate a recipe and print what venvseal read")
+    _recipe_arg(p)
+
+    p = command("deps", commands.cmd_deps,
+                "build (or reuse) the fixed-output dependency stage and print its store path")
+    _recipe_arg(p)
+    _uv_cache_arg(p)
+    p.add_argument("--update-hash", action="store_true",
+                   help="write the stage's actual hash into the recipe (keeps its comments)")
+
+    p = command("check", commands.cmd_check,
+                "rebuild the deps stage from a cold uv cache and compare the two builds")
+    _recipe_arg(p)
+    _uv_cache_arg(p)
+    return parser
+
+
+def _recipe_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("recipe", nargs="?", type=Path, metavar="RECIPE",
                    help="venvseal.toml, pyproject.toml, or their folder (default: .)")
-    return parser
+
+
+def _uv_cache_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--uv-cache", type=Path, metavar="DIR",
+                   help="persistent uv cache for the deps stage (default: $VENVSEAL_UV_CACHE "
+                        "or ~/.cache/venvseal/uv); it never changes the output")
 
 
 def _configure_logging(verbose: bool) -> None:

@@ -6,16 +6,50 @@ import argparse
 import os
 from pathlib import Path
 
-from venvseal import nar, recipe
+from venvseal import nar, pipeline, recipe
+from venvseal.deps import Network
 from venvseal.errors import EXIT_BUILD, EXIT_OK
+from venvseal.recipe import Recipe
+from venvseal.sandbox import Sandbox
 from venvseal.store import Store, default_store_root
 from venvseal.ui import Ui
+
+DEFAULT_CA_FILE = Path("/etc/ssl/certs/ca-certificates.crt")
+RESOLV_CONF = Path("/etc/resolv.conf")
 
 
 def open_store(args: argparse.Namespace) -> Store:
     """The store named by --store, $VENVSEAL_STORE, or the default under the data directory."""
     root = args.store if args.store is not None else default_store_root(os.environ, Path.home())
     return Store(root)
+
+
+def default_uv_cache(env: os._Environ[str] | dict[str, str], home: Path) -> Path:
+    """uv's cache for the deps stage: $VENVSEAL_UV_CACHE, else under the XDG cache folder."""
+    if env.get("VENVSEAL_UV_CACHE"):
+        return Path(env["VENVSEAL_UV_CACHE"])
+    base = env.get("XDG_CACHE_HOME") or str(home / ".cache")
+    return Path(base) / "venvseal" / "uv"
+
+
+def host_network(env: os._Environ[str] | dict[str, str]) -> Network:
+    """What networked stages borrow from the host: resolver config and CA bundle."""
+    ca = Path(env["SSL_CERT_FILE"]) if env.get("SSL_CERT_FILE") else DEFAULT_CA_FILE
+    return Network(resolv_conf=RESOLV_CONF if RESOLV_CONF.exists() else None,
+                   ca_file=ca if ca.is_file() else None)
+
+
+def load(args: argparse.Namespace) -> Recipe:
+    """The recipe named on the command line (default: the current folder's)."""
+    found, _prefix = recipe.find_recipe(args.recipe, Path.cwd())
+    return recipe.load_recipe(found)
+
+
+def context(args: argparse.Namespace, ui: Ui, store: Store) -> pipeline.Context:
+    """The side effects a pipeline run gets from this host."""
+    cache = args.uv_cache or default_uv_cache(os.environ, Path.home())
+    return pipeline.Context(store=store, sandbox=Sandbox.locate(), uv_cache=cache,
+                            network=host_network(os.environ), on_step=ui.info)
 
 
 def human_size(n: int) -> str:
@@ -67,9 +101,46 @@ def cmd_gc(args: argparse.Namespace, ui: Ui) -> int:
     return EXIT_OK
 
 
+def cmd_deps(args: argparse.Namespace, ui: Ui) -> int:
+    rec = load(args)
+    with open_store(args) as store:
+        res = pipeline.run_deps(rec, context(args, ui, store), update_hash=args.update_hash)
+    data: dict[str, object] = {"path": str(res.path), "hash": res.hash.sri, "reused": res.reused,
+                               "hash_updated": res.hash_updated}
+    lines = []
+    if res.report is not None:
+        refs = res.report.references
+        data["normalise"] = {
+            "removed_files": res.report.removed_files, "stripped_elf": res.report.stripped_elf,
+            "references": [r.text.decode("utf-8", "replace") for r in refs.references],
+            "files_changed": res.report.files_changed,
+            "records_rewritten": res.report.records_rewritten}
+        ui.info(f"normalised: {res.report.removed_files} files removed, "
+                f"{res.report.stripped_elf} ELF files stripped, {refs.summary()}, "
+                f"{res.report.files_changed} files changed")
+    if res.hash_updated:
+        ui.info(f"{rec.file}: {rec.key_prefix}deps.hash = \"{res.hash.sri}\"")
+    lines.append(str(res.path))
+    ui.result(data, *lines)
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace, ui: Ui) -> int:
+    rec = load(args)
+    with open_store(args) as store:
+        res = pipeline.check_deps(rec, context(args, ui, store))
+    lines = [f"first build:  {res.first.sri}", f"second build: {res.second.sri}"]
+    lines += [f"  {d}" for d in res.differences]
+    lines.append("reproducible: the two builds are identical" if res.ok else
+                 f"NOT reproducible: {len(res.differences)} path(s) differ")
+    ui.result({"reproducible": res.ok, "first": res.first.sri, "second": res.second.sri,
+               "differences": [{"path": d.path, "what": d.what} for d in res.differences]},
+              *lines)
+    return EXIT_OK if res.ok else EXIT_BUILD
+
+
 def cmd_show(args: argparse.Namespace, ui: Ui) -> int:
-    found = recipe.find_recipe(args.recipe if args.recipe is not None else Path.cwd())
-    rec = recipe.load_recipe(found[0])
+    rec = load(args)
     data = {"recipe": str(rec.file), "project": str(rec.project), **rec.canonical()}
     ui.result(data, f"{rec.file}: ok ({rec.app.name} {rec.app.version})",
               f"project: {rec.project}")

@@ -10,18 +10,22 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
-from venvseal import normalise, sandbox
+from venvseal import sandbox
 from venvseal.diagnose import DepsBuildError, diagnose
 from venvseal.errors import CommandError
-from venvseal.hashes import Sha256
-from venvseal.lock import Lock, read_lock
+from venvseal.lock import Lock, LockError, read_lock
+from venvseal.nar import nar_hash
 from venvseal.recipe import Recipe
 from venvseal.sandbox import Mount, Sandbox, SandboxSpec
 from venvseal.toolchain import ResolvedToolchain, uv_binary
+
+if TYPE_CHECKING:  # normalise pulls in pyelftools: import it only when building
+    from venvseal.normalise import NormaliseReport, StripDebug
 
 # Bump when the stage's output for the same inputs changes (normalisation rules, uv flags).
 STAGE_VERSION = "deps-1"
@@ -68,8 +72,23 @@ def _file_digest(file: Path) -> str:
     return hashlib.sha256(file.read_bytes()).hexdigest()
 
 
+def _inside(project: Path, lock: Lock, package: str, rel: str) -> PurePosixPath:
+    """``rel`` (a path from uv.lock) if it stays inside the project, else a LockError."""
+    path = PurePosixPath(rel)
+    resolved = (project / rel).resolve()
+    if path.is_absolute() or not resolved.is_relative_to(project.resolve()):
+        raise LockError(lock.file, f"package {package} comes from {rel}, outside the project; "
+                        "move it inside the project folder so the build can see it")
+    return path
+
+
 def collect_inputs(recipe: Recipe, toolchain: ResolvedToolchain) -> DepsInputs:
-    """Read uv.lock and list the project files uv sees (pyproject files, uv.lock, uv.toml)."""
+    """Read uv.lock and list every project file uv sees, with its digest.
+
+    That is uv.lock, the pyproject.toml (and uv.toml) of the root and of each workspace
+    member (their code is not installed by this stage), and the whole of every local path
+    dependency, which is.
+    """
     project = recipe.project
     lock = read_lock(project)
     dirs = {"."} | {p.source for p in lock.local_packages()}
@@ -80,15 +99,24 @@ def collect_inputs(recipe: Recipe, toolchain: ResolvedToolchain) -> DepsInputs:
             file = project / rel
             if file.is_file():
                 files.append((rel, _file_digest(file)))
+    for dep in lock.path_dependencies():
+        rel = _inside(project, lock, dep.name, dep.source).as_posix()
+        if not (project / rel).exists():
+            raise LockError(lock.file, f"package {dep.name} comes from {rel}, which does not "
+                            "exist; restore it or run 'uv lock' again")
+        files.append((rel, "nar:" + nar_hash(project / rel).hash.base16))
     return DepsInputs(recipe=recipe, lock=lock, toolchain=toolchain, files=tuple(sorted(files)))
 
 
 def stage_sources(inputs: DepsInputs, dest: Path) -> None:
     """Copy exactly the files the fingerprint covers, so uv cannot see anything else."""
     for rel, _digest in inputs.files:
-        target = dest / rel
+        source, target = inputs.recipe.project / rel, dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(inputs.recipe.project / rel, target)
+        if source.is_dir():
+            shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
+        else:
+            shutil.copyfile(source, target)
 
 
 def _uv_env(inputs: DepsInputs, network: Network) -> dict[str, str]:
@@ -101,6 +129,9 @@ def _uv_env(inputs: DepsInputs, network: Network) -> dict[str, str]:
         "UV_LINK_MODE": "copy",
         "UV_NO_PROGRESS": "1",
         "UV_COMPILE_BYTECODE": "0",
+        # One install thread: when two wheels ship the same file (pyrad and django-tenants
+        # both ship docs/Makefile), parallel installs let either win; serial ones don't.
+        "UV_CONCURRENT_INSTALLS": "1",
     })
     if network.ca_file is not None:
         env["SSL_CERT_FILE"] = str(sandbox.CA_FILE)
@@ -118,7 +149,7 @@ def _sync_argv(inputs: DepsInputs) -> list[str]:
 
 
 def build_venv(inputs: DepsInputs, out: Path, *, uv_cache: Path, scratch: Path,
-               runner: Sandbox, network: Network) -> normalise.NormaliseReport:
+               runner: Sandbox, network: Network) -> NormaliseReport:
     """Install the locked dependencies into ``out`` (an empty folder) and normalise it."""
     src = scratch / "src"
     stage_sources(inputs, src)
@@ -145,16 +176,18 @@ def build_venv(inputs: DepsInputs, out: Path, *, uv_cache: Path, scratch: Path,
         except CommandError as err:
             known = diagnose(err.output_tail, lock_file=lock_file, python=python)
             raise (known or DepsBuildError(str(err))) from err
-    return normalise.normalise_venv(out, strip_debug=_stripper(runner, spec, out))
+    from venvseal.normalise import normalise_venv
+
+    return normalise_venv(out, strip_debug=_stripper(runner, spec, out))
 
 
-def _stripper(runner: Sandbox, spec: SandboxSpec, out: Path) -> Callable[..., None]:
+def _stripper(runner: Sandbox, spec: SandboxSpec, out: Path) -> StripDebug:
     """strip --strip-debug with the toolchain's own binutils, inside the sandbox, offline."""
     offline = SandboxSpec(root=spec.root, mounts=spec.mounts, env=spec.env, network=False,
                           cwd=sandbox.OUT_DIR)
 
-    def strip(files: object) -> None:
-        rels = [str(sandbox.OUT_DIR / Path(f).relative_to(out)) for f in files]  # type: ignore[attr-defined]
+    def strip(files: Sequence[Path]) -> None:
+        rels = [str(sandbox.OUT_DIR / f.relative_to(out)) for f in files]
         if rels:
             runner.run(offline, ["strip", "--strip-debug", "--", *rels],
                        what="strip --strip-debug (the toolchain needs binutils)")
@@ -163,4 +196,4 @@ def _stripper(runner: Sandbox, spec: SandboxSpec, out: Path) -> Callable[..., No
 
 
 __all__ = ["DepsBuildError", "DepsInputs", "Network", "build_venv", "collect_inputs",
-           "Sha256", "stage_sources"]
+           "stage_sources"]

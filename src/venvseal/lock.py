@@ -12,8 +12,8 @@ from pathlib import Path
 
 from venvseal.errors import VenvsealError
 
-# Sources that point into the project itself: workspace members and the root project.
-LOCAL_SOURCES = ("editable", "virtual", "directory")
+# Sources that point at the local file system rather than an index, git or a URL.
+LOCAL_SOURCES = ("editable", "virtual", "directory", "path")
 
 
 class LockError(VenvsealError):
@@ -52,11 +52,17 @@ class Lock:
 
     def local_packages(self) -> tuple[LockedPackage, ...]:
         """Workspace members and the root project (sources inside the project)."""
-        return tuple(p for p in self.packages if p.source_kind in LOCAL_SOURCES)
+        return tuple(p for p in self.packages
+                     if p.source_kind in LOCAL_SOURCES and p.name in self.members)
 
     def workspace_members(self) -> tuple[LockedPackage, ...]:
         """Workspace members other than the root project itself."""
         return tuple(p for p in self.local_packages() if p.source not in (".", ""))
+
+    def path_dependencies(self) -> tuple[LockedPackage, ...]:
+        """Local directories and archives that uv installs like any other dependency."""
+        return tuple(p for p in self.packages
+                     if p.source_kind in LOCAL_SOURCES and p.name not in self.members)
 
 
 def _package(entry: dict[str, object]) -> LockedPackage:

@@ -39,7 +39,7 @@ from venvseal.hashes import Sha256
 # vanish; small enough that a few of them keep peak memory far below the 64 MB budget.
 BUFFER_SIZE = 1 << 20
 # Buffers the hashing thread may hold while the walker fills the next one.
-_BUFFERS_IN_FLIGHT = 3
+_BUFFERS_IN_FLIGHT = 8
 
 # O_NOFOLLOW: never follow a symlink swapped in after listing; O_NONBLOCK: never hang on a
 # fifo swapped in after listing (fstat then rejects it).
@@ -68,8 +68,11 @@ _SYMLINK = _NODE_TYPE + _string(b"symlink") + _string(b"target")
 _DIRECTORY = _NODE_TYPE + _string(b"directory")
 _ENTRY_NAME = _string(b"entry") + _string(b"(") + _string(b"name")
 _NODE = _string(b"node")
-# After a file in a directory: its padding, then the end of its node and of its entry.
-_ENTRY_FILE_END = tuple(pad + _CLOSE + _CLOSE for pad in _PADDING)
+# What follows a file's contents, by contents length mod 8: the padding, then the end of the
+# file's node and, in a directory, of the entry holding it.
+_Tails = tuple[bytes, ...]
+_ENTRY_FILE_END: _Tails = tuple(pad + _CLOSE + _CLOSE for pad in _PADDING)
+_ROOT_FILE_END: _Tails = tuple(pad + _CLOSE for pad in _PADDING)
 
 
 class NarError(VenvsealError):
@@ -161,15 +164,38 @@ class _Sink:
             self._pos += take
             offset += take
 
-    def read_file(self, fd: int, size: int) -> bool:
-        """Append ``size`` bytes read from ``fd``; False if the file ended early."""
+    def file(self, head: bytes, fd: int, size: int, tail: bytes) -> bool:
+        """Append ``head``, ``size`` bytes read from ``fd``, then ``tail``; False if the file
+        ended early. One call per file, with a fast path for the usual file that fits."""
+        pos = self._pos
+        start = pos + len(head)
+        end = start + size
+        if end + len(tail) <= BUFFER_SIZE:
+            view = self._view
+            view[pos:start] = head
+            # Read straight into the buffer: no intermediate bytes object per file.
+            got = os.readv(fd, (view[start:end],)) if size else 0
+            if got == size:
+                view[end : end + len(tail)] = tail
+                self._pos = end + len(tail)
+                return True
+            self._pos = start + got  # a short read: let the general loop go on or give up
+            size -= got
+        else:
+            self.write(head)
+        if not self._read(fd, size):
+            return False
+        self.write(tail)
+        return True
+
+    def _read(self, fd: int, size: int) -> bool:
+        """Append ``size`` bytes read from ``fd``, across buffers; False if the file ended."""
         remaining = size
         while remaining:
             pos = self._pos
             if pos == BUFFER_SIZE:
                 self.flush()
                 pos = 0
-            # Read straight into the buffer: no intermediate bytes object per file or chunk.
             n = os.readv(fd, (self._view[pos : pos + min(remaining, BUFFER_SIZE - pos)],))
             if not n:
                 return False
@@ -216,6 +242,7 @@ class _ThreadedHashSink(_Sink):
         self._full: queue.SimpleQueue[tuple[memoryview, int] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._spare = _BUFFERS_IN_FLIGHT
+        self._failure: BaseException | None = None
 
     def _hand_on(self, view: memoryview, length: int) -> memoryview:
         if self._thread is None:
@@ -232,7 +259,11 @@ class _ThreadedHashSink(_Sink):
         update = self._hash.update
         while (item := self._full.get()) is not None:
             view, length = item
-            update(view[:length])
+            if self._failure is None:
+                try:
+                    update(view[:length])
+                except BaseException as err:  # kept for finish(); the walker must not hang
+                    self._failure = err
             self._free.put(view)
 
     def finish(self) -> bytes:
@@ -240,6 +271,8 @@ class _ThreadedHashSink(_Sink):
         if self._thread is not None:
             self._full.put(None)
             self._thread.join()
+        if self._failure is not None:
+            raise self._failure
         self._hash.update(self._view[: self._pos])
         return self._hash.digest()
 
@@ -289,7 +322,7 @@ def _serialise(root: bytes, sink: _Sink, progress: Callable[[int], None] | None)
     """Write the NAR of ``root`` to ``sink``; return the number of files and symlinks."""
     try:
         st = os.lstat(root)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise NarPathNotFoundError(
             _show(root), "does not exist", "check the path, or build it first"
         ) from None
@@ -307,8 +340,7 @@ def _serialise(root: bytes, sink: _Sink, progress: Callable[[int], None] | None)
         return 1
     if not stat.S_ISREG(mode):
         raise _unsupported(root, mode)
-    size = _regular(root, None, root, sink, b"")
-    sink.write(_PADDING[size & 7] + _CLOSE)
+    size = _regular(root, None, root, sink, b"", _ROOT_FILE_END)
     if progress is not None:
         progress(size)
     return 1
@@ -330,23 +362,25 @@ def _serialise_directory(root: bytes, sink: _Sink, progress: Callable[[int], Non
             entries, dir_fd = stack[-1]
             for entry in entries:
                 name = entry.name
-                length = len(name)
-                head = _ENTRY_NAME + length.to_bytes(8, "little") + name + _PADDING[length & 7]
+                n = len(name)
+                head = b"".join(
+                    (_ENTRY_NAME, n.to_bytes(8, "little"), name, _PADDING[n & 7], _NODE)
+                )
                 # d_type from readdir answers these without a stat call (lstat only if unknown).
-                if entry.is_dir(follow_symlinks=False):
-                    write(head + _NODE + _DIRECTORY)
-                    child = _open_directory(name, dir_fd, entry.path)
-                    stack.append((_listing(entry.path, child), child))
-                    break
-                files += 1
                 if entry.is_file(follow_symlinks=False):
-                    size = _regular(name, dir_fd, entry.path, sink, head + _NODE)
-                    write(_ENTRY_FILE_END[size & 7])
+                    files += 1
+                    size = _regular(name, dir_fd, entry.path, sink, head, _ENTRY_FILE_END)
                     if progress is not None:
                         progress(size)
+                elif entry.is_dir(follow_symlinks=False):
+                    write(head + _DIRECTORY)
+                    # Listed first: if the open then fails, no descriptor is left behind.
+                    stack.append((_listing(entry.path), _open_directory(name, dir_fd, entry.path)))
+                    break
                 elif entry.is_symlink():
+                    files += 1
                     target = _readlink(name, dir_fd, entry.path)
-                    write(head + _NODE + _SYMLINK + _string(target) + _CLOSE + _CLOSE)
+                    write(head + _SYMLINK + _string(target) + _CLOSE + _CLOSE)
                 else:
                     raise _unsupported(entry.path, _lstat_mode(entry))
             else:
@@ -368,14 +402,12 @@ def _open_directory(name: bytes, dir_fd: int | None, path: bytes) -> int:
         raise _os_error(path, err) from err
 
 
-def _listing(path: bytes, dir_fd: int | None = None) -> Iterator[os.DirEntry[bytes]]:
+def _listing(path: bytes) -> Iterator[os.DirEntry[bytes]]:
     """The entries of directory ``path``, in NAR (byte-wise name) order."""
     try:
         with os.scandir(path) as it:
             entries = sorted(it, key=_BY_NAME)
     except OSError as err:
-        if dir_fd is not None:
-            os.close(dir_fd)
         raise _os_error(path, err) from err
     return iter(entries)
 
@@ -394,8 +426,10 @@ def _readlink(name: bytes, dir_fd: int | None, path: bytes) -> bytes:
         raise _os_error(path, err) from err
 
 
-def _regular(name: bytes, dir_fd: int | None, path: bytes, sink: _Sink, head: bytes) -> int:
-    """Write ``head``, the regular-file node framing and the contents of ``name``; return size.
+def _regular(
+    name: bytes, dir_fd: int | None, path: bytes, sink: _Sink, head: bytes, tails: _Tails
+) -> int:
+    """Write a regular-file node for ``name``, between ``head`` and ``tails``; return its size.
 
     ``path`` is only for messages. Size and mode come from ``fstat`` on the open file, so they
     describe what is read even if the file was replaced since the directory was listed.
@@ -411,8 +445,8 @@ def _regular(name: bytes, dir_fd: int | None, path: bytes, sink: _Sink, head: by
         size = st.st_size
         # NAR format: "executable" is written when the owner may execute (S_IXUSR), nothing else.
         frame = _EXECUTABLE if st.st_mode & stat.S_IXUSR else _REGULAR
-        sink.write(head + frame + size.to_bytes(8, "little"))
-        complete = sink.read_file(fd, size)
+        head = b"".join((head, frame, size.to_bytes(8, "little")))
+        complete = sink.file(head, fd, size, tails[size & 7])
     except OSError as err:
         raise _os_error(path, err) from err
     finally:

@@ -21,11 +21,13 @@ temporary roots do, so a concurrent ``gc`` never deletes a path a running build 
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -41,6 +43,8 @@ StorePath = NewType("StorePath", Path)
 # Nix sets every time in a store path to 1 s after the epoch (0 means "unknown" to some tools).
 CANONICAL_MTIME = 1
 _TMP, _LOCKS, _META, _ROOTS = ".tmp", ".locks", ".meta", ".roots"
+_OUTPUTS = ".outputs"  # which store path a set of inputs produced (see record_output)
+_SCRATCH = "scratch"  # prefix of scratch dirs in .tmp; never a valid basename
 _GC_LOCK = ".gc"  # a basename never starts with '.', so this cannot clash
 _NAME = r"(?!\.)[A-Za-z0-9+._?=-]{1,211}"  # Nix's store path name rule and length limit
 _NAME_RE = re.compile(_NAME)
@@ -504,6 +508,44 @@ class Store:
         info = self._read_meta(path)
         return () if info is None else info.references
 
+    # Scratch space and the outputs index -----------------------------------------------
+
+    @contextmanager
+    def scratch(self) -> Iterator[Path]:
+        """A private, empty folder on the store's file system, removed afterwards.
+
+        Stages build here when the store path is not known before the build (an undeclared
+        hash, a second build for comparison). The folder is flock'ed while in use; a crashed
+        process's scratch folder is removed by the next Store opened on this root.
+        """
+        work = self.root / _TMP / fsutil.temp_name(_SCRATCH)
+        os.mkdir(work, 0o700)
+        fd = os.open(work, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield work
+        except OSError as err:
+            if fsutil.is_disk_full(err):
+                raise StoreFullError(self.root, "a scratch build") from err
+            raise
+        finally:
+            fsutil.remove_tree(work)
+            os.close(fd)
+
+    def record_output(self, key: str, path: StorePath) -> None:
+        """Remember that the inputs summed up by ``key`` produced ``path``."""
+        file = self.root / _OUTPUTS / _check_key(key)
+        fsutil.write_atomic(file, path.name.encode(), temp=file.with_name(f".{key}.tmp"))
+
+    def lookup_output(self, key: str) -> StorePath | None:
+        """The valid path recorded for ``key`` by :meth:`record_output`, if any."""
+        try:
+            name = (self.root / _OUTPUTS / _check_key(key)).read_text().strip()
+        except FileNotFoundError:
+            return None
+        path = self._as_store_path(self.root / name)
+        return path if path is not None and self.is_valid(path) else None
+
     # Debris ----------------------------------------------------------------------------
 
     def _clean_debris(self) -> None:
@@ -511,6 +553,7 @@ class Store:
         entries = {name for name in os.listdir(self.root) if not name.startswith(".")}
         metas = {name.removesuffix(".json") for name in os.listdir(self.root / _META)}
         temps = {name.split("~", 1)[0] for name in os.listdir(self.root / _TMP)}
+        self._clean_scratch()
         for basename in sorted((entries ^ metas) | temps):
             if not _BASENAME_RE.fullmatch(basename):
                 continue  # not a store path's: leave what we did not make alone
@@ -520,6 +563,26 @@ class Store:
                     self._remove_debris(basename)
                 finally:
                     os.close(fd)
+
+    def _clean_scratch(self) -> None:
+        """Remove scratch folders no live process holds."""
+        for name in os.listdir(self.root / _TMP):
+            if name.split("~", 1)[0] != _SCRATCH:
+                continue
+            work = self.root / _TMP / name
+            try:
+                fd = os.open(work, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            try:
+                fsutil.remove_tree(work)
+            finally:
+                os.close(fd)
 
     def _clean_locks(self) -> None:
         """Delete the lock files of paths that do not exist (failed builds) if they are free."""
@@ -567,13 +630,19 @@ def _json_inputs(inputs: Mapping[str, object] | None) -> dict[str, object] | Non
     return loaded
 
 
+def _check_key(key: str) -> str:
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,127}", key):
+        raise ValueError(f"not an outputs key: {key!r}")
+    return key
+
+
 def _open_layout(root: Path) -> Path:
     """Create the store's folders under ``root`` if missing; its resolved path."""
     root = Path(os.path.abspath(root))
     try:
         if root.exists() and not root.is_dir():
             raise StoreAccessError(root, "is not a directory")
-        for sub in ("", _TMP, _LOCKS, _META, _ROOTS):
+        for sub in ("", _TMP, _LOCKS, _META, _ROOTS, _OUTPUTS):
             (root / sub).mkdir(parents=True, exist_ok=True)
         # mkdir succeeds on folders that exist, even read-only ones, and os.access trusts mode
         # bits that root bypasses: creating a file is the real test, os.access the cheap one.

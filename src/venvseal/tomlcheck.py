@@ -19,9 +19,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
-import tomlkit
-import tomlkit.exceptions
-
 from venvseal.errors import Problem, RecipeError
 
 T = TypeVar("T")
@@ -316,6 +313,9 @@ def set_toml_value(file: Path, keys: Sequence[str], value: str) -> None:
     Missing tables are created (intermediate ones as super tables, so only the innermost
     header is written); the file is replaced atomically.
     """
+    import tomlkit  # only here: rewriting is rare and tomlkit is slow to import
+    import tomlkit.exceptions
+
     try:
         doc = tomlkit.parse(file.read_text(encoding="utf-8"))
     except tomlkit.exceptions.ParseError as e:

@@ -56,7 +56,7 @@ def resolve_in_root(root: Path, path: PurePosixPath) -> Path:
     return root / str(current).lstrip("/")
 
 
-def _digest_file(h: "hashlib._Hash", file: Path) -> None:
+def _digest_file(h: hashlib._Hash, file: Path) -> None:
     with file.open("rb") as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)

@@ -10,19 +10,10 @@ import json
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
+if TYPE_CHECKING:  # rich costs ~100 ms to import: only progress bars and tables need it
+    from rich.console import Console
 
 
 class Ui:
@@ -30,9 +21,12 @@ class Ui:
 
     def __init__(self, *, json_mode: bool, env: Mapping[str, str]) -> None:
         self.json_mode = json_mode
-        self._stderr = Console(stderr=True, soft_wrap=True, highlight=False)
-        self._stdout = Console(soft_wrap=True, highlight=False)
-        self._interactive = self._stderr.is_terminal and env.get("TERM") != "dumb"
+        self._interactive = sys.stderr.isatty() and env.get("TERM") != "dumb"
+
+    def _console(self, *, stderr: bool) -> Console:
+        from rich.console import Console
+
+        return Console(stderr=stderr, soft_wrap=True, highlight=False)
 
     def result(self, data: Mapping[str, Any], *lines: str) -> None:
         """The command's result: ``lines`` for people, ``data`` as JSON for machines."""
@@ -46,17 +40,19 @@ class Ui:
         """A table for people (nothing in JSON mode: the data goes through ``result``)."""
         if self.json_mode or not rows:
             return
+        from rich.table import Table
+
         table = Table(title=title, title_justify="left")
         for col in columns:
             table.add_column(col, overflow="fold")
         for row in rows:
             table.add_row(*row)
-        self._stdout.print(table)
+        self._console(stderr=False).print(table)
 
     def info(self, message: str) -> None:
         """A note for people on stderr (silent in JSON mode)."""
         if not self.json_mode:
-            self._stderr.print(message, markup=False)
+            print(message, file=sys.stderr, flush=True)
 
     def error(self, message: str, code: int) -> None:
         """Report a failure: each line prefixed with ``error:``; JSON mode also on stdout."""
@@ -72,10 +68,20 @@ class Ui:
         if not self._interactive or self.json_mode:
             yield lambda _n: None
             return
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TransferSpeedColumn,
+        )
+
         columns: list[Any] = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn()]
         columns += [DownloadColumn(), TransferSpeedColumn()] if unit == "bytes" else [
             TextColumn("{task.completed}/{task.total}")]
         columns.append(TimeElapsedColumn())
-        with Progress(*columns, console=self._stderr, transient=True) as bar:
+        with Progress(*columns, console=self._console(stderr=True), transient=True) as bar:
             task = bar.add_task(description, total=total)
             yield lambda n: bar.advance(task, n)
