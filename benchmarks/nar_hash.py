@@ -102,7 +102,7 @@ def run_measured(argv: list[str], env: dict[str, str] | None = None) -> Run:
 
 
 def small_file_sizes(rng: random.Random, count: int, total: int) -> list[int]:
-    """``count`` log-normal sizes (median ~3 KB, long tail), scaled to sum to ``total``."""
+    """``count`` log-normal sizes (median a few KB, long tail), scaled to sum to ``total``."""
     raw = [min(rng.lognormvariate(8.0, 1.25), 2_000_000) for _ in range(count)]
     scale = total / sum(raw)
     sizes = [int(s * scale) for s in raw]

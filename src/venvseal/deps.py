@@ -155,7 +155,9 @@ def build_venv(inputs: DepsInputs, out: Path, *, uv_cache: Path, scratch: Path,
     stage_sources(inputs, src)
     uv_cache.mkdir(parents=True, exist_ok=True)
     mounts = [
-        Mount(host=src, target=sandbox.SRC_DIR),
+        # Writable: uv builds a local path dependency in place (setuptools writes its
+        # egg-info and build/ next to the sources); src is this build's private copy.
+        Mount(host=src, target=sandbox.SRC_DIR, writable=True),
         Mount(host=out, target=sandbox.OUT_DIR, writable=True),
         Mount(host=uv_cache, target=sandbox.CACHE_DIR, writable=True),
         Mount(host=uv_binary(), target=sandbox.TOOLS_DIR / "uv"),

@@ -34,7 +34,7 @@ from types import TracebackType
 from typing import NewType
 
 from venvseal import fsutil
-from venvseal.errors import StoreError, UsageError
+from venvseal.errors import EXIT_USAGE, StoreError, UsageError
 from venvseal.hashes import NIX32_ALPHABET, Sha256, compress_hash, nix32_encode, parse_sha256
 from venvseal.nar import nar_hash
 
@@ -57,7 +57,9 @@ OnWait = Callable[["StorePath"], None]
 
 
 class StoreAccessError(StoreError):
-    """The store's root folder cannot be created or written."""
+    """The store's root folder cannot be created or written (a usage error: exit 2)."""
+
+    exit_code = EXIT_USAGE
 
     def __init__(self, root: Path, reason: str) -> None:
         self.root = root
