@@ -232,6 +232,7 @@ def test_canonical_is_json_with_relative_host_paths(tmp_path: Path) -> None:
     assert recipe.canonical("deps") == {"deps": {
         "hash": HASH_A, "exclude": ["psycopg-binary"], "extras": ["s3"],
         "env": {"CFLAGS": "-O2", "LDFLAGS": "-s"},
+        "build-requires": [],
     }}
     app = recipe.canonical("app")["app"]
     assert app == {"name": "demo", "version": "1.0.0", "project": "app"}
@@ -260,7 +261,7 @@ BAD: list[tuple[str, str, str, str]] = [
     ("unknown key suggestion", MINIMAL + f'[deps]\nhsh = "{HASH_A}"\n', "deps.hsh",
      "unknown key 'hsh'; did you mean 'hash'?"),
     ("unknown key list", MINIMAL + "[deps]\nzzz = 1\n", "deps.zzz",
-     "allowed keys: env, exclude, extras, hash"),
+     "allowed keys: build-requires, env, exclude, extras, hash"),
     ("unknown top-level table", MINIMAL + "[verfy]\nimports = []\n", "verfy",
      "did you mean 'verify'?"),
     ("snake_case key", MINIMAL + '[toolchain]\nlibrary_dirs = ["/lib"]\n',

@@ -80,6 +80,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--update-hash", action="store_true",
                    help="write the stage's actual hash into the recipe (keeps its comments)")
 
+    p = command("build", commands.cmd_build,
+                "build (or reuse) the closure: deps, fetches, offline assembly, verify")
+    _recipe_arg(p)
+    _uv_cache_arg(p)
+    p.add_argument("--out-link", type=Path, metavar="PATH",
+                   help="make PATH a symlink to the closure, and a gc root")
+    p.add_argument("--update-hash", action="store_true",
+                   help="write the deps stage's actual hash into the recipe")
+
+    p = command("run", commands.cmd_run,
+                "build (or reuse) the closure, then run a command in it, in the sandbox "
+                "with network ('@out@' and '@python@' in the command are expanded)")
+    _recipe_arg(p)
+    _uv_cache_arg(p)
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                   help="set a variable for the command (repeatable)")
+    p.add_argument("--pass-env", action="append", default=[], metavar="NAME",
+                   help="pass a host variable to the command (repeatable)")
+    p.epilog = "usage: venvseal run [RECIPE] [options] -- COMMAND [ARG...]"
+
     p = command("check", commands.cmd_check,
                 "rebuild the deps stage from a cold uv cache and compare the two builds")
     _recipe_arg(p)
@@ -109,12 +129,21 @@ def _configure_logging(verbose: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     args_list = list(sys.argv[1:] if argv is None else argv)
+    # Everything after the first '--' is a command to run (venvseal run), never our options.
+    command_argv: list[str] = []
+    if "--" in args_list:
+        cut = args_list.index("--")
+        args_list, command_argv = args_list[:cut], args_list[cut + 1:]
     verbose = "-v" in args_list or "--verbose" in args_list
     as_json = "--json" in args_list
     ui = Ui(json_mode=as_json, env=os.environ)
     try:
         args = build_parser().parse_args(args_list)
         verbose, ui.json_mode = args.verbose, args.json
+        args.argv = command_argv
+        if args.command == "run" and not command_argv:
+            raise UsageError("venvseal run: give the command after '--', e.g. "
+                             "venvseal run . -- @python@ -c 'import app'")
         _configure_logging(args.verbose)
         if getattr(args, "handler", None) is None:
             build_parser().print_help(sys.stderr)

@@ -49,7 +49,18 @@ def context(args: argparse.Namespace, ui: Ui, store: Store) -> pipeline.Context:
     """The side effects a pipeline run gets from this host."""
     cache = args.uv_cache or default_uv_cache(os.environ, Path.home())
     return pipeline.Context(store=store, sandbox=Sandbox.locate(), uv_cache=cache,
-                            network=host_network(os.environ), on_step=ui.info)
+                            network=host_network(os.environ),
+                            network_env=network_env(os.environ), on_step=ui.info)
+
+
+# Host variables a networked fetch may need; nothing else from the host reaches a build.
+NETWORK_ENV = ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY",
+               "NO_PROXY", "SSL_CERT_FILE", "GIT_SSL_CAINFO")
+
+
+def network_env(env: os._Environ[str] | dict[str, str]) -> dict[str, str]:
+    """The allowlisted host variables for fetches (proxies and CA bundles)."""
+    return {k: env[k] for k in NETWORK_ENV if env.get(k)}
 
 
 def human_size(n: int) -> str:
@@ -123,6 +134,36 @@ def cmd_deps(args: argparse.Namespace, ui: Ui) -> int:
     lines.append(str(res.path))
     ui.result(data, *lines)
     return EXIT_OK
+
+
+def cmd_build(args: argparse.Namespace, ui: Ui) -> int:
+    rec = load(args)
+    out_link = args.out_link.absolute() if args.out_link is not None else None
+    with open_store(args) as store:
+        res = pipeline.run_build(rec, context(args, ui, store), out_link=out_link,
+                                 update_hash=args.update_hash)
+    data: dict[str, object] = {
+        "path": str(res.path), "reused": res.reused, "deps": str(res.deps.path),
+        "deps_reused": res.deps.reused, "fetched": [str(p) for p in res.fetched],
+        "out_link": str(out_link) if out_link else None}
+    if res.verified is not None:
+        data["verified"] = {"imports": res.verified.imports, "commands": res.verified.commands,
+                            "elf_files": res.verified.elf_files}
+        ui.info(f"verified: {res.verified.imports} imports, {res.verified.commands} commands, "
+                f"{res.verified.elf_files} ELF files resolved by the dynamic loader")
+    ui.result(data, str(res.path))
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace, ui: Ui) -> int:
+    rec = load(args)
+    env = dict(kv.split("=", 1) for kv in args.env)
+    env.update({name: os.environ[name] for name in args.pass_env if name in os.environ})
+    with open_store(args) as store:
+        res = pipeline.run_build(rec, context(args, ui, store))
+        code = pipeline.run_closure(rec, store, res.path, list(args.argv), env=env,
+                                    sandbox=Sandbox.locate())
+    return code
 
 
 def cmd_check(args: argparse.Namespace, ui: Ui) -> int:

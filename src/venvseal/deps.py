@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -31,6 +32,10 @@ if TYPE_CHECKING:  # normalise pulls in pyelftools: import it only when building
 STAGE_VERSION = "deps-1"
 # Files besides pyproject.toml that change what uv resolves or installs.
 UV_CONFIG_FILES = ("uv.toml",)
+# Inside the output: build backends for the offline assembly stage (not part of the venv).
+BUILD_ENV = "venvseal-build-env"
+# PEP 517: a project without [build-system] is built with setuptools' legacy backend.
+DEFAULT_BUILD_REQUIRES = ("setuptools>=40.8.0",)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -119,6 +124,22 @@ def stage_sources(inputs: DepsInputs, dest: Path) -> None:
             shutil.copyfile(source, target)
 
 
+def build_requirements(inputs: DepsInputs) -> tuple[str, ...]:
+    """Every workspace member's build-system.requires plus the recipe's build-requires."""
+    reqs: set[str] = set(inputs.recipe.deps.build_requires)
+    for member in inputs.lock.workspace_members():
+        file = inputs.recipe.project / member.source / "pyproject.toml"
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+            raise LockError(file, f"cannot read the workspace member's pyproject.toml ({err})"
+                            ) from err
+        system = data.get("build-system", {})
+        reqs.update(system.get("requires", DEFAULT_BUILD_REQUIRES) if system else
+                    DEFAULT_BUILD_REQUIRES)
+    return tuple(sorted(reqs))
+
+
 def _uv_env(inputs: DepsInputs, network: Network) -> dict[str, str]:
     env = sandbox.fixed_env(inputs.toolchain.path)
     env.update(dict(inputs.recipe.deps.env))
@@ -169,10 +190,13 @@ def build_venv(inputs: DepsInputs, out: Path, *, uv_cache: Path, scratch: Path,
                        resolv_conf=network.resolv_conf)
     python = str(inputs.toolchain.python)
     lock_file = str(inputs.lock.file)
-    for argv, what in (
-        (["uv", "lock", "--check", "--offline", "--python", python], "checking uv.lock"),
-        (_sync_argv(inputs), "uv sync"),
-    ):
+    # Not --offline: checking a lock builds the metadata of a path dependency that has no
+    # static [project] table, and with a cold cache its build backend must be downloaded.
+    steps = [(["uv", "lock", "--check", "--python", python], "checking uv.lock"),
+             (_sync_argv(inputs), "uv sync")]
+    if reqs := build_requirements(inputs):
+        steps.append((_build_env_argv(inputs, reqs), "installing build backends"))
+    for argv, what in steps:
         try:
             runner.run(spec, argv, what=what)
         except CommandError as err:
@@ -180,7 +204,16 @@ def build_venv(inputs: DepsInputs, out: Path, *, uv_cache: Path, scratch: Path,
             raise (known or DepsBuildError(str(err))) from err
     from venvseal.normalise import normalise_venv
 
+    shutil.rmtree(out / BUILD_ENV / "bin", ignore_errors=True)  # scripts: never run offline
     return normalise_venv(out, strip_debug=_stripper(runner, spec, out))
+
+
+def _build_env_argv(inputs: DepsInputs, reqs: tuple[str, ...]) -> list[str]:
+    argv = ["uv", "pip", "install", "--target", str(sandbox.OUT_DIR / BUILD_ENV),
+            "--python", str(inputs.toolchain.python)]
+    if inputs.lock.exclude_newer:
+        argv += ["--exclude-newer", inputs.lock.exclude_newer]
+    return [*argv, "--", *reqs]
 
 
 def _stripper(runner: Sandbox, spec: SandboxSpec, out: Path) -> StripDebug:

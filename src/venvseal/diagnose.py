@@ -39,13 +39,16 @@ TOOL_PACKAGES = {
     "pkg-config": "pkg-config",
     "gcc": "gcc",
     "cc": "gcc",
+    "x86_64-linux-gnu-gcc": "gcc",  # Debian's python3 builds extensions with this CC
 }
 
 _FAILED_BUILD = re.compile(r"Failed to build `([^`=]+)(?:==|@)?([^`]*)`")
 _MISSING_HEADER = re.compile(r"fatal error: ([\w./+-]+): No such file or directory")
 _MISSING_TOOL = re.compile(
     r"(?:([\w.+-]+)(?:: not found| executable not found| command not found| is required)"
-    r"|command '([\w.+-]+)' failed: No such file)")
+    r"|command '([\w.+-]+)' failed: No such file"
+    # psycopg-c runs pg_config itself: "No such file or directory: 'pg_config'"
+    r"|No such file or directory: '([\w.+-]+)')")
 _PYTHON_MISMATCH = re.compile(
     r"(?:interpreter resolved to Python|Python version) ([\d.]+)[^\n]*?"
     r"(?:incompatible|does not satisfy)[^\n]*?`([^`]+)`")
@@ -87,16 +90,19 @@ def diagnose(output: str, *, lock_file: str, python: str) -> DepsBuildError | No
         need = f"; install {hint} in the toolchain" if hint else "; install its -dev package"
         return DepsBuildError(f"building {package} from source failed: header {m.group(1)} is "
                               f"missing{need}\n{_last_lines(output, 8)}")
-    if (m := _MISSING_TOOL.search(output)) and (tool := m.group(1) or m.group(2)) in TOOL_PACKAGES:
+    tools = (next(t for t in m.groups() if t) for m in _MISSING_TOOL.finditer(output))
+    if tool := next((t for t in tools if t in TOOL_PACKAGES), None):
         return DepsBuildError(f"building {package} from source failed: {tool} not found; install "
                               f"{TOOL_PACKAGES[tool]} in the toolchain\n{_last_lines(output, 8)}")
-    if failed:
-        return DepsBuildError(f"building {package} from source failed; the compiler's last "
-                              f"lines:\n{_last_lines(output, 15)}")
+    # Before the generic build failure: a build fails too when its build requirements
+    # cannot be downloaded, and then the compiler has nothing to do with it.
     if _NETWORK.search(output):
         return DepsBuildError("uv could not reach the package index: the deps stage needs "
                               "network; check the connection or proxy and rerun\n"
                               f"{_last_lines(output, 4)}")
+    if failed:
+        return DepsBuildError(f"building {package} from source failed; the compiler's last "
+                              f"lines:\n{_last_lines(output, 15)}")
     return None
 
 

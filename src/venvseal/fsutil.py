@@ -33,7 +33,9 @@ def seal_tree(root: Path, *, mtime: int) -> None:
     Dirs become 0o555, files 0o444 or 0o555 when the owner may execute them; setuid, setgid
     and sticky bits go. Symlinks keep their (ignored) mode and get the time only. A file with
     other hard links is copied first, so sealing never changes a file outside the tree (uv,
-    for one, hard-links installed files to its cache). Other file types are left alone:
+    for one, hard-links installed files to its cache), unless it is sealed already: the
+    assembly stage hard-links files from the deps store path, which sealing must not copy.
+    Other file types are left alone:
     the NAR hash that follows rejects them by name.
     """
     times = (mtime * 1_000_000_000, mtime * 1_000_000_000)
@@ -48,10 +50,13 @@ def seal_tree(root: Path, *, mtime: int) -> None:
                 pending.extend(entry.path for entry in it)
             dirs.append(path)
         elif stat.S_ISREG(st.st_mode):
+            executable = st.st_mode & stat.S_IXUSR
+            mode = SEALED_EXECUTABLE if executable else SEALED_FILE
+            if stat.S_IMODE(st.st_mode) == mode and st.st_mtime_ns == times[1]:
+                continue  # already sealed (a hard link into another store path): leave it
             if st.st_nlink > 1:
                 _unshare(path)
-            executable = st.st_mode & stat.S_IXUSR
-            os.chmod(path, SEALED_EXECUTABLE if executable else SEALED_FILE)
+            os.chmod(path, mode)
             os.utime(path, ns=times, follow_symlinks=False)
         elif stat.S_ISLNK(st.st_mode):
             os.utime(path, ns=times, follow_symlinks=False)

@@ -14,6 +14,9 @@ from venvseal.errors import VenvsealError
 
 # Sources that point at the local file system rather than an index, git or a URL.
 LOCAL_SOURCES = ("editable", "virtual", "directory", "path")
+# Every key of a ``source`` table that names its kind; the others (a URL source's
+# ``subdirectory``) qualify it.
+SOURCE_KINDS = ("registry", "git", "url", *LOCAL_SOURCES)
 
 
 class LockError(VenvsealError):
@@ -47,6 +50,7 @@ class Lock:
     file: Path
     digest: str
     requires_python: str | None
+    exclude_newer: str | None  # [options] exclude-newer: pins resolutions made outside the lock
     members: tuple[str, ...]
     packages: tuple[LockedPackage, ...]
 
@@ -68,9 +72,11 @@ class Lock:
 def _package(entry: dict[str, object]) -> LockedPackage:
     source = entry.get("source")
     kind, where = "registry", ""
-    if isinstance(source, dict) and source:
-        kind, value = sorted(source.items())[0]
-        where = str(value)
+    if isinstance(source, dict):
+        for kind_key in SOURCE_KINDS:
+            if kind_key in source:
+                kind, where = kind_key, str(source[kind_key])
+                break
     return LockedPackage(
         name=str(entry.get("name", "")),
         version=str(entry.get("version", "")),
@@ -98,10 +104,20 @@ def read_lock(project: Path) -> Lock:
     manifest = data.get("manifest", {})
     members = manifest.get("members", []) if isinstance(manifest, dict) else []
     entries = data.get("package", [])
+    if not isinstance(members, list) or not isinstance(entries, list):
+        raise LockError(file, "not a valid uv.lock (manifest.members and package must be "
+                        "arrays); recreate it with 'uv lock'")
+    packages = tuple(_package(e) for e in entries if isinstance(e, dict))
+    if not members:
+        # A lone project (no workspace) has no [manifest]; its own package, at ".", is
+        # the only member, and must not be taken for a path dependency.
+        members = [p.name for p in packages if p.source_kind in LOCAL_SOURCES
+                   and p.source == "."]
     return Lock(
         file=file,
         digest=hashlib.sha256(raw).hexdigest(),
         requires_python=data.get("requires-python"),
+        exclude_newer=(data.get("options") or {}).get("exclude-newer"),
         members=tuple(str(m) for m in members),
-        packages=tuple(_package(e) for e in entries if isinstance(e, dict)),
+        packages=packages,
     )

@@ -4,7 +4,8 @@ The deps stage's output is content-addressed, so anything that varies between tw
 ``uv sync`` must go or be made canonical before it is hashed:
 
 - files uv or pip write per run (``bin/`` with its absolute shebangs and interpreter symlinks,
-  uv's ``.lock``, ``CACHEDIR.TAG`` and ``.gitignore``, bytecode);
+  uv's ``.lock``, ``CACHEDIR.TAG`` and ``.gitignore``, the ``uv_cache.json`` of a path
+  install, bytecode);
 - ``pyvenv.cfg``, which names the build interpreter's directory and uv's version;
 - ELF debug info, which records uv's random sdist directory (DW_AT_comp_dir), and the GNU
   build-id the linker computed over it (see :mod:`venvseal.buildid`);
@@ -40,6 +41,9 @@ PYTHON_HOME_PLACEHOLDER = "@python-home@"
 PYVENV_KEYS = ("implementation", "version_info", "include-system-site-packages")
 # Written by uv per run at the venv's root (uv: crates/uv-virtualenv, cache-dir tag and lock).
 ROOT_LITTER = ("bin", ".lock", "CACHEDIR.TAG", ".gitignore")
+# Written by uv into the dist-info of a local (path) install: the sources' mtimes at install
+# time, for its own freshness check (uv: crates/uv-cache-info), so it differs per run.
+DIST_INFO_LITTER = ("uv_cache.json",)
 BYTECODE_SUFFIXES = (".pyc", ".pyo")
 
 StripDebug = Callable[[Sequence[Path]], None]
@@ -109,7 +113,7 @@ def _check_venv(venv: Path) -> None:
 
 
 def remove_build_litter(venv: Path) -> frozenset[Path]:
-    """Delete ``bin/``, uv's root markers and all bytecode; return every file removed."""
+    """Delete ``bin/``, uv's markers and all bytecode; return every file removed."""
     doomed = list(_litter(venv))
     removed = frozenset(file for top in doomed for file in _files_under(top))
     for top in doomed:
@@ -121,7 +125,7 @@ def remove_build_litter(venv: Path) -> frozenset[Path]:
 
 
 def _litter(venv: Path) -> Iterator[Path]:
-    """Top-level paths to delete, sorted: root markers, then __pycache__ dirs and bytecode."""
+    """Top-level paths to delete, sorted: root markers, __pycache__, bytecode, uv's markers."""
     for name in ROOT_LITTER:
         if os.path.lexists(venv / name):
             yield venv / name
@@ -133,7 +137,9 @@ def _litter(venv: Path) -> Iterator[Path]:
         for name in [d for d in dirnames if d == "__pycache__"]:
             dirnames.remove(name)
             yield here / name
-        yield from (here / f for f in sorted(filenames) if f.endswith(BYTECODE_SUFFIXES))
+        dist_info = here.name.endswith(".dist-info")
+        yield from (here / f for f in sorted(filenames)
+                    if f.endswith(BYTECODE_SUFFIXES) or (dist_info and f in DIST_INFO_LITTER))
 
 
 def _files_under(top: Path) -> Iterator[Path]:
@@ -210,7 +216,11 @@ def update_records(venv: Path, removed: Collection[Path], changed: Collection[Pa
         old = record.read_bytes().decode("utf-8")
         new = fix_record(record, old, removed_keys, changed_keys)
         if new != old:
-            record.write_bytes(new.encode("utf-8"))
+            # Replace rather than write in place: a RECORD may be a hard link into another
+            # store path (the assembly stage links the deps venv), which must not change.
+            temp = record.with_name(".RECORD.venvseal-tmp")
+            temp.write_bytes(new.encode("utf-8"))
+            os.replace(temp, record)
             count += 1
     return count
 

@@ -7,37 +7,22 @@ writes, and the caller (the CLI) supplies the side effects through :class:`Conte
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from venvseal import deps, recipe, toolchain
-from venvseal.errors import VenvsealError
 from venvseal.hashes import Sha256
 from venvseal.nar import nar_hash
 from venvseal.recipe import Recipe
 from venvseal.sandbox import Sandbox
-from venvseal.store import HashMismatchError, Store, StorePath
+from venvseal.store import HashMismatchError, Store, StorePath, UndeclaredHashError
 
-if TYPE_CHECKING:  # both pull in pyelftools, needed only when building or comparing
+if TYPE_CHECKING:  # these pull in pyelftools, needed only when building or comparing
     from venvseal.normalise import NormaliseReport
     from venvseal.treediff import Difference
-
-
-class UndeclaredHashError(VenvsealError):
-    """The recipe declares no deps hash; the stage was built and its hash is known now."""
-
-    def __init__(self, recipe_file: Path, key: str, got: Sha256) -> None:
-        self.recipe_file = recipe_file
-        self.key = key
-        self.got = got
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        return (f"{self.recipe_file}: {self.key} is not declared; declare it as\n"
-                f'  hash = "{self.got.sri}"\n'
-                "or rerun with --update-hash to write it into the recipe")
+    from venvseal.verify import VerifyReport
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,6 +33,7 @@ class Context:
     sandbox: Sandbox
     uv_cache: Path
     network: deps.Network
+    network_env: Mapping[str, str] = field(default_factory=dict)  # proxies, CA file for git
     on_step: Callable[[str], None] = field(default=lambda _msg: None)
 
 
@@ -79,9 +65,10 @@ def deps_name(rec: Recipe) -> str:
     return f"{rec.app.name}-deps"
 
 
-def run_deps(rec: Recipe, ctx: Context, *, update_hash: bool = False) -> DepsResult:
+def run_deps(rec: Recipe, ctx: Context, *, update_hash: bool = False,
+             tc: toolchain.ResolvedToolchain | None = None) -> DepsResult:
     """Realise the deps stage: reuse it when its inputs are unchanged, else build and pin."""
-    inputs = deps.collect_inputs(rec, toolchain.resolve(rec.toolchain))
+    inputs = deps.collect_inputs(rec, tc or toolchain.resolve(rec.toolchain))
     key = "deps-" + inputs.fingerprint()
     declared = rec.deps.hash
     cached = ctx.store.lookup_output(key)
@@ -140,3 +127,69 @@ def check_deps(rec: Recipe, ctx: Context) -> CheckResult:
         second = nar_hash(out).hash
         differences = () if second == first.hash else tuple(compare_trees(first.path, out))
     return CheckResult(first=first.hash, second=second, differences=differences)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BuildResult:
+    """The closure's store path and how each stage was obtained."""
+
+    path: StorePath
+    deps: DepsResult
+    fetched: tuple[StorePath, ...]
+    reused: bool
+    verified: VerifyReport | None = None
+
+
+def run_build(rec: Recipe, ctx: Context, *, out_link: Path | None = None,
+              update_hash: bool = False) -> BuildResult:
+    """deps -> fetches -> offline assembly -> verify -> store (-> out-link)."""
+    from venvseal import assemble, fetch, verify
+
+    tc = toolchain.resolve(rec.toolchain)
+    deps_result = run_deps(rec, ctx, update_hash=update_hash, tc=tc)
+    fetched = tuple(
+        assemble.Fetched(name=f.name, path=r.path, logical=ctx.store.logical(r.path),
+                         install=f.install)
+        for i, f in enumerate(rec.fetch)
+        for r in [fetch.realise_fetch(f, ctx.store, recipe_file=rec.file,
+                                      key_prefix=rec.key_prefix, index=i,
+                                      network_env=ctx.network_env)])
+    inputs = assemble.collect_inputs(rec, tc, deps_result.path, fetched)
+    path = ctx.store.make_path(f"{rec.app.name}-{rec.app.version}", inputs.fingerprint())
+    report: list[VerifyReport] = []
+
+    def produce(out: Path) -> None:
+        ctx.on_step(f"assembling {path.name} offline")
+        with ctx.store.scratch() as scratch:
+            built = assemble.assemble(inputs, out, logical=ctx.store.logical(path),
+                                      deps_host=deps_result.path, runner=ctx.sandbox,
+                                      scratch=scratch)
+            ctx.on_step("verifying the closure (imports, commands, dynamic loader)")
+            report.append(verify.verify(rec, out, logical=built.layout.logical,
+                                        site_packages=built.layout.site_packages,
+                                        values=built.values, runner=ctx.sandbox,
+                                        spec=built.spec))
+
+    ctx.store.add(path, produce, references=[f.path for f in fetched])
+    if out_link is not None:
+        ctx.store.add_root(out_link, path)
+    return BuildResult(path=path, deps=deps_result, fetched=tuple(f.path for f in fetched),
+                       reused=not report, verified=report[0] if report else None)
+
+
+def run_closure(rec: Recipe, store: Store, path: StorePath, argv: list[str], *,
+                env: Mapping[str, str], sandbox: Sandbox) -> int:
+    """Run ``argv`` with the closure at its logical path and the toolchain as /; its status."""
+    from venvseal import sandbox as sb
+    from venvseal.store import STORE_DIR
+    from venvseal.substitute import expand
+
+    tc = toolchain.resolve(rec.toolchain)
+    logical = store.logical(path)
+    values = {"out": str(logical), "python": str(logical / "bin" / "python")}
+    full_env = {**sb.fixed_env(tc.path), **env,
+                "PATH": f"{logical}/bin:" + ":".join(map(str, tc.path))}
+    spec = sb.SandboxSpec(root=tc.root, mounts=(sb.Mount(host=store.root, target=STORE_DIR),),
+                          env=full_env, network=True, cwd=logical,
+                          resolv_conf=Path("/etc/resolv.conf"))
+    return sandbox.call(spec, [expand(a, values) for a in argv])

@@ -10,7 +10,7 @@ import logging
 import shlex
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,9 +56,16 @@ def find_tool(program: str, package: str, path: str | None = None) -> str:
 
 
 def run(argv: Sequence[str], *, what: str, env: Mapping[str, str] | None = None,
-        cwd: Path | None = None, check: bool = True, stdin: str | None = None) -> Completed:
-    """Run ``argv`` to completion; raise CommandError (with the output's tail) if it fails."""
-    log.debug("$ %s", shlex.join(argv))
+        cwd: Path | None = None, check: bool = True, stdin: str | None = None,
+        scrub: Callable[[str], str] | None = None) -> Completed:
+    """Run ``argv`` to completion; raise CommandError (with the output's tail) if it fails.
+
+    ``scrub`` is applied to every text that leaves this function for a log line or an error
+    (the command line and the output's tail), so a caller can keep secrets out of both.
+    """
+    clean = scrub or (lambda text: text)
+    shown = [clean(arg) for arg in argv]
+    log.debug("$ %s", shlex.join(shown))
     try:
         proc = subprocess.run(
             list(argv), env=dict(env) if env is not None else None, cwd=cwd,
@@ -66,10 +73,11 @@ def run(argv: Sequence[str], *, what: str, env: Mapping[str, str] | None = None,
             text=True, errors="replace", check=False,
         )
     except FileNotFoundError as err:
-        raise CommandError(what, argv, 127, f"{argv[0]}: not found") from err
+        raise CommandError(what, shown, 127, f"{shown[0]}: not found") from err
     done = Completed(tuple(argv), proc.returncode, proc.stdout)
     if proc.returncode != 0:
-        log.debug("%s", done.tail())
+        tail = clean(done.tail())
+        log.debug("%s", tail)
         if check:
-            raise CommandError(what, argv, proc.returncode, done.tail())
+            raise CommandError(what, shown, proc.returncode, tail)
     return done

@@ -87,6 +87,7 @@ class Deps:
     exclude: tuple[str, ...] = ()
     extras: tuple[str, ...] = ()
     env: StrMap = EMPTY
+    build_requires: tuple[str, ...] = ()  # PEP 508 requirements, beyond the members' own
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -333,7 +334,7 @@ class _Context:
 _APP_KEYS = ("name", "version", "project")
 _TOOLCHAIN_KEYS = ("root", "debian", "python", "library-dirs", "path")
 _DEBIAN_KEYS = ("suite", "packages", "variant")
-_DEPS_KEYS = ("hash", "exclude", "extras", "env")
+_DEPS_KEYS = ("hash", "exclude", "extras", "env", "build-requires")
 _FETCH_KEYS = ("name", "git", "rev", "url", "hash", "install")
 _ASSEMBLE_KEYS = ("workspace", "ignore-missing", "links", "copy")
 _COPY_KEYS = ("from", "to", "exclude")
@@ -437,6 +438,8 @@ def _deps(t: Table | None) -> Deps:
         exclude=t.check_each("exclude", t.get_list("exclude", str) or (), _package),
         extras=t.check_each("extras", t.get_list("extras", str) or (), _package),
         env=env,
+        build_requires=t.check_each("build-requires", t.get_list("build-requires", str) or (),
+                                    _nonempty),
     )
 
 

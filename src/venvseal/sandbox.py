@@ -114,3 +114,11 @@ class Sandbox:
             check: bool = True) -> Completed:
         """Run ``argv`` inside the sandbox; CommandError with the output's tail on failure."""
         return process.run(bwrap_argv(self.bwrap, spec, argv), what=what, check=check)
+
+    def call(self, spec: SandboxSpec, argv: Sequence[str]) -> int:
+        """Run ``argv`` in the sandbox attached to this terminal; its exit status."""
+        import subprocess
+
+        command = bwrap_argv(self.bwrap, spec, argv)
+        process.log.debug("$ %s", " ".join(command))
+        return subprocess.run(command, check=False).returncode

@@ -29,12 +29,12 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import NewType
 
 from venvseal import fsutil
-from venvseal.errors import EXIT_USAGE, StoreError, UsageError
+from venvseal.errors import EXIT_USAGE, StoreError, UsageError, VenvsealError
 from venvseal.hashes import NIX32_ALPHABET, Sha256, compress_hash, nix32_encode, parse_sha256
 from venvseal.nar import nar_hash
 
@@ -43,6 +43,10 @@ StorePath = NewType("StorePath", Path)
 # Nix sets every time in a store path to 1 s after the epoch (0 means "unknown" to some tools).
 CANONICAL_MTIME = 1
 _TMP, _LOCKS, _META, _ROOTS = ".tmp", ".locks", ".meta", ".roots"
+# Where store paths live at run time (in the sandbox, an image, or a host that mounts the
+# store there), whatever folder holds them on this host: like Nix's /nix/store, so outputs
+# that embed their own path are the same in every store, and can be shared between stores.
+STORE_DIR = PurePosixPath("/venvseal/store")
 _OUTPUTS = ".outputs"  # which store path a set of inputs produced (see record_output)
 _SCRATCH = "scratch"  # prefix of scratch dirs in .tmp; never a valid basename
 _GC_LOCK = ".gc"  # a basename never starts with '.', so this cannot clash
@@ -100,6 +104,27 @@ class HashMismatchError(StoreError):
                 f"  got:       {self.got.sri}\n"
                 f"if the new content is expected, declare {self.got.sri} instead; "
                 "otherwise find out which input changed")
+
+
+class UndeclaredHashError(VenvsealError):
+    """A fixed output has no declared hash; it was built and its hash is known now.
+
+    ``hint`` is the next step after declaring the hash by hand (the deps stage can also
+    write it with ``--update-hash``); nothing was added to the store.
+    """
+
+    def __init__(self, recipe_file: Path, key: str, got: Sha256, *,
+                 hint: str = "or rerun with --update-hash to write it into the recipe") -> None:
+        self.recipe_file = recipe_file
+        self.key = key
+        self.got = got
+        self.hint = hint
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        hint = f"\n{self.hint}" if self.hint else ""
+        return (f"{self.recipe_file}: {self.key} is not declared; declare it as\n"
+                f'  hash = "{self.got.sri}"{hint}')
 
 
 class StoreNameError(UsageError):
@@ -210,6 +235,11 @@ class Store:
         """
         fingerprint = f"fixed:out:r:sha256:{nar_hash.base16}:{check_name(name)}"
         return StorePath(self.root / f"{path_digest(fingerprint)}-{name}")
+
+    @staticmethod
+    def logical(path: StorePath) -> PurePosixPath:
+        """Where ``path`` is at run time (see STORE_DIR)."""
+        return STORE_DIR / path.name
 
     def parse_path(self, text: str) -> StorePath:
         """The store path ``text`` names (directly, or through a symlink such as an out-link)."""

@@ -1,0 +1,149 @@
+"""Benchmark: the deps stage against bare ``uv sync --frozen`` in the same run.
+
+What it measures
+    cold   fresh uv cache for every run: bare uv sync vs ``venvseal deps`` (fresh store)
+    warm   one pre-warmed uv cache: bare uv sync into a fresh venv vs ``venvseal deps`` into a
+           fresh store (so the stage really runs: lock check, sync, normalise, hash, store)
+    no-op  ``venvseal deps`` again on a store that has the result: the inputs are unchanged,
+           so nothing runs but reading the inputs and the store
+"Bare uv sync" is ``uv sync --frozen --no-install-project --no-install-workspace --no-dev``
+with the same uv binary and toolchain python, run through the same bubblewrap root (a Debian
+sid root's python cannot run on the host without it) with uv's default settings
+(concurrent installs), and nothing else. Runs alternate bare, venvseal, bare, venvseal... so
+machine load drifts onto both alike; medians and ratios are reported.
+
+Targets (issue 3): overhead over bare uv sync at most 15% cold and warm; no-op under 0.5 s.
+
+Usage: .venv/bin/python benchmarks/deps_stage.py [--project DIR] [--runs N] [--cold-runs N]
+       (default project: examples/demo; its uv.lock is made if missing)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from venvseal import deps, recipe, sandbox, toolchain
+from venvseal.deps import Network
+from venvseal.sandbox import Mount, Sandbox, SandboxSpec
+
+REPO = Path(__file__).resolve().parent.parent
+VENVSEAL = REPO / ".venv" / "bin" / "venvseal"
+NETWORK = Network(resolv_conf=Path("/etc/resolv.conf"),
+                  ca_file=Path(os.environ.get("SSL_CERT_FILE",
+                                              "/etc/ssl/certs/ca-certificates.crt")))
+
+
+def prepare(project: Path, work: Path) -> Path:
+    """A writable copy of ``project`` with a uv.lock; returns its folder."""
+    copy = work / "project"
+    shutil.copytree(project, copy, ignore=shutil.ignore_patterns(".venv", "result*"))
+    for p in copy.rglob("*"):
+        os.chmod(p, os.stat(p).st_mode | 0o200)
+    rec = recipe.load_recipe(copy)
+    if not (copy / "uv.lock").exists():
+        tc = toolchain.resolve(rec.toolchain)
+        spec = _spec(rec, tc, copy, None, None, writable_src=True)
+        Sandbox.locate().run(spec, ["uv", "lock", "--python", str(tc.python)], what="uv lock")
+    return copy
+
+
+def _spec(rec: recipe.Recipe, tc: toolchain.ResolvedToolchain, src: Path, out: Path | None,
+          cache: Path | None, *, writable_src: bool = False) -> SandboxSpec:
+    inputs = deps.DepsInputs(recipe=rec, lock=None, toolchain=tc, files=())  # type: ignore[arg-type]
+    env = deps._uv_env(inputs, NETWORK)  # the stage's own environment...
+    env.pop("UV_CONCURRENT_INSTALLS")  # ...less venvseal's one change to uv's defaults
+    mounts = [Mount(host=src, target=sandbox.SRC_DIR, writable=writable_src),
+              Mount(host=toolchain.uv_binary(), target=sandbox.TOOLS_DIR / "uv"),
+              Mount(host=NETWORK.ca_file, target=sandbox.CA_FILE)]  # type: ignore[arg-type]
+    if out is not None:
+        mounts.append(Mount(host=out, target=sandbox.OUT_DIR, writable=True))
+    if cache is not None:
+        mounts.append(Mount(host=cache, target=sandbox.CACHE_DIR, writable=True))
+    else:
+        env["UV_CACHE_DIR"] = str(sandbox.TMP_DIR / "cache")
+    return SandboxSpec(root=tc.root, mounts=tuple(mounts), env=env, network=True,
+                       cwd=sandbox.SRC_DIR, resolv_conf=NETWORK.resolv_conf)
+
+
+def bare_sync(project: Path, cache: Path, scratch: Path) -> float:
+    rec = recipe.load_recipe(project)
+    tc = toolchain.resolve(rec.toolchain)
+    out = Path(tempfile.mkdtemp(dir=scratch))
+    cache.mkdir(parents=True, exist_ok=True)
+    argv = ["uv", "sync", "--frozen", "--no-install-project", "--no-install-workspace",
+            "--no-dev", "--python", str(tc.python)]
+    start = time.perf_counter()
+    Sandbox.locate().run(_spec(rec, tc, project, out, cache), argv, what="bare uv sync")
+    took = time.perf_counter() - start
+    shutil.rmtree(out)
+    return took
+
+
+def venvseal_deps(project: Path, cache: Path, store: Path) -> float:
+    start = time.perf_counter()
+    subprocess.run([str(VENVSEAL), "--store", str(store), "deps", "--update-hash",
+                    "--uv-cache", str(cache), str(project)], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def remove(path: Path) -> None:
+    if path.exists():
+        subprocess.run(["chmod", "-R", "u+w", str(path)], check=True)
+        shutil.rmtree(path)
+
+
+def pairs(n: int, project: Path, work: Path, *, cold: bool) -> tuple[list[float], list[float]]:
+    bare, ours = [], []
+    warm_cache = work / "warm-cache"
+    for i in range(n):
+        c1 = work / f"cache-bare-{i}" if cold else warm_cache
+        c2 = work / f"cache-ours-{i}" if cold else warm_cache
+        bare.append(bare_sync(project, c1, work))
+        ours.append(venvseal_deps(project, c2, work / f"store-{'c' if cold else 'w'}{i}"))
+        for d in (work / f"store-{'c' if cold else 'w'}{i}", *([c1, c2] if cold else [])):
+            remove(d)
+    return bare, ours
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--project", type=Path, default=REPO / "examples" / "demo")
+    ap.add_argument("--runs", type=int, default=3, help="warm pairs and no-op runs")
+    ap.add_argument("--cold-runs", type=int, default=2)
+    ap.add_argument("--work", type=Path, default=Path("/var/tmp/venvseal-bench/deps"))
+    args = ap.parse_args()
+    remove(args.work)
+    args.work.mkdir(parents=True)
+    project = prepare(args.project.resolve(), args.work)
+    cold = pairs(args.cold_runs, project, args.work, cold=True)
+    bare_sync(project, args.work / "warm-cache", args.work)  # fill the warm cache
+    warm = pairs(args.runs, project, args.work, cold=False)
+    store = args.work / "store-noop"
+    venvseal_deps(project, args.work / "warm-cache", store)
+    noop = [venvseal_deps(project, args.work / "warm-cache", store) for _ in range(args.runs)]
+    print(f"project: {args.project.name}; {platform.node()}, {os.cpu_count()} CPUs, "
+          f"Python {platform.python_version()}, load {os.getloadavg()[0]:.2f}")
+    print("\n| deps stage | bare uv sync (median) | venvseal deps (median) | overhead |")
+    print("|---|---|---|---|")
+    for label, (b, o) in (("cold", cold), ("warm", warm)):
+        mb, mo = statistics.median(b), statistics.median(o)
+        over = 100 * (mo / mb - 1)
+        print(f"| {label} ({len(b)} pairs) | {mb:.2f} s | {mo:.2f} s | {over:+.0f}% |")
+    med = statistics.median(noop)
+    print(f"| no-op ({len(noop)} runs) | - | {med:.3f} s | target < 0.5 s |")
+    remove(args.work)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

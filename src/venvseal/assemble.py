@@ -1,0 +1,298 @@
+"""The offline assembly stage: the pinned venv becomes a runnable, complete closure.
+
+Runs without network. The closure is built in a temporary folder that the sandbox mounts at
+the closure's final logical path (``/venvseal/store/<hash>-<name>``), so everything that
+embeds a path (scripts, substitutions) embeds the one it will run at.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from venvseal import elf, entrypoints, sandbox, sources, substitute, wheels
+from venvseal.deps import BUILD_ENV
+from venvseal.errors import VenvsealError
+from venvseal.lock import read_lock
+from venvseal.normalise import PYTHON_HOME_PLACEHOLDER, remove_build_litter, update_records
+from venvseal.recipe import Recipe
+from venvseal.sandbox import Mount, Sandbox, SandboxSpec
+from venvseal.store import StorePath
+from venvseal.toolchain import ResolvedToolchain, uv_binary
+
+STAGE_VERSION = "assemble-1"
+DEPS_DIR = sandbox.BUILD_ROOT / "deps"
+
+
+class AssembleError(VenvsealError):
+    """The closure cannot be assembled as the recipe says."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Fetched:
+    """A realised [[fetch]] source: its name, store path and logical path."""
+
+    name: str
+    path: StorePath
+    logical: PurePosixPath
+    install: bool
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AssembleInputs:
+    """Everything the closure depends on; ``fingerprint`` names its store path."""
+
+    recipe: Recipe
+    toolchain: ResolvedToolchain
+    deps: StorePath
+    fetched: tuple[Fetched, ...]
+    members: tuple[tuple[str, str], ...]  # (name, folder relative to the project)
+    sources: tuple[tuple[str, str], ...]  # (what, digest) of every project input used
+
+    def fingerprint(self) -> str:
+        doc = {
+            "stage": STAGE_VERSION,
+            "recipe": self.recipe.canonical("app", "assemble", "substitute", "verify"),
+            "toolchain": [self.toolchain.identity, str(self.toolchain.python),
+                          [str(d) for d in self.toolchain.library_dirs],
+                          [str(p) for p in self.toolchain.path], self.toolchain.uv_version],
+            "deps": self.deps.name,
+            "fetched": [(f.name, f.path.name, f.install) for f in self.fetched],
+            "members": self.members,
+            "sources": self.sources,
+        }
+        blob = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+def collect_inputs(rec: Recipe, tc: ResolvedToolchain, deps: StorePath,
+                   fetched: tuple[Fetched, ...]) -> AssembleInputs:
+    """Digest every project file the stage reads: members, copy sources and patch files."""
+    lock = read_lock(rec.project)
+    wanted = rec.assemble.workspace
+    members = tuple(sorted((m.name, m.source) for m in lock.workspace_members()
+                           if wanted is None or m.name in wanted))
+    if wanted is not None and (unknown := set(wanted) - {name for name, _ in members}):
+        raise AssembleError(f"{rec.file}: {rec.key_prefix}assemble.workspace names "
+                            f"{', '.join(sorted(unknown))}, not members of the uv workspace; "
+                            f"members are: {', '.join(m.name for m in lock.workspace_members())}")
+    digests = [(f"member:{name}", sources.tree_digest(
+        sources.inside(rec.project, rel, what=f"workspace member {name}")))
+        for name, rel in members]
+    for i, rule in enumerate(rec.assemble.copy):
+        if rule.from_.startswith("@"):
+            continue  # from a fetched source: keyed by that store path
+        path = sources.inside(rec.project, rule.from_,
+                              what=f"{rec.key_prefix}assemble.copy[{i}].from")
+        digests.append((f"copy:{i}", sources.tree_digest(path, rule.exclude)))
+    for i, sub in enumerate(rec.substitute):
+        if sub.patch is not None:
+            path = sources.inside(rec.base, os.path.relpath(sub.patch, rec.base),
+                                  what=f"{rec.key_prefix}substitute[{i}].patch")
+            digests.append((f"patch:{i}", sources.tree_digest(path)))
+    return AssembleInputs(recipe=rec, toolchain=tc, deps=deps, fetched=fetched,
+                          members=members, sources=tuple(digests))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Layout:
+    """Where things are in the closure, on the host and as the closure sees itself."""
+
+    out: Path  # host folder being built
+    logical: PurePosixPath  # the closure's path at run time
+    python_version: str  # "3.11"
+
+    @property
+    def site_packages(self) -> str:
+        return f"lib/python{self.python_version}/site-packages"
+
+    def placeholders(self, fetched: tuple[Fetched, ...]) -> dict[str, str]:
+        values = {"out": str(self.logical), "python": str(self.logical / "bin" / "python"),
+                  "site-packages": str(self.logical / self.site_packages)}
+        values.update({f.name: str(f.logical) for f in fetched})
+        return values
+
+
+def copy_venv(deps: Path, out: Path) -> None:
+    """Hard-link the deps venv into ``out`` (both are sealed; edits replace files first)."""
+    for dirpath, dirnames, filenames in os.walk(deps):
+        rel = os.path.relpath(dirpath, deps)
+        if rel == BUILD_ENV or rel.startswith(BUILD_ENV + os.sep):
+            dirnames.clear()
+            continue
+        target = out / rel if rel != "." else out
+        target.mkdir(exist_ok=True)
+        for name in sorted(dirnames):
+            src = Path(dirpath) / name
+            if src.is_symlink():
+                os.symlink(os.readlink(src), target / name)
+                dirnames.remove(name)
+        for name in sorted(filenames):
+            src = Path(dirpath) / name
+            if src.is_symlink():
+                os.symlink(os.readlink(src), target / name)
+            else:
+                os.link(src, target / name)
+
+
+def private(path: Path) -> Path:
+    """Make ``path`` a writable file of its own (break hard links) before editing it."""
+    copy = path.with_name(f".{path.name}.venvseal-edit")
+    shutil.copyfile(path, copy)
+    os.chmod(copy, (path.stat().st_mode & 0o777) | 0o200)
+    os.replace(copy, path)
+    return path
+
+
+def python_version(out: Path) -> str:
+    """X.Y of the venv's interpreter, from pyvenv.cfg's version_info."""
+    for line in (out / "pyvenv.cfg").read_text(encoding="utf-8").splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "version_info":
+            return ".".join(value.strip().split(".")[:2])
+    raise AssembleError(f"{out / 'pyvenv.cfg'} has no version_info; rebuild the deps stage")
+
+
+def restore_venv(layout: Layout, python: PurePosixPath) -> None:
+    """pyvenv.cfg with the interpreter's folder, and bin/python{,3,3.X} -> the interpreter."""
+    cfg = private(layout.out / "pyvenv.cfg")
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace(PYTHON_HOME_PLACEHOLDER,
+                                                           str(python.parent)),
+                   encoding="utf-8")
+    python_links(layout, python)
+
+
+def python_links(layout: Layout, python: PurePosixPath) -> None:
+    """bin/python, bin/python3 and bin/python3.X -> the toolchain's interpreter."""
+    bin_dir = layout.out / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name in ("python", "python3", f"python{layout.python_version}"):
+        os.symlink(str(python), bin_dir / name)
+
+
+def _spec(inputs: AssembleInputs, layout: Layout, deps_host: Path) -> SandboxSpec:
+    env = sandbox.fixed_env(inputs.toolchain.path)
+    env.update({"VENVSEAL_PYTHON": str(inputs.toolchain.python),
+                "UV_NO_CACHE": "1", "UV_OFFLINE": "1", "UV_LINK_MODE": "copy",
+                "UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1"})
+    mounts = [Mount(host=layout.out, target=layout.logical, writable=True),
+              Mount(host=deps_host, target=DEPS_DIR),
+              Mount(host=uv_binary(), target=sandbox.TOOLS_DIR / "uv")]
+    mounts += [Mount(host=f.path, target=f.logical) for f in inputs.fetched]
+    return SandboxSpec(root=inputs.toolchain.root, mounts=tuple(mounts), env=env,
+                       network=False, cwd=sandbox.BUILD_ROOT)
+
+
+def install_projects(inputs: AssembleInputs, layout: Layout, *, runner: Sandbox,
+                     spec: SandboxSpec, scratch: Path) -> None:
+    """Build every member and installable fetch offline and install it without deps."""
+    projects = [wheels.Project(label=f"workspace member {name}", source=inputs.recipe.project / rel)
+                for name, rel in inputs.members]
+    projects += [wheels.Project(label=f"fetch {f.name}", source=f.path)
+                 for f in inputs.fetched if f.install]
+    site = layout.out / layout.site_packages
+    before = set(site.glob("*.dist-info"))
+    for i, project in enumerate(projects):
+        work = scratch / f"project-{i}"
+        work.mkdir()
+        wheel = wheels.build_wheel(project, work=work, runner=runner, spec=spec,
+                                   build_env=DEPS_DIR / BUILD_ENV)
+        wheels.check_conflicts(wheel, wheels.installed_owners(site))
+        inner = sandbox.BUILD_ROOT / "work" / "wheel" / wheel.name
+        job = SandboxSpec(root=spec.root, env=spec.env, network=False, cwd=spec.cwd,
+                          mounts=(*spec.mounts, Mount(host=work, target=inner.parent.parent)))
+        runner.run(job, ["uv", "pip", "install", "--no-deps", "--no-index", "--python",
+                         str(layout.logical / "bin" / "python"), str(inner)],
+                   what=f"installing {project.label}")
+    for dist_info in sorted(set(site.glob("*.dist-info")) - before):
+        direct_url = dist_info / "direct_url.json"
+        if direct_url.exists():  # names the wheel's temporary build path (PEP 610)
+            direct_url.unlink()
+            update_records(layout.out, {direct_url}, ())
+    if projects:
+        # uv's per-run files (.lock, uv_cache.json with a time stamp) and the scripts it
+        # wrote go; write_entry_points makes every script again.
+        update_records(layout.out, remove_build_litter(layout.out), ())
+        python_links(layout, inputs.toolchain.python)
+
+
+def copy_sources(inputs: AssembleInputs, layout: Layout) -> None:
+    """The recipe's copy rules and top-level links."""
+    rec = inputs.recipe
+    fetched = {f.name: f.path for f in inputs.fetched}
+    owners = wheels.installed_owners(layout.out / layout.site_packages)
+    for i, rule in enumerate(rec.assemble.copy):
+        where = f"{rec.key_prefix}assemble.copy[{i}]"
+        if rule.from_.startswith("@"):
+            name, _, rest = rule.from_[1:].partition("@")
+            base = Path(fetched[name])
+            source = sources.inside(base, rest.lstrip("/") or ".", what=f"{where}.from")
+        else:
+            base = rec.project
+            source = sources.inside(base, rule.from_, what=f"{where}.from")
+        dest = layout.out / rule.to.replace("@site-packages@", layout.site_packages)
+        for written in sources.copy_tree(source, dest, rule.exclude, within=base):
+            rel = os.path.relpath(written, layout.out / layout.site_packages)
+            if rel in owners:
+                raise AssembleError(f"{where}: copying {rule.from_} to {rule.to} would "
+                                    f"overwrite {rel}, installed by {owners[rel]}; "
+                                    "choose another destination")
+    for name, target in sorted(rec.assemble.links.items()):
+        link = layout.out / name
+        if os.path.lexists(link):
+            raise AssembleError(f"{rec.key_prefix}assemble.links.{name}: {name} exists in the "
+                                "closure already; choose another name")
+        os.symlink(target.replace("@site-packages@", layout.site_packages), link)
+
+
+def write_entry_points(layout: Layout) -> list[Path]:
+    """Regenerate bin/ scripts for every console and gui script of every distribution."""
+    bin_dir = layout.out / "bin"
+    for entry in sorted(bin_dir.iterdir()):
+        if not entry.name.startswith("python"):
+            entry.unlink()
+    points = entrypoints.read_entry_points(layout.out / layout.site_packages)
+    return list(entrypoints.write_scripts(bin_dir, points,
+                                          python=str(layout.logical / "bin" / "python")))
+
+
+def relink(inputs: AssembleInputs, layout: Layout) -> set[Path]:
+    """auto-patchelf: every ELF file's RUNPATH resolves its needed libraries; files edited."""
+    plan = elf.plan_patchelf(layout.out, toolchain_root=inputs.toolchain.root,
+                             library_dirs=inputs.toolchain.library_dirs,
+                             ignore_missing=inputs.recipe.assemble.ignore_missing)
+    for edit in plan.edits:
+        private(edit.path)
+    elf.apply_plan(plan, patchelf=elf.locate_patchelf())
+    return {edit.path for edit in plan.edits}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Assembled:
+    """A closure built in a temporary folder, with what its checks need to run it."""
+
+    layout: Layout
+    spec: SandboxSpec  # the sandbox that sees the closure at its logical path
+    values: dict[str, str]  # placeholder values
+
+
+def assemble(inputs: AssembleInputs, out: Path, *, logical: PurePosixPath, deps_host: Path,
+             runner: Sandbox, scratch: Path) -> Assembled:
+    """Build the closure into ``out`` (created here), to run at ``logical``."""
+    copy_venv(deps_host, out)
+    layout = Layout(out=out, logical=logical, python_version=python_version(out))
+    restore_venv(layout, inputs.toolchain.python)
+    spec = _spec(inputs, layout, deps_host)
+    install_projects(inputs, layout, runner=runner, spec=spec, scratch=scratch)
+    copy_sources(inputs, layout)
+    changed = set(write_entry_points(layout))
+    values = layout.placeholders(inputs.fetched)
+    changed |= substitute.apply_all(inputs.recipe, out, values, layout.site_packages,
+                                    edit=private)
+    changed |= relink(inputs, layout)
+    update_records(out, (), changed)
+    return Assembled(layout=layout, spec=spec, values=values)

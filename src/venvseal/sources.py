@@ -1,0 +1,110 @@
+"""The app's own files: digests that key the assembly stage, and the copies it makes.
+
+What is hashed is exactly what is copied (the same ignore rules), so the assembly stage's
+key changes if and only if something it uses changes.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import shutil
+import stat
+from collections.abc import Sequence
+from pathlib import Path
+
+from venvseal.errors import VenvsealError
+
+# Never part of an app's source: VCS data, local venvs, bytecode, build debris.
+IGNORED = (".git", ".hg", ".venv", "__pycache__", "*.pyc", "*.pyo", ".mypy_cache",
+           ".pytest_cache", ".ruff_cache", "*.egg-info")
+
+
+class SourceError(VenvsealError):
+    """A source path is missing, unreadable or escapes the project."""
+
+
+def _ignored(name: str, patterns: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in (*IGNORED, *patterns))
+
+
+def inside(base: Path, rel: str, *, what: str) -> Path:
+    """``base/rel`` resolved, refusing anything (``..``, symlinks) that leads outside base."""
+    path = base / rel
+    real = path.resolve()
+    if not real.is_relative_to(base.resolve()):
+        raise SourceError(f"{what}: {rel} leads outside {base} (through '..' or a symlink); "
+                          "copy only files inside the project")
+    if not os.path.lexists(path):
+        raise SourceError(f"{what}: {rel} does not exist in {base}; fix the path")
+    return path
+
+
+def tree_digest(path: Path, exclude: Sequence[str] = ()) -> str:
+    """sha256 over the sorted relative paths, executable bits, link targets and contents."""
+    h = hashlib.sha256()
+    base = path
+    for rel, kind, extra in _entries(base, exclude):
+        h.update(f"{kind}\0{rel}\0{extra}\0".encode("utf-8", "surrogateescape"))
+        if kind == "f":
+            try:
+                with open(base / rel if rel else base, "rb") as f:
+                    while chunk := f.read(1 << 20):
+                        h.update(chunk)
+            except OSError as err:
+                raise SourceError(f"{base / rel}: cannot read it ({err.strerror}); fix its "
+                                  "permissions or exclude it") from err
+    return h.hexdigest()
+
+
+def _entries(base: Path, exclude: Sequence[str]) -> list[tuple[str, str, str]]:
+    out: list[tuple[str, str, str]] = []
+    pending = [""]
+    while pending:
+        rel = pending.pop()
+        full = base / rel if rel else base
+        st = os.lstat(full)
+        if stat.S_ISLNK(st.st_mode):
+            out.append((rel, "l", os.readlink(full)))
+        elif stat.S_ISDIR(st.st_mode):
+            out.append((rel, "d", ""))
+            try:
+                names = sorted(os.listdir(full))
+            except OSError as err:
+                raise SourceError(f"{full}: cannot list it ({err.strerror})") from err
+            pending.extend(f"{rel}/{n}" if rel else n for n in reversed(names)
+                           if not _ignored(n, exclude))
+        elif stat.S_ISREG(st.st_mode):
+            out.append((rel, "f", "x" if st.st_mode & stat.S_IXUSR else ""))
+        else:
+            raise SourceError(f"{full}: not a file, directory or symlink; remove or exclude it")
+    out.sort()
+    return out
+
+
+def copy_tree(source: Path, dest: Path, exclude: Sequence[str] = (), *,
+              within: Path | None = None) -> list[Path]:
+    """Copy ``source`` (file or folder) to ``dest`` with the ignore rules; the files written.
+
+    With ``within``, a symlink whose target lies outside that folder is refused.
+    """
+    written: list[Path] = []
+    for rel, kind, extra in _entries(source, exclude):
+        target = dest / rel if rel else dest
+        if kind == "d":
+            target.mkdir(parents=True, exist_ok=True)
+        elif kind == "l":
+            link = source / rel if rel else source
+            if within is not None and not (link.parent / extra).resolve().is_relative_to(
+                    within.resolve()):
+                raise SourceError(f"{link}: symlink to {extra} leads outside {within}; "
+                                  "replace it with the file or drop it")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(extra, target)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source / rel if rel else source, target)
+            os.chmod(target, 0o755 if extra else 0o644)
+            written.append(target)
+    return written

@@ -1,0 +1,113 @@
+"""``[verify]``: the finished closure is exercised in the sandbox before it is registered.
+
+Imports and commands run with the closure's python, offline; every ELF file is checked with
+the toolchain's dynamic loader. Any failure fails the build and nothing enters the store.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from venvseal import loadercheck
+from venvseal.buildid import find_elf_files
+from venvseal.errors import CommandError, VenvsealError
+from venvseal.recipe import Recipe
+from venvseal.sandbox import Sandbox, SandboxSpec
+from venvseal.substitute import expand
+
+FAILED = "VENVSEAL-IMPORT-FAILED"
+# Imports each module given, reporting every failure (not only the first) with its tail.
+IMPORTER = f"""\
+import importlib, sys, traceback
+failed = 0
+for name in sys.argv[1:]:
+    try:
+        importlib.import_module(name)
+    except BaseException as err:
+        failed += 1
+        lines = traceback.format_exception(err)
+        print("{FAILED}", name, "".join(lines[-4:]).strip().replace("\\n", " | "))
+sys.exit(1 if failed else 0)
+"""
+
+
+class VerifyError(VenvsealError):
+    """The closure failed a [verify] check; the message has the evidence."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class VerifyReport:
+    """What was checked."""
+
+    imports: int
+    commands: int
+    elf_files: int
+
+
+def top_level_modules(site_packages: Path, skip: Sequence[str] = ()) -> list[str]:
+    """Importable top-level names each installed distribution's RECORD lists."""
+    names: set[str] = set()
+    for record in sorted(site_packages.glob("*.dist-info/RECORD")):
+        with record.open(encoding="utf-8", newline="") as f:
+            for row in csv.reader(f):
+                first = row[0].split("/", 1) if row else [""]
+                head = first[0]
+                if len(first) == 1 and head.endswith(".py"):
+                    names.add(head[:-3])
+                elif len(first) == 1 and head.endswith(".so"):
+                    names.add(head.split(".", 1)[0])
+                elif len(first) == 2 and first[1] in ("__init__.py", "__init__.pyi"):
+                    names.add(head)
+    return sorted(n for n in names if n.isidentifier() and n not in skip)
+
+
+def _run_imports(modules: Sequence[str], *, runner: Sandbox, spec: SandboxSpec,
+                 python: str) -> None:
+    try:
+        runner.run(spec, [python, "-c", IMPORTER, *modules], what="verify imports")
+    except CommandError as err:
+        bad = [ln.removeprefix(FAILED).strip() for ln in err.output_tail.splitlines()
+               if ln.startswith(FAILED)]
+        detail = "\n".join(f"  {b}" for b in bad) or err.output_tail
+        raise VerifyError(f"verify: {len(bad) or 'some'} import(s) failed in the closure:\n"
+                          f"{detail}") from err
+
+
+def _run_command(command: str | tuple[str, ...], i: int, *, runner: Sandbox, spec: SandboxSpec,
+                 values: Mapping[str, str], key_prefix: str) -> None:
+    argv = (["/bin/sh", "-c", expand(command, values)] if isinstance(command, str)
+            else [expand(part, values) for part in command])
+    try:
+        runner.run(spec, argv, what=f"{key_prefix}verify.commands[{i}]")
+    except CommandError as err:
+        raise VerifyError(f"{key_prefix}verify.commands[{i}] failed (exit {err.returncode}): "
+                          f"{' '.join(argv)}\n{err.output_tail}") from err
+
+
+def verify(rec: Recipe, closure: Path, *, logical: PurePosixPath, site_packages: str,
+           values: Mapping[str, str], runner: Sandbox, spec: SandboxSpec) -> VerifyReport:
+    """Run every check of ``rec.verify`` against the closure built at ``closure``."""
+    python = str(logical / "bin" / "python")
+    env = {**spec.env, "PATH": f"{logical}/bin:{spec.env.get('PATH', '/usr/bin:/bin')}"}
+    job = SandboxSpec(root=spec.root, mounts=spec.mounts, env=env, network=False,
+                      cwd=spec.cwd)
+    modules = list(rec.verify.imports)
+    if rec.verify.import_all:
+        found = top_level_modules(closure / site_packages, rec.verify.import_skip)
+        modules += [m for m in found if m not in modules]
+    if modules:
+        _run_imports(modules, runner=runner, spec=job, python=python)
+    for i, command in enumerate(rec.verify.commands):
+        _run_command(command, i, runner=runner, spec=job, values=values,
+                     key_prefix=rec.key_prefix)
+    elf_files = [logical / p.relative_to(closure).as_posix() for p in find_elf_files(closure)]
+    unresolved = loadercheck.loader_check(elf_files, runner=runner, spec=job)
+    missing = {f: libs for f, libs in unresolved.items() if libs}
+    if missing:
+        lines = "\n".join(f"  {f} -> {', '.join(libs)}" for f, libs in sorted(missing.items()))
+        raise VerifyError(f"verify: the dynamic loader cannot resolve:\n{lines}")
+    return VerifyReport(imports=len(modules), commands=len(rec.verify.commands),
+                        elf_files=len(elf_files))
