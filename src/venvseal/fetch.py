@@ -98,14 +98,15 @@ def realise_fetch(fetch: Fetch, store: Store, *, recipe_file: Path, key_prefix: 
         out = work / "out"
         source = _fetch_into(out, fetch, work=work, where=where, key=key,
                              network_env=network_env, base=recipe_file.parent)
-        got = nar_hash(out).hash
+        hashed = nar_hash(out)
+        got = hashed.hash
         if fetch.hash is None:
             raise UndeclaredHashError(recipe_file, f"{key}.hash", got,
                                       hint=f"in the [[{key_prefix}fetch]] named {fetch.name!r}")
         if got != fetch.hash:
             raise HashMismatchError(store.make_fixed_path(name, fetch.hash), fetch.hash, got)
         path = store.make_fixed_path(name, got)
-        store.add(path, lambda dest: os.rename(out, dest), expected=got,
+        store.add(path, lambda dest: os.rename(out, dest), expected=got, hashed=hashed,
                   inputs={"stage": "fetch", **source})
     return FetchResult(name=fetch.name, path=path, hash=got, reused=False)
 

@@ -85,11 +85,12 @@ def run_deps(rec: Recipe, ctx: Context, *, update_hash: bool = False,
         report = deps.build_venv(inputs, out, uv_cache=ctx.uv_cache, scratch=work,
                                  runner=ctx.sandbox, network=ctx.network)
         ctx.on_step("hashing the normalised venv")
-        got = nar_hash(out).hash
+        hashed = nar_hash(out)
+        got = hashed.hash
         if declared != got and not update_hash:
             _refuse(rec, ctx, declared, got)
         final = ctx.store.make_fixed_path(deps_name(rec), got)
-        ctx.store.add(final, lambda dest: os.rename(out, dest), expected=got,
+        ctx.store.add(final, lambda dest: os.rename(out, dest), expected=got, hashed=hashed,
                       inputs={"stage": "deps", "fingerprint": key})
     ctx.store.record_output(key, final)
     result = _pinned(rec, final, got, reused=False, update_hash=update_hash)

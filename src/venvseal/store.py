@@ -36,7 +36,7 @@ from typing import NewType
 from venvseal import fsutil
 from venvseal.errors import EXIT_USAGE, StoreError, UsageError, VenvsealError
 from venvseal.hashes import NIX32_ALPHABET, Sha256, compress_hash, nix32_encode, parse_sha256
-from venvseal.nar import nar_hash
+from venvseal.nar import NarResult, nar_hash
 
 StorePath = NewType("StorePath", Path)
 
@@ -289,6 +289,7 @@ class Store:
             expected: Sha256 | None = None, references: Sequence[StorePath] = (),
             inputs: Mapping[str, object] | None = None,
             progress: Callable[[int], None] | None = None,
+            hashed: NarResult | None = None,
             on_wait: OnWait | None = None) -> PathInfo:
         """Return ``path``'s info, building it first with ``produce`` if it is not valid.
 
@@ -297,7 +298,9 @@ class Store:
         renamed into place. With ``expected``, a different hash raises
         :class:`HashMismatchError` and adds nothing. ``references`` must be valid (or
         ``path`` itself). ``on_wait(path)`` is called before waiting for another process's
-        lock. Reuse costs no hashing: if ``path`` is valid, ``produce`` is not called.
+        lock. ``hashed`` is the caller's NAR hash of the exact tree ``produce`` renames
+        into place (it is then not hashed again). Reuse costs no hashing: if ``path`` is
+        valid, ``produce`` is not called.
         """
         self.parse_path(str(path))
         record = _json_inputs(inputs)
@@ -305,8 +308,8 @@ class Store:
         for _ in range(_ADD_ATTEMPTS):
             info = self._pin_valid(path, on_wait)
             if info is None:
-                self._build_locked(path, produce, _Build(expected, refs, record, progress),
-                                   on_wait)
+                build = _Build(expected, refs, record, progress, hashed)
+                self._build_locked(path, produce, build, on_wait)
                 continue
             if expected is not None and info.nar_hash != expected:
                 raise HashMismatchError(path, expected, info.nar_hash)
@@ -346,7 +349,9 @@ class Store:
             raise StoreError(f"building {name_of(path)} created nothing at {out}; the build "
                              "step must create its output")
         fsutil.seal_tree(out, mtime=CANONICAL_MTIME)
-        nar = nar_hash(out, progress=build.progress)
+        # Sealing keeps every NAR-visible property (contents, links, the executable bit), so
+        # a hash the caller took of the very tree produce() renamed into place still holds.
+        nar = build.hashed or nar_hash(out, progress=build.progress)
         if build.expected is not None and nar.hash != build.expected:
             raise HashMismatchError(path, build.expected, nar.hash)
         # Durability: the tree must be on disk before the meta and the rename that publish it.
@@ -652,6 +657,7 @@ class _Build:
     references: tuple[StorePath, ...]
     inputs: dict[str, object] | None
     progress: Callable[[int], None] | None
+    hashed: NarResult | None = None
 
 
 def _json_inputs(inputs: Mapping[str, object] | None) -> dict[str, object] | None:
