@@ -11,31 +11,34 @@ import base64
 import dataclasses
 import hashlib
 import io
-import json
-import logging
-import os
 import shutil
 import subprocess
 import sys
 import tarfile
 from collections.abc import Callable
-from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 import pytest
+from conftest import (
+    EXCLUDE_NEWER,
+    PYTHON,
+    Run,
+    empty_store,
+    store_paths,
+    store_state,
+    toml_list,
+    uv_lock,
+    venvseal,
+    write,
+)
 from elftools.elf.elffile import ELFFile
 
 from venvseal import deps, toolchain
-from venvseal.cli import main
 from venvseal.lock import LockError
 from venvseal.recipe import Toolchain, load_recipe
-from venvseal.store import Store
-from venvseal.toolchain import ResolvedToolchain, uv_binary
+from venvseal.toolchain import ResolvedToolchain
 
-PYTHON = "/usr/bin/python3.11"
-EXCLUDE_NEWER = "2026-11-01T00:00:00Z"
 BUILD_ROOT = b"/venvseal-build"
 
 RECIPE = f"""\
@@ -51,16 +54,6 @@ python = "{PYTHON}"
 [deps]
 hash = "{{hash}}"  # written by venvseal deps --update-hash
 """
-
-
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
-
-
-def toml_list(items: tuple[str, ...] | list[str]) -> str:
-    return "[" + ", ".join(f'"{i}"' for i in items) + "]"
 
 
 def sri(data: bytes) -> str:
@@ -333,71 +326,8 @@ PyMODINIT_FUNC PyInit_cext(void) { return PyModule_Create(&module); }
 """
 
 
-@dataclass(frozen=True)
-class Run:
-    """One venvseal invocation: exit code, stdout, stderr."""
-
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(self.out)
-        return data
-
-    @property
-    def error(self) -> str:
-        """The error lines, without their prefix."""
-        prefix = "venvseal: error: "
-        return "\n".join(line.removeprefix(prefix) for line in self.err.splitlines()
-                         if line.startswith(prefix))
-
-
-def venvseal(*argv: str | Path) -> Run:
-    """Run the CLI in this process, leaving the logging set-up as it found it."""
-    out, err = io.StringIO(), io.StringIO()
-    logger = logging.getLogger("venvseal")
-    handlers, level = logger.handlers[:], logger.level
-    try:
-        with redirect_stdout(out), redirect_stderr(err):
-            code = main([str(a) for a in argv])
-    finally:
-        logger.handlers[:] = handlers
-        logger.setLevel(level)
-    return Run(code, out.getvalue(), err.getvalue())
-
-
 def deps_cmd(project: Path, store: Path, cache: Path, *extra: str) -> Run:
     return venvseal("--json", "deps", "--store", store, "--uv-cache", cache, *extra, project)
-
-
-def store_state(root: Path) -> dict[str, bytes | None]:
-    """The store's paths by name, and every bookkeeping file but the locks, with its bytes."""
-    state: dict[str, bytes | None] = {}
-    for entry in sorted(root.iterdir()) if root.exists() else []:
-        if not entry.name.startswith("."):
-            state[entry.name] = None
-        elif entry.name != ".locks":
-            for f in sorted(entry.rglob("*")):
-                state[f.relative_to(root).as_posix()] = f.read_bytes() if f.is_file() else None
-    return state
-
-
-def store_paths(root: Path) -> list[str]:
-    return sorted(e.name for e in root.iterdir() if not e.name.startswith("."))
-
-
-def empty_store(root: Path) -> dict[str, bytes | None]:
-    Store(root).close()
-    return store_state(root)
-
-
-def uv_lock(project: Path, cache: Path) -> None:
-    """Lock ``project`` with the pinned uv and the toolchain's interpreter."""
-    env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never", "UV_CACHE_DIR": str(cache)}
-    done = subprocess.run([str(uv_binary()), "lock", "--python", PYTHON], cwd=project, env=env,
-                          capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
 
 
 def make_app(root: Path, lock_cache: Path, *, name: str = "demo",

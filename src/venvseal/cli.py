@@ -100,6 +100,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pass a host variable to the command (repeatable)")
     p.epilog = "usage: venvseal run [RECIPE] [options] -- COMMAND [ARG...]"
 
+    p = command("lock", commands.cmd_lock,
+                "make or update the project's uv.lock with the toolchain's python, in the "
+                "sandbox (for toolchains the host cannot run, such as a Debian sid root)")
+    _recipe_arg(p)
+    _uv_cache_arg(p)
+
+    p = command("toolchain", commands.cmd_toolchain,
+                "prepare the recipe's toolchain (a Debian root is made once, with "
+                "debootstrap) and print its root folder")
+    _recipe_arg(p)
+
     p = command("check", commands.cmd_check,
                 "rebuild the deps stage from a cold uv cache and compare the two builds")
     _recipe_arg(p)

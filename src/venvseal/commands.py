@@ -8,6 +8,7 @@ from pathlib import Path
 
 from venvseal import nar, pipeline, recipe
 from venvseal.deps import Network
+from venvseal.deps import lock_project as deps_lock
 from venvseal.errors import EXIT_BUILD, EXIT_OK
 from venvseal.recipe import Recipe
 from venvseal.sandbox import Sandbox
@@ -47,7 +48,7 @@ def load(args: argparse.Namespace) -> Recipe:
 
 def context(args: argparse.Namespace, ui: Ui, store: Store) -> pipeline.Context:
     """The side effects a pipeline run gets from this host."""
-    cache = args.uv_cache or default_uv_cache(os.environ, Path.home())
+    cache = getattr(args, "uv_cache", None) or default_uv_cache(os.environ, Path.home())
     return pipeline.Context(store=store, sandbox=Sandbox.locate(), uv_cache=cache,
                             network=host_network(os.environ),
                             network_env=network_env(os.environ), on_step=ui.info)
@@ -160,10 +161,31 @@ def cmd_run(args: argparse.Namespace, ui: Ui) -> int:
     env = dict(kv.split("=", 1) for kv in args.env)
     env.update({name: os.environ[name] for name in args.pass_env if name in os.environ})
     with open_store(args) as store:
-        res = pipeline.run_build(rec, context(args, ui, store))
-        code = pipeline.run_closure(rec, store, res.path, list(args.argv), env=env,
-                                    sandbox=Sandbox.locate())
+        ctx = context(args, ui, store)
+        res = pipeline.run_build(rec, ctx)
+        code = pipeline.run_closure(rec, ctx, res.path, list(args.argv), env=env)
     return code
+
+
+def cmd_lock(args: argparse.Namespace, ui: Ui) -> int:
+    rec = load(args)
+    with open_store(args) as store:
+        ctx = context(args, ui, store)
+        tc = pipeline.resolve_toolchain(rec, ctx)
+        ctx.on_step(f"uv lock with {tc.python} in the sandbox")
+        deps_lock(rec, tc, uv_cache=ctx.uv_cache, runner=ctx.sandbox, network=ctx.network)
+    lock_file = rec.project / "uv.lock"
+    ui.result({"lock": str(lock_file)}, str(lock_file))
+    return EXIT_OK
+
+
+def cmd_toolchain(args: argparse.Namespace, ui: Ui) -> int:
+    rec = load(args)
+    with open_store(args) as store:
+        tc = pipeline.resolve_toolchain(rec, context(args, ui, store))
+    ui.result({"root": str(tc.root), "python": str(tc.python), "identity": tc.identity},
+              str(tc.root))
+    return EXIT_OK
 
 
 def cmd_check(args: argparse.Namespace, ui: Ui) -> int:

@@ -232,3 +232,32 @@ def _stripper(runner: Sandbox, spec: SandboxSpec, out: Path) -> StripDebug:
 
 __all__ = ["DepsBuildError", "DepsInputs", "Network", "build_venv", "collect_inputs",
            "stage_sources"]
+
+
+def lock_project(recipe: Recipe, toolchain: ResolvedToolchain, *, uv_cache: Path,
+                 runner: Sandbox, network: Network) -> None:
+    """Run ``uv lock`` for the project with the toolchain's python, in the sandbox.
+
+    The project folder is mounted writable (uv writes uv.lock there); everything else is as
+    in the deps stage, network included.
+    """
+    uv_cache.mkdir(parents=True, exist_ok=True)
+    mounts = [Mount(host=recipe.project, target=sandbox.SRC_DIR, writable=True),
+              Mount(host=uv_cache, target=sandbox.CACHE_DIR, writable=True),
+              Mount(host=uv_binary(), target=sandbox.TOOLS_DIR / "uv")]
+    if network.ca_file is not None:
+        mounts.append(Mount(host=network.ca_file, target=sandbox.CA_FILE))
+    env = sandbox.fixed_env(toolchain.path)
+    env.update({"UV_CACHE_DIR": str(sandbox.CACHE_DIR), "UV_PYTHON_DOWNLOADS": "never",
+                "UV_NO_PROGRESS": "1"})
+    if network.ca_file is not None:
+        env["SSL_CERT_FILE"] = str(sandbox.CA_FILE)
+    spec = SandboxSpec(root=toolchain.root, mounts=tuple(mounts), env=env, network=True,
+                       cwd=sandbox.SRC_DIR, resolv_conf=network.resolv_conf)
+    python = str(toolchain.python)
+    try:
+        runner.run(spec, ["uv", "lock", "--python", python], what="uv lock")
+    except CommandError as err:
+        known = diagnose(err.output_tail, lock_file=str(recipe.project / "uv.lock"),
+                         python=python)
+        raise (known or DepsBuildError(str(err))) from err

@@ -65,10 +65,20 @@ def deps_name(rec: Recipe) -> str:
     return f"{rec.app.name}-deps"
 
 
+def resolve_toolchain(rec: Recipe, ctx: Context) -> toolchain.ResolvedToolchain:
+    """The recipe's toolchain, its Debian root file system made first if it names one."""
+    if rec.toolchain.debian is None:
+        return toolchain.resolve(rec.toolchain)
+    from venvseal import debian
+
+    root = debian.realise(rec.toolchain.debian, ctx.store, on_step=ctx.on_step)
+    return toolchain.resolve(rec.toolchain, root=root)
+
+
 def run_deps(rec: Recipe, ctx: Context, *, update_hash: bool = False,
              tc: toolchain.ResolvedToolchain | None = None) -> DepsResult:
     """Realise the deps stage: reuse it when its inputs are unchanged, else build and pin."""
-    inputs = deps.collect_inputs(rec, tc or toolchain.resolve(rec.toolchain))
+    inputs = deps.collect_inputs(rec, tc or resolve_toolchain(rec, ctx))
     key = "deps-" + inputs.fingerprint()
     declared = rec.deps.hash
     cached = ctx.store.lookup_output(key)
@@ -118,7 +128,7 @@ def check_deps(rec: Recipe, ctx: Context) -> CheckResult:
     from venvseal.treediff import compare_trees
 
     first = run_deps(rec, ctx)
-    inputs = deps.collect_inputs(rec, toolchain.resolve(rec.toolchain))
+    inputs = deps.collect_inputs(rec, resolve_toolchain(rec, ctx))
     with ctx.store.scratch() as work:
         out = work / "venv"
         out.mkdir()
@@ -146,7 +156,7 @@ def run_build(rec: Recipe, ctx: Context, *, out_link: Path | None = None,
     """deps -> fetches -> offline assembly -> verify -> store (-> out-link)."""
     from venvseal import assemble, fetch, verify
 
-    tc = toolchain.resolve(rec.toolchain)
+    tc = resolve_toolchain(rec, ctx)
     deps_result = run_deps(rec, ctx, update_hash=update_hash, tc=tc)
     fetched = tuple(
         assemble.Fetched(name=f.name, path=r.path, logical=ctx.store.logical(r.path),
@@ -178,19 +188,19 @@ def run_build(rec: Recipe, ctx: Context, *, out_link: Path | None = None,
                        reused=not report, verified=report[0] if report else None)
 
 
-def run_closure(rec: Recipe, store: Store, path: StorePath, argv: list[str], *,
-                env: Mapping[str, str], sandbox: Sandbox) -> int:
+def run_closure(rec: Recipe, ctx: Context, path: StorePath, argv: list[str], *,
+                env: Mapping[str, str]) -> int:
     """Run ``argv`` with the closure at its logical path and the toolchain as /; its status."""
     from venvseal import sandbox as sb
     from venvseal.store import STORE_DIR
     from venvseal.substitute import expand
 
-    tc = toolchain.resolve(rec.toolchain)
-    logical = store.logical(path)
+    tc = resolve_toolchain(rec, ctx)
+    logical = ctx.store.logical(path)
     values = {"out": str(logical), "python": str(logical / "bin" / "python")}
     full_env = {**sb.fixed_env(tc.path), **env,
                 "PATH": f"{logical}/bin:" + ":".join(map(str, tc.path))}
-    spec = sb.SandboxSpec(root=tc.root, mounts=(sb.Mount(host=store.root, target=STORE_DIR),),
+    spec = sb.SandboxSpec(root=tc.root, mounts=(sb.Mount(host=ctx.store.root, target=STORE_DIR),),
                           env=full_env, network=True, cwd=logical,
                           resolv_conf=Path("/etc/resolv.conf"))
-    return sandbox.call(spec, [expand(a, values) for a in argv])
+    return ctx.sandbox.call(spec, [expand(a, values) for a in argv])

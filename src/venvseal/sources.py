@@ -100,11 +100,25 @@ def copy_tree(source: Path, dest: Path, exclude: Sequence[str] = (), *,
                     within.resolve()):
                 raise SourceError(f"{link}: symlink to {extra} leads outside {within}; "
                                   "replace it with the file or drop it")
-            target.parent.mkdir(parents=True, exist_ok=True)
+            _replaceable(target)
             os.symlink(extra, target)
         else:
-            target.parent.mkdir(parents=True, exist_ok=True)
+            _replaceable(target)
             shutil.copyfile(source / rel if rel else source, target)
             os.chmod(target, 0o755 if extra else 0o644)
             written.append(target)
     return written
+
+
+def _replaceable(target: Path) -> None:
+    """Make room for ``target``: an existing file or symlink there is unlinked, not written.
+
+    Writing into it would go through a hard link into the sealed deps store path (the
+    closure's venv is hard-linked from it, and root may write read-only files).
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.is_dir() and not target.is_symlink():
+        raise SourceError(f"{target} is a folder in the closure already; copy to another "
+                          "destination")
+    if os.path.lexists(target):
+        target.unlink()

@@ -69,9 +69,16 @@ def uv_binary() -> Path:
     return Path(uv.find_uv_bin())
 
 
-def resolve(spec: Toolchain) -> ResolvedToolchain:
-    """Check the recipe's toolchain on the host and compute its identity."""
-    root = spec.root if spec.root is not None else Path("/")
+def resolve(spec: Toolchain, root: Path | None = None) -> ResolvedToolchain:
+    """Check the recipe's toolchain on the host and compute its identity.
+
+    ``root`` is the realised root of a Debian toolchain (see debian.py); otherwise the
+    recipe's ``root`` (default: the host's ``/``).
+    """
+    if root is None:
+        if spec.debian is not None:
+            raise ToolchainError("a Debian toolchain must be realised first (venvseal toolchain)")
+        root = spec.root if spec.root is not None else Path("/")
     if not root.is_dir():
         raise ToolchainError(f"toolchain root {root} is not a directory; fix [toolchain] root")
     python = resolve_in_root(root, spec.python)

@@ -7,8 +7,9 @@ the toolchain's dynamic loader. Any failure fails the build and nothing enters t
 from __future__ import annotations
 
 import csv
+import fnmatch
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from venvseal import loadercheck
@@ -92,8 +93,11 @@ def verify(rec: Recipe, closure: Path, *, logical: PurePosixPath, site_packages:
     """Run every check of ``rec.verify`` against the closure built at ``closure``."""
     python = str(logical / "bin" / "python")
     env = {**spec.env, "PATH": f"{logical}/bin:{spec.env.get('PATH', '/usr/bin:/bin')}"}
-    job = SandboxSpec(root=spec.root, mounts=spec.mounts, env=env, network=False,
-                      cwd=spec.cwd)
+    # Read-only: a check must not change the closure it checks (nor, through the hard
+    # links the closure shares with it, the sealed deps store path).
+    mounts = tuple(replace(m, writable=False) if m.target == logical else m
+                   for m in spec.mounts)
+    job = SandboxSpec(root=spec.root, mounts=mounts, env=env, network=False, cwd=spec.cwd)
     modules = list(rec.verify.imports)
     if rec.verify.import_all:
         found = top_level_modules(closure / site_packages, rec.verify.import_skip)
@@ -105,7 +109,10 @@ def verify(rec: Recipe, closure: Path, *, logical: PurePosixPath, site_packages:
                      key_prefix=rec.key_prefix)
     elf_files = [logical / p.relative_to(closure).as_posix() for p in find_elf_files(closure)]
     unresolved = loadercheck.loader_check(elf_files, runner=runner, spec=job)
-    missing = {f: libs for f, libs in unresolved.items() if libs}
+    ignored = rec.assemble.ignore_missing  # allowed to stay unresolved, as when relinking
+    missing = {f: kept for f, libs in unresolved.items()
+               if (kept := [lib for lib in libs
+                            if not any(fnmatch.fnmatchcase(lib, p) for p in ignored)])}
     if missing:
         lines = "\n".join(f"  {f} -> {', '.join(libs)}" for f, libs in sorted(missing.items()))
         raise VerifyError(f"verify: the dynamic loader cannot resolve:\n{lines}")

@@ -119,8 +119,21 @@ def wheel_files(wheel: Path) -> tuple[str, list[str]]:
     with zipfile.ZipFile(wheel) as zf:
         record = next(n for n in zf.namelist() if n.endswith(".dist-info/RECORD"))
         rows = csv.reader(io.StringIO(zf.read(record).decode("utf-8")))
-        files = [row[0] for row in rows if row and ".data/" not in row[0].split("/", 1)[0]]
+        files = [path for row in rows if row and (path := _site_path(row[0])) is not None]
     return record.split("-", 1)[0], files
+
+
+def _site_path(name: str) -> str | None:
+    """Where a wheel member lands, relative to site-packages; None if elsewhere.
+
+    Binary distribution format: ``<name>.data/purelib/`` and ``platlib/`` go to
+    site-packages, the other ``.data`` schemes (scripts, headers, data) outside it.
+    """
+    top, _, rest = name.partition("/")
+    if not top.endswith(".data"):
+        return name
+    scheme, _, inner = rest.partition("/")
+    return inner if scheme in ("purelib", "platlib") and inner else None
 
 
 def installed_owners(site_packages: Path) -> dict[str, str]:

@@ -1,0 +1,3 @@
+"""A stand-in for authentik's Django application (what venvseal's flagship example builds)."""
+
+__version__ = "2026.5.0"

@@ -1,0 +1,1 @@
+"""authentik flows (stand-in)."""
