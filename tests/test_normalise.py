@@ -19,6 +19,7 @@ from venvseal.normalise import (
     NormaliseError,
     canonical_pyvenv_cfg,
     normalise_venv,
+    remove_conflicts,
 )
 from venvseal.process import run
 
@@ -278,3 +279,34 @@ def test_real_xmlsec_and_lxml_lose_their_build_paths(tmp_path: Path) -> None:
             assert b"/build/" not in path.read_bytes(), path
     assert_record_matches(site / "xmlsec-1.3.17.dist-info" / "RECORD")
     assert_record_matches(site / "lxml-6.0.2.dist-info" / "RECORD")
+
+
+def test_files_two_distributions_ship_differently_are_removed(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    site = venv / "lib" / "python3.14" / "site-packages"
+    write(venv / "pyvenv.cfg", "home = /usr/bin\nversion_info = 3.14.0\n")
+    for dist, makefile in (("pyrad-2.5.4", "pyrad docs"), ("django_tenants-3.10.1", "tenants")):
+        write(site / "docs" / "Makefile", makefile)  # the later install wins, as in uv
+        write(site / dist.split("-")[0] / "__init__.py", "")
+        write(site / "shared_ns" / "__init__.py", "# same in both\n")
+        info = site / f"{dist}.dist-info"
+        write(info / "METADATA", f"Name: {dist}\n")
+        rows = ["docs/Makefile", f"{dist.split('-')[0]}/__init__.py", "shared_ns/__init__.py",
+                f"{info.name}/METADATA"]
+        hashes = {"docs/Makefile": makefile.encode()}
+        lines = []
+        for row in rows:
+            data = hashes.get(row, (site / row).read_bytes())
+            lines.append(f"{row},{record_hash_of(data)},{len(data)}")
+        write(info / "RECORD", "\n".join([*lines, f"{info.name}/RECORD,,"]) + "\n")
+    conflicts = remove_conflicts(venv)
+    assert [(c.path, c.distributions) for c in conflicts] == [
+        ("lib/python3.14/site-packages/docs/Makefile", ("django_tenants", "pyrad"))]
+    assert "with different contents" in str(conflicts[0])
+    assert not (site / "docs" / "Makefile").exists()
+    assert (site / "shared_ns" / "__init__.py").exists()  # same content twice: kept
+
+
+def record_hash_of(data: bytes) -> str:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"sha256={digest}"

@@ -138,7 +138,7 @@ def test_a_purelib_file_overwriting_an_installed_file_is_refused(tmp_path: Path)
     wheel = make_wheel(tmp_path / "wheels", "clash", "0.1.0",
                        {"clash-0.1.0.data/purelib/typing_extensions.py": ""})
     with pytest.raises(DistributionConflictError,
-                       match="typing_extensions and clash both install typing_extensions.py"):
+                       match=r"typing_extensions and clash both install typing_extensions\.py"):
         check_conflicts(wheel, owners)
 
 
@@ -169,5 +169,5 @@ def test_a_reinstalled_distribution_shares_only_its_record_name(tmp_path: Path) 
     wheel = make_wheel(tmp_path, "pkg", "1.0", {"pkg/__init__.py": ""})
     check_conflicts(wheel, owners)
     owners["pkg-1.0.dist-info/METADATA"] = "pkg"
-    with pytest.raises(DistributionConflictError, match="pkg-1.0.dist-info/METADATA"):
+    with pytest.raises(DistributionConflictError, match=r"pkg-1\.0\.dist-info/METADATA"):
         check_conflicts(wheel, owners)

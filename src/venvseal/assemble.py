@@ -14,7 +14,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from venvseal import elf, entrypoints, sandbox, sources, substitute, wheels
+from venvseal import elf, entrypoints, fsutil, sandbox, sources, substitute, wheels
 from venvseal.deps import BUILD_ENV
 from venvseal.errors import VenvsealError
 from venvseal.lock import read_lock
@@ -119,24 +119,7 @@ class Layout:
 
 def copy_venv(deps: Path, out: Path) -> None:
     """Hard-link the deps venv into ``out`` (both are sealed; edits replace files first)."""
-    for dirpath, dirnames, filenames in os.walk(deps):
-        rel = os.path.relpath(dirpath, deps)
-        if rel == BUILD_ENV or rel.startswith(BUILD_ENV + os.sep):
-            dirnames.clear()
-            continue
-        target = out / rel if rel != "." else out
-        target.mkdir(exist_ok=True)
-        for name in sorted(dirnames):
-            src = Path(dirpath) / name
-            if src.is_symlink():
-                os.symlink(os.readlink(src), target / name)
-                dirnames.remove(name)
-        for name in sorted(filenames):
-            src = Path(dirpath) / name
-            if src.is_symlink():
-                os.symlink(os.readlink(src), target / name)
-            else:
-                os.link(src, target / name)
+    fsutil.link_tree(deps, out, skip=(BUILD_ENV,))
 
 
 def private(path: Path) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from venvseal import nar, pipeline, recipe
@@ -25,7 +26,7 @@ def open_store(args: argparse.Namespace) -> Store:
     return Store(root)
 
 
-def default_uv_cache(env: os._Environ[str] | dict[str, str], home: Path) -> Path:
+def default_uv_cache(env: Mapping[str, str], home: Path) -> Path:
     """uv's cache for the deps stage: $VENVSEAL_UV_CACHE, else under the XDG cache folder."""
     if env.get("VENVSEAL_UV_CACHE"):
         return Path(env["VENVSEAL_UV_CACHE"])
@@ -33,7 +34,7 @@ def default_uv_cache(env: os._Environ[str] | dict[str, str], home: Path) -> Path
     return Path(base) / "venvseal" / "uv"
 
 
-def host_network(env: os._Environ[str] | dict[str, str]) -> Network:
+def host_network(env: Mapping[str, str]) -> Network:
     """What networked stages borrow from the host: resolver config and CA bundle."""
     ca = Path(env["SSL_CERT_FILE"]) if env.get("SSL_CERT_FILE") else DEFAULT_CA_FILE
     return Network(resolv_conf=RESOLV_CONF if RESOLV_CONF.exists() else None,
@@ -59,7 +60,7 @@ NETWORK_ENV = ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PRO
                "NO_PROXY", "SSL_CERT_FILE", "GIT_SSL_CAINFO")
 
 
-def network_env(env: os._Environ[str] | dict[str, str]) -> dict[str, str]:
+def network_env(env: Mapping[str, str]) -> dict[str, str]:
     """The allowlisted host variables for fetches (proxies and CA bundles)."""
     return {k: env[k] for k in NETWORK_ENV if env.get(k)}
 
@@ -126,7 +127,10 @@ def cmd_deps(args: argparse.Namespace, ui: Ui) -> int:
             "removed_files": res.report.removed_files, "stripped_elf": res.report.stripped_elf,
             "references": [r.text.decode("utf-8", "replace") for r in refs.references],
             "files_changed": res.report.files_changed,
-            "records_rewritten": res.report.records_rewritten}
+            "records_rewritten": res.report.records_rewritten,
+            "conflicts": [str(c) for c in res.report.conflicts]}
+        for conflict in res.report.conflicts:
+            ui.info(f"warning: {conflict}")
         ui.info(f"normalised: {res.report.removed_files} files removed, "
                 f"{res.report.stripped_elf} ELF files stripped, {refs.summary()}, "
                 f"{res.report.files_changed} files changed")

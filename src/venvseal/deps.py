@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # normalise pulls in pyelftools: import it only when building
     from venvseal.normalise import NormaliseReport, StripDebug
 
 # Bump when the stage's output for the same inputs changes (normalisation rules, uv flags).
-STAGE_VERSION = "deps-1"
+STAGE_VERSION = "deps-2"
 # Files besides pyproject.toml that change what uv resolves or installs.
 UV_CONFIG_FILES = ("uv.toml",)
 # Inside the output: build backends for the offline assembly stage (not part of the venv).

@@ -92,7 +92,7 @@ def realise_fetch(fetch: Fetch, store: Store, *, recipe_file: Path, key_prefix: 
     name = f"{fetch.name}-src"
     if fetch.hash is not None:
         path = store.make_fixed_path(name, fetch.hash)
-        if store.is_valid(path):
+        if store.substitute(path, fetch.hash) is not None:  # valid, or from a substituter
             return FetchResult(name=fetch.name, path=path, hash=fetch.hash, reused=True)
     with store.scratch() as work:
         out = work / "out"

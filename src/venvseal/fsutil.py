@@ -230,3 +230,27 @@ def unlink_locked(path: Path, fd: int) -> None:
 def is_disk_full(err: OSError) -> bool:
     """True when ``err`` says the file system or the user's quota is out of space."""
     return err.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def link_tree(source: Path, dest: Path, *, skip: tuple[str, ...] = ()) -> None:
+    """Recreate ``source`` at ``dest``: folders made, symlinks copied, files hard-linked
+    (copied when linking fails, e.g. across file systems). ``skip`` names top-level entries
+    left out."""
+    for dirpath, dirnames, filenames in os.walk(source):
+        rel = os.path.relpath(dirpath, source)
+        if rel == ".":
+            dirnames[:] = [d for d in dirnames if d not in skip]
+            filenames = [f for f in filenames if f not in skip]
+        target = dest if rel == "." else dest / rel
+        os.mkdir(target)
+        for name in sorted(dirnames + filenames):
+            src, dst = os.path.join(dirpath, name), target / name
+            if os.path.islink(src):
+                os.symlink(os.readlink(src), dst)
+                if name in dirnames:
+                    dirnames.remove(name)
+            elif name in filenames:
+                try:
+                    os.link(src, dst)
+                except OSError:
+                    shutil.copy2(src, dst, follow_symlinks=False)

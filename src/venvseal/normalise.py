@@ -71,6 +71,19 @@ class NormaliseReport:
     references: RefReport  # build-time references found, and then replaced
     files_changed: int  # kept files whose bytes changed (ELF edits, reference replacement)
     records_rewritten: int  # dist-info RECORD files updated
+    conflicts: tuple[Conflict, ...] = ()  # files two distributions installed differently
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """A file that several distributions install with different contents: removed."""
+
+    path: str  # relative to the venv
+    distributions: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return (f"{self.path} is installed by {' and '.join(self.distributions)} with different "
+                "contents; removed, so the output does not depend on install order")
 
 
 def normalise_venv(venv: Path, *, strip_debug: StripDebug,
@@ -84,6 +97,8 @@ def normalise_venv(venv: Path, *, strip_debug: StripDebug,
     try:
         _check_venv(venv)
         removed = remove_build_litter(venv)
+        conflicts = remove_conflicts(venv)
+        removed |= {venv / c.path for c in conflicts}
         break_hard_links(venv)
         write_pyvenv_cfg(venv)
         elf_files = find_elf_files(venv)
@@ -103,7 +118,33 @@ def normalise_venv(venv: Path, *, strip_debug: StripDebug,
         where = Path(err.filename) if err.filename else venv
         raise NormaliseError(where, err.strerror or str(err),
                              "check that the venv is complete and writable") from err
-    return NormaliseReport(len(removed), len(elf_files), references, len(changed), rewritten)
+    return NormaliseReport(len(removed), len(elf_files), references, len(changed), rewritten,
+                           conflicts)
+
+
+def remove_conflicts(venv: Path) -> tuple[Conflict, ...]:
+    """Delete every file that RECORDs of several distributions list with different hashes.
+
+    uv installs wheels in parallel (and, even serially, in an order that varies with the
+    cache), so which copy survives differs between runs: authentik's pyrad and
+    django-tenants both ship a different ``docs/Makefile``. The same content listed twice
+    (old-style namespace ``__init__.py`` files) is not a conflict and stays.
+    """
+    owners: dict[str, dict[str, set[str]]] = {}
+    for record in find_records(venv):
+        dist = record.parent.name.split("-", 1)[0]
+        for _line, row in _rows(record.read_text(encoding="utf-8")):
+            if row and len(row) == 3 and row[1]:
+                target = os.path.normpath(record.parent.parent / row[0])
+                owners.setdefault(target, {}).setdefault(row[1], set()).add(dist)
+    conflicts = []
+    for target, by_hash in sorted(owners.items()):
+        if len(by_hash) > 1:
+            dists = tuple(sorted(d for ds in by_hash.values() for d in ds))
+            conflicts.append(Conflict(os.path.relpath(target, venv), dists))
+            if os.path.lexists(target):
+                os.unlink(target)
+    return tuple(conflicts)
 
 
 def _check_venv(venv: Path) -> None:

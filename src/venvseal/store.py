@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from types import TracebackType
-from typing import NewType
+from typing import NewType, Protocol
 
 from venvseal import fsutil
 from venvseal.errors import EXIT_USAGE, StoreError, UsageError, VenvsealError
@@ -195,11 +195,26 @@ def check_name(name: str) -> str:
     return name
 
 
-class Store:
-    """A store rooted at one folder; created (and cleared of crash debris) when opened."""
+class Substituter(Protocol):
+    """Somewhere a missing path can be fetched from instead of built (see venvseal.cache)."""
 
-    def __init__(self, root: Path) -> None:
+    def fetch(self, store: Store, path: StorePath, expected: Sha256 | None) -> PathInfo | None:
+        """Make ``path`` valid in ``store`` (through ``store.add(..., substitute=False)``)
+        and return its info; None, with ``store`` unchanged, when it cannot."""
+        ...
+
+
+class Store:
+    """A store rooted at one folder; created (and cleared of crash debris) when opened.
+
+    ``substituters`` are asked, in order, for a path that is not valid before it is built
+    (see :meth:`add` and :meth:`substitute`); ``substituted`` lists the paths they gave.
+    """
+
+    def __init__(self, root: Path, substituters: Sequence[Substituter] = ()) -> None:
         self.root = _open_layout(root)
+        self.substituters: list[Substituter] = list(substituters)
+        self.substituted: list[StorePath] = []
         self._pins: dict[StorePath, int] = {}
         self._clean_debris()
 
@@ -290,7 +305,7 @@ class Store:
             inputs: Mapping[str, object] | None = None,
             progress: Callable[[int], None] | None = None,
             hashed: NarResult | None = None,
-            on_wait: OnWait | None = None) -> PathInfo:
+            on_wait: OnWait | None = None, substitute: bool = True) -> PathInfo:
         """Return ``path``'s info, building it first with ``produce`` if it is not valid.
 
         ``produce(out)`` must create ``out`` (a file or a directory) in a private temp dir;
@@ -300,7 +315,8 @@ class Store:
         ``path`` itself). ``on_wait(path)`` is called before waiting for another process's
         lock. ``hashed`` is the caller's NAR hash of the exact tree ``produce`` renames
         into place (it is then not hashed again). Reuse costs no hashing: if ``path`` is
-        valid, ``produce`` is not called.
+        valid, ``produce`` is not called. Nor is it when a substituter provides ``path``
+        (unless ``substitute`` is False: how substituters themselves add what they fetched).
         """
         self.parse_path(str(path))
         record = _json_inputs(inputs)
@@ -308,6 +324,8 @@ class Store:
         for _ in range(_ADD_ATTEMPTS):
             info = self._pin_valid(path, on_wait)
             if info is None:
+                if substitute and self._substitute(path, expected):
+                    continue
                 build = _Build(expected, refs, record, progress, hashed)
                 self._build_locked(path, produce, build, on_wait)
                 continue
@@ -316,6 +334,27 @@ class Store:
             return info
         raise StoreError(f"{path} was deleted by a concurrent 'venvseal gc' each time it was "
                          "built; run the build again")
+
+    def substitute(self, path: StorePath, expected: Sha256 | None = None) -> PathInfo | None:
+        """``path``'s info if it is valid, or made valid by a substituter; else None.
+
+        For callers that build outside :meth:`add` (into scratch space, when the final path
+        is known only after the build) but know the path to try first: a fixed output's.
+        """
+        info = self._pin_valid(path, None)
+        if info is None and self._substitute(path, expected):
+            info = self._pin_valid(path, None)
+        if info is not None and expected is not None and info.nar_hash != expected:
+            raise HashMismatchError(path, expected, info.nar_hash)
+        return info
+
+    def _substitute(self, path: StorePath, expected: Sha256 | None) -> bool:
+        """Ask each substituter for ``path`` in turn; True once one has added it."""
+        for substituter in self.substituters:
+            if substituter.fetch(self, path, expected) is not None:
+                self.substituted.append(path)
+                return True
+        return False
 
     def _build_locked(self, path: StorePath, produce: Callable[[Path], None],
                       build: _Build, on_wait: OnWait | None) -> None:
@@ -544,6 +583,21 @@ class Store:
     def _references(self, path: StorePath) -> tuple[StorePath, ...]:
         info = self._read_meta(path)
         return () if info is None else info.references
+
+    def copy_from(self, other: Store, path: StorePath) -> PathInfo:
+        """Add ``other``'s valid path of the same name here (hard-linked where possible).
+
+        The copy is re-hashed and must match what ``other`` recorded, so a damaged source
+        path is refused rather than spread.
+        """
+        info = other.query(path)
+        if info is None:
+            raise StoreError(f"{path} is not a valid path in the store at {other.root}")
+        target = StorePath(self.root / path.name)
+        return self.add(target, lambda out: fsutil.link_tree(path, out),
+                        expected=info.nar_hash,
+                        references=[StorePath(self.root / r.name) for r in info.references],
+                        inputs=info.inputs)
 
     # Scratch space and the outputs index -----------------------------------------------
 

@@ -1,0 +1,139 @@
+"""Benchmark: the flagship, authentik's dependency set on Python 3.14 from Debian sid.
+
+Prints one Markdown table (for the README) of, in one run:
+- the deps stage against bare ``uv sync --frozen`` in the same sid root, cold (empty uv
+  caches) and warm (one warm cache), as medians and the overhead ratio (see deps_stage.py);
+- ``venvseal build`` with nothing changed (no-op) and after editing one app file;
+- NAR hashing of the closure, venvseal against ``nix-hash --type sha256``;
+- reference scanning of the closure (what the deps stage's strip does on every file);
+- auto-patchelf: planning and applying RUNPATHs for every ELF file, on a copy of the deps;
+- the closure's size and file count;
+- peak memory (max RSS) of the venvseal process itself, for a full build and a no-op.
+
+Usage: .venv/bin/python benchmarks/authentik.py [--cold-runs N] [--runs N] [--work DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import deps_stage
+
+from venvseal import elf, fsutil, refs
+from venvseal.buildid import find_elf_files
+from venvseal.nar import nar_hash
+from venvseal.store import Store
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURE = REPO.parent / "shared" / "fixtures" / "authentik-deps"
+PEAK_RSS = ("import resource, sys\nfrom venvseal.cli import main\ncode = main(sys.argv[1:])\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+            "sys.exit(code)\n")
+
+
+def venvseal(*argv: str | Path) -> tuple[float, float, str]:
+    """Wall seconds, the venvseal process's own peak RSS in MB, and stdout."""
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", PEAK_RSS, *map(str, argv)],
+                          capture_output=True, text=True, check=True)
+    took = time.perf_counter() - start
+    return took, int(done.stderr.strip().splitlines()[-1]) / 1024, done.stdout.strip()
+
+
+def timed(fn: object, *args: object) -> float:
+    start = time.perf_counter()
+    fn(*args)  # type: ignore[operator]
+    return time.perf_counter() - start
+
+
+def prepare(work: Path) -> Path:
+    project = work / "authentik"
+    subprocess.run([str(REPO / "examples" / "authentik" / "prepare"), str(project),
+                    str(FIXTURE)], check=True)
+    return deps_stage.prepare(project, work)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cold-runs", type=int, default=1)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--work", type=Path, default=Path("/var/tmp/venvseal-bench/authentik"))
+    args = ap.parse_args()
+    deps_stage.remove(args.work)
+    args.work.mkdir(parents=True)
+    project = prepare(args.work)
+    rows: list[tuple[str, str, str, str]] = []
+
+    cold = deps_stage.pairs(args.cold_runs, project, args.work, cold=True)
+    deps_stage.bare_sync(project, args.work / "warm-cache", args.work)
+    warm = deps_stage.pairs(args.runs, project, args.work, cold=False)
+    for label, (bare, ours) in (("cold", cold), ("warm", warm)):
+        mb, mo = statistics.median(bare), statistics.median(ours)
+        rows.append((f"deps stage, {label} ({len(bare)} pairs)", f"{mo:.1f} s",
+                     f"bare uv sync {mb:.1f} s", f"{100 * (mo / mb - 1):+.0f}% (target +15%)"))
+
+    store, cache = args.work / "store", args.work / "warm-cache"
+    deps_stage.venvseal_deps(project, cache, store)  # seeds the toolchain, builds the deps
+    full, full_rss, out = venvseal("--store", store, "build", "--uv-cache", cache, project)
+    closure = Path(out.splitlines()[-1])
+    noop = [venvseal("--store", store, "build", "--uv-cache", cache, project) for _ in
+            range(args.runs)]
+    edits = []
+    for i in range(args.runs):
+        with (project / "authentik" / "root" / "settings.py").open("a") as f:
+            f.write(f"# edit {i}\n")
+        edits.append(venvseal("--store", store, "build", "--uv-cache", cache, project)[0])
+    rows.append(("build, assembly only (deps reused)", f"{full:.1f} s", "-", "-"))
+    noop_median = statistics.median(t for t, _, _ in noop)
+    rows.append((f"build, no-op ({len(noop)} runs)", f"{noop_median:.3f} s", "-",
+                 "target < 0.5 s"))
+    rows.append((f"build after one app-file edit ({len(edits)} runs)",
+                 f"{statistics.median(edits):.2f} s", "-", "target < 5 s"))
+
+    ours = [timed(nar_hash, closure) for _ in range(args.runs)]
+    theirs = [timed(subprocess.run, ["nix-hash", "--type", "sha256", str(closure)])
+              for _ in range(args.runs)]
+    mo, mt = statistics.median(ours), statistics.median(theirs)
+    rows.append(("NAR hash of the closure", f"{mo:.2f} s", f"nix-hash {mt:.2f} s",
+                 f"{mo / mt:.2f}x (target 1.0x)"))
+    scans = [timed(refs.scan, closure) for _ in range(args.runs)]
+    rows.append(("reference scan of the closure", f"{statistics.median(scans):.2f} s", "-", "-"))
+
+    copy = args.work / "patchelf-copy"
+    deps = next(p for p in Store(store).paths() if p.name.endswith("-deps"))
+    fsutil.link_tree(deps, copy)
+    for f in find_elf_files(copy):
+        os.chmod(f, 0o644)
+        f.write_bytes(f.read_bytes())  # a private, writable copy of each ELF file
+    start = time.perf_counter()
+    plan = elf.plan_patchelf(copy, toolchain_root=Path(deps_stage.resolve(project)[1].root),
+                             library_dirs=deps_stage.resolve(project)[1].library_dirs)
+    edited = elf.apply_plan(plan, patchelf=elf.locate_patchelf())
+    rows.append((f"auto-patchelf ({len(find_elf_files(copy))} ELF files, {edited} edited)",
+                 f"{time.perf_counter() - start:.2f} s", "-", "-"))
+
+    files = sum(len(fs) for _, _, fs in os.walk(closure))
+    size = nar_hash(closure).size
+    rows.append(("closure", f"{size / 1e6:.0f} MB (NAR)", f"{files} files", "-"))
+    rows.append(("peak RSS of venvseal itself", f"{full_rss:.0f} MB (build)",
+                 f"{statistics.median(r for _, r, _ in noop):.0f} MB (no-op)", "-"))
+
+    print(f"authentik-deps on Debian sid, {os.cpu_count()} CPUs, load "
+          f"{os.getloadavg()[0]:.2f}\n")
+    print("| measure | venvseal | baseline | ratio / target |")
+    print("|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    deps_stage.remove(args.work)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
