@@ -7,9 +7,8 @@ What it measures
     no-op  ``venvseal deps`` again on a store that has the result: the inputs are unchanged,
            so nothing runs but reading the inputs and the store
 "Bare uv sync" is ``uv sync --frozen --no-install-project --no-install-workspace --no-dev``
-with the same uv binary and toolchain python, run through the same bubblewrap root (a Debian
-sid root's python cannot run on the host without it) with uv's default settings
-(concurrent installs), and nothing else. Runs alternate bare, venvseal, bare, venvseal... so
+with the same uv binary, toolchain python and environment, run through the same bubblewrap
+root (a Debian sid root's python cannot run on the host without it), and nothing else. Runs alternate bare, venvseal, bare, venvseal... so
 machine load drifts onto both alike; medians and ratios are reported.
 
 Targets (issue 3): overhead over bare uv sync at most 15% cold and warm; no-op under 0.5 s.
@@ -70,8 +69,7 @@ def prepare(project: Path, work: Path) -> Path:
 def _spec(rec: recipe.Recipe, tc: toolchain.ResolvedToolchain, src: Path, out: Path | None,
           cache: Path | None, *, writable_src: bool = False) -> SandboxSpec:
     inputs = deps.DepsInputs(recipe=rec, lock=None, toolchain=tc, files=())  # type: ignore[arg-type]
-    env = deps._uv_env(inputs, NETWORK)  # the stage's own environment...
-    env.pop("UV_CONCURRENT_INSTALLS")  # ...less venvseal's one change to uv's defaults
+    env = deps._uv_env(inputs, NETWORK)  # the stage's own environment
     mounts = [Mount(host=src, target=sandbox.SRC_DIR, writable=writable_src),
               Mount(host=toolchain.uv_binary(), target=sandbox.TOOLS_DIR / "uv"),
               Mount(host=NETWORK.ca_file, target=sandbox.CA_FILE)]  # type: ignore[arg-type]

@@ -144,7 +144,8 @@ def test_django_setup_and_migrate_against_postgresql(built: Built) -> None:
         run = ok(built.run("@out@/lifecycle/ak", "migrate", env=env))
         applied = re.findall(r"Applying (\w+)\.0001_initial\.\.\. OK", run.out)
         assert applied.index("authentik_flows") < applied.index("authentik_core")
-        check = ok(built.run("@out@/manage.py", "showmigrations", "authentik_core", env=env))
+        check = ok(built.run("@python@", "@out@/manage.py", "showmigrations", "authentik_core",
+                             env=env))
         assert "[X] 0001_initial" in check.out
 
 

@@ -150,9 +150,6 @@ def _uv_env(inputs: DepsInputs, network: Network) -> dict[str, str]:
         "UV_LINK_MODE": "copy",
         "UV_NO_PROGRESS": "1",
         "UV_COMPILE_BYTECODE": "0",
-        # One install thread: when two wheels ship the same file (pyrad and django-tenants
-        # both ship docs/Makefile), parallel installs let either win; serial ones don't.
-        "UV_CONCURRENT_INSTALLS": "1",
     })
     if network.ca_file is not None:
         env["SSL_CERT_FILE"] = str(sandbox.CA_FILE)
