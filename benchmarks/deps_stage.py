@@ -8,8 +8,9 @@ What it measures
            so nothing runs but reading the inputs and the store
 "Bare uv sync" is ``uv sync --frozen --no-install-project --no-install-workspace --no-dev``
 with the same uv binary, toolchain python and environment, run through the same bubblewrap
-root (a Debian sid root's python cannot run on the host without it), and nothing else. Runs alternate bare, venvseal, bare, venvseal... so
-machine load drifts onto both alike; medians and ratios are reported.
+root (a Debian sid root's python cannot run on the host without it), and nothing else.
+Runs alternate bare, venvseal, bare, venvseal... so machine load drifts onto both alike;
+medians and ratios are reported.
 
 Targets (issue 3): overhead over bare uv sync at most 15% cold and warm; no-op under 0.5 s.
 
