@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import glob
+import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -12,6 +13,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 
 @dataclass(frozen=True)
 class Postgres:
@@ -19,9 +22,18 @@ class Postgres:
 
     host: str
     port: int
+    bindir: Path
+
+    def sql(self, query: str) -> str:
+        done = subprocess.run(
+            ["runuser", "-u", "postgres", "--", str(self.bindir / "psql"), "-h", self.host,
+             "-p", str(self.port), "-U", "postgres", "-d", "postgres", "-Atc", query],
+            capture_output=True, text=True, check=False, cwd="/")
+        assert done.returncode == 0, done.stderr
+        return done.stdout
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
@@ -30,26 +42,37 @@ def _free_port() -> int:
 
 @contextmanager
 def postgres_server() -> Iterator[Postgres]:
-    """Start a throw-away cluster (as user postgres: the tests run as root).
+    """A throw-away cluster, run as user postgres (the tests run as root).
 
     Its folder is a fresh one in /tmp, not pytest's tmp_path: user postgres cannot enter
     root's private /tmp/pytest-of-root.
     """
-    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
-    assert bins, "PostgreSQL is not installed: apt-get install postgresql (scripts/setup does)"
-    pg = bins[-1]
-    workdir = Path(tempfile.mkdtemp(prefix="venvseal-pg-"))
-    subprocess.run(["chown", "postgres", str(workdir)], check=True)
-    data, port = workdir / "data", _free_port()
-    as_postgres = ["runuser", "-u", "postgres", "--"]
-    subprocess.run([*as_postgres, f"{pg}/initdb", "-D", str(data), "-A", "trust", "-U",
-                    "postgres"], check=True, capture_output=True)
-    subprocess.run([*as_postgres, f"{pg}/pg_ctl", "-D", str(data), "-w", "-l",
-                    str(workdir / "log"), "-o", f"-h 127.0.0.1 -p {port} -k {workdir}",
-                    "start"], check=True, capture_output=True)
+    initdbs = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    assert initdbs, ("PostgreSQL is not installed: apt-get install postgresql (scripts/setup "
+                     "installs it)")
+    if os.geteuid() != 0:
+        pytest.skip("starting PostgreSQL as user postgres needs root (runuser)")
+    bindir = initdbs[-1].parent
+    user = pwd.getpwnam("postgres")
+    root = Path(tempfile.mkdtemp(prefix="venvseal-pg-"))
+    os.chown(root, user.pw_uid, user.pw_gid)
+    data, port = root / "data", free_port()
+
+    def pg(*argv: str) -> None:
+        done = subprocess.run(["runuser", "-u", "postgres", "--", *argv], capture_output=True,
+                              text=True, cwd=root, check=False)
+        log = root / "server.log"
+        assert done.returncode == 0, done.stdout + done.stderr + (
+            log.read_text() if log.exists() else "")
+
     try:
-        yield Postgres("127.0.0.1", port)
+        pg(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+           "-E", "UTF8", "--no-sync")
+        pg(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w",
+           "-t", "60", "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {root}", "start")
+        try:
+            yield Postgres(host="127.0.0.1", port=port, bindir=bindir)
+        finally:
+            pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
     finally:
-        subprocess.run([*as_postgres, f"{pg}/pg_ctl", "-D", str(data), "-m", "fast", "stop"],
-                       check=False, capture_output=True)
-        shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)

@@ -15,12 +15,10 @@ import csv
 import hashlib
 import json
 import os
-import pwd
 import re
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,6 +34,7 @@ from conftest import (
     venvseal,
     venvseal_process,
 )
+from postgres import Postgres, postgres_server
 
 from venvseal.store import Store, StorePath
 
@@ -275,60 +274,11 @@ def test_installed_metadata_through_run(demo: Demo) -> None:
 # PostgreSQL ---------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@dataclass(frozen=True)
-class Postgres:
-    port: int
-    bindir: Path
-
-    def sql(self, query: str) -> str:
-        done = subprocess.run(
-            ["runuser", "-u", "postgres", "--", str(self.bindir / "psql"), "-h", "127.0.0.1",
-             "-p", str(self.port), "-U", "postgres", "-d", "postgres", "-Atc", query],
-            capture_output=True, text=True, check=False, cwd="/")
-        assert done.returncode == 0, done.stderr
-        return done.stdout
-
-
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[Postgres]:
     """A throwaway server from Debian's package, on 127.0.0.1 and a free port."""
-    initdbs = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    assert initdbs, ("PostgreSQL is not installed: apt-get install postgresql (scripts/setup "
-                     "installs it)")
-    if os.geteuid() != 0:
-        pytest.skip("starting PostgreSQL as user postgres needs root (runuser)")
-    bindir = initdbs[-1].parent
-    user = pwd.getpwnam("postgres")
-    root = Path(tempfile.mkdtemp(prefix="venvseal-pg-"))
-    os.chown(root, user.pw_uid, user.pw_gid)
-    data, port = root / "data", free_port()
-    as_postgres = ["runuser", "-u", "postgres", "--"]
-
-    def pg(*argv: str) -> None:
-        done = subprocess.run([*as_postgres, *argv], capture_output=True, text=True, cwd=root,
-                              check=False)
-        log = root / "server.log"
-        assert done.returncode == 0, done.stdout + done.stderr + (
-            log.read_text() if log.exists() else "")
-
-    try:
-        pg(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-           "-E", "UTF8", "--no-sync")
-        pg(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w",
-           "-t", "60", "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {root}", "start")
-        try:
-            yield Postgres(port=port, bindir=bindir)
-        finally:
-            pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    with postgres_server() as server:
+        yield server
 
 
 def test_migrations_run_against_postgresql_in_order(demo: Demo, postgres: Postgres) -> None:
