@@ -712,3 +712,61 @@ def test_roots_ignore_links_retargeted_outside_the_store(store: Store, tmp_path:
 )
 def test_default_store_root(env: dict[str, str], expected: str) -> None:
     assert default_store_root(env, Path("/home/u")) == Path(expected)
+
+
+# Substituters -------------------------------------------------------------------------------
+
+
+class CopyingSubstituter:
+    """Gives paths from another store, as a remote cache would; records what it was asked."""
+
+    def __init__(self, source: Store) -> None:
+        self.source = source
+        self.asked: list[tuple[str, Sha256 | None]] = []
+
+    def fetch(self, store: Store, path: StorePath, expected: Sha256 | None) -> object:
+        self.asked.append((path.name, expected))
+        info = self.source.query(StorePath(self.source.root / path.name))
+        if info is None:
+            return None
+        try:
+            return store.add(path, lambda out: fsutil.link_tree(info.path, out),
+                             expected=expected or info.nar_hash, substitute=False)
+        except HashMismatchError:
+            return None  # a substituter falls back rather than fail the build
+
+
+def must_not_build(out: Path) -> None:
+    raise AssertionError(f"built {out.name} although a substituter has it")
+
+
+def test_add_asks_substituters_before_building(tmp_path: Path) -> None:
+    source = Store(tmp_path / "source")
+    path = source.make_path("shared", "fp")
+    built = source.add(path, make_tree)
+    first, second = CopyingSubstituter(Store(tmp_path / "empty")), CopyingSubstituter(source)
+    store = Store(tmp_path / "store", substituters=[first, second])  # type: ignore[list-item]
+    mine = StorePath(store.root / path.name)
+    info = store.add(mine, must_not_build)
+    assert info.nar_hash == built.nar_hash and store.substituted == [mine]
+    assert first.asked == second.asked == [(path.name, None)]
+    assert store.add(mine, must_not_build) == info  # valid now: nobody is asked again
+    assert len(second.asked) == 1
+    other = store.make_path("local-only", "fp")
+    assert store.add(other, make_tree).path == other  # no substituter has it: built
+    assert store.substituted == [mine]
+
+
+def test_substitute_for_paths_built_outside_add(tmp_path: Path) -> None:
+    source = Store(tmp_path / "source")
+    built = source.add(source.make_path("fixed", "fp"), make_tree)
+    substituter = CopyingSubstituter(source)
+    store = Store(tmp_path / "store", substituters=[substituter])  # type: ignore[list-item]
+    mine = StorePath(store.root / built.path.name)
+    wrong = nar_hash(Path(__file__)).hash
+    assert store.substitute(mine, wrong) is None  # the substituter's add refused it
+    assert not store.is_valid(mine) and store.substituted == []
+    info = store.substitute(mine, built.nar_hash)
+    assert info is not None and info.nar_hash == built.nar_hash
+    assert substituter.asked == [(mine.name, wrong), (mine.name, built.nar_hash)]
+    assert Store(tmp_path / "plain").substitute(mine) is None

@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "build (or reuse) the fixed-output dependency stage and print its store path")
     _recipe_arg(p)
     _uv_cache_arg(p)
+    _substituter_arg(p)
     p.add_argument("--update-hash", action="store_true",
                    help="write the stage's actual hash into the recipe (keeps its comments)")
 
@@ -84,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "build (or reuse) the closure: deps, fetches, offline assembly, verify")
     _recipe_arg(p)
     _uv_cache_arg(p)
+    _substituter_arg(p)
     p.add_argument("--out-link", type=Path, metavar="PATH",
                    help="make PATH a symlink to the closure, and a gc root")
     p.add_argument("--update-hash", action="store_true",
@@ -93,12 +95,20 @@ def build_parser() -> argparse.ArgumentParser:
                 "build (or reuse) the closure, then run a command in it, in the sandbox "
                 "with network ('@out@' and '@python@' in the command are expanded)")
     _recipe_arg(p)
+    _substituter_arg(p)
     _uv_cache_arg(p)
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                    help="set a variable for the command (repeatable)")
     p.add_argument("--pass-env", action="append", default=[], metavar="NAME",
                    help="pass a host variable to the command (repeatable)")
     p.epilog = "usage: venvseal run [RECIPE] [options] -- COMMAND [ARG...]"
+
+    p = command("closure", commands.cmd_closure,
+                "build (or reuse) the closure, then list what it needs from the toolchain "
+                "root at run time (interpreter, standard library, shared libraries, "
+                "[image] include, /etc) with sizes")
+    _recipe_arg(p)
+    _uv_cache_arg(p)
 
     p = command("lock", commands.cmd_lock,
                 "make or update the project's uv.lock with the toolchain's python, in the "
@@ -115,6 +125,45 @@ def build_parser() -> argparse.ArgumentParser:
                 "rebuild the deps stage from a cold uv cache and compare the two builds")
     _recipe_arg(p)
     _uv_cache_arg(p)
+
+    p = command("image", commands.cmd_image,
+                "build (or reuse) the closure and write it as an OCI image archive that "
+                "docker load, podman load and skopeo read; prints the manifest digest")
+    _recipe_arg(p)
+    _uv_cache_arg(p)
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="FILE",
+                   help="the archive to write, e.g. app.tar")
+    p.add_argument("--tag", metavar="NAME:TAG",
+                   help="the image's name in the archive (default: <app name>:<app version>)")
+
+    p = command("push", commands.cmd_push,
+                "build the image (or read --archive) and push it to a registry; prints the "
+                "manifest digest (credentials: $DOCKER_CONFIG/config.json or "
+                "~/.docker/config.json)")
+    _recipe_arg(p)
+    p.add_argument("ref", metavar="IMAGE_REF",
+                   help="HOST[:PORT]/REPO[:TAG] (default tag: the image's own, e.g. the app "
+                        "version); HTTP for localhost and 127.0.0.1, HTTPS elsewhere")
+    _uv_cache_arg(p)
+    p.add_argument("--archive", type=Path, metavar="FILE",
+                   help="push this archive (written by venvseal image) instead of building")
+
+    p = command("cache", commands.cmd_cache_push,
+                "share store paths through an OCI registry (a build cache)")
+    actions = p.add_subparsers(dest="cache_action", metavar="ACTION", parser_class=_Parser,
+                               required=True)
+    p = actions.add_parser("push", help="build (or reuse) the recipe, then push its store "
+                           "paths (closure, deps, fetches, Debian toolchain) to the cache",
+                           description="build (or reuse) the recipe, then push its store "
+                           "paths (closure, deps, fetches, Debian toolchain) to the cache")
+    _common(p, top=False)
+    p.set_defaults(handler=commands.cmd_cache_push)
+    _recipe_arg(p)
+    _uv_cache_arg(p)
+    _substituter_arg(p)
+    p.add_argument("--to", required=True, metavar="oci://HOST[:PORT]/REPO",
+                   help="the registry repository to push to (HTTP for localhost and "
+                        "127.0.0.1, HTTPS elsewhere; credentials from the docker config)")
     return parser
 
 
@@ -127,6 +176,12 @@ def _uv_cache_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--uv-cache", type=Path, metavar="DIR",
                    help="persistent uv cache for the deps stage (default: $VENVSEAL_UV_CACHE "
                         "or ~/.cache/venvseal/uv); it never changes the output")
+
+
+def _substituter_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--substituter", action="append", metavar="oci://HOST[:PORT]/REPO",
+                   help="fetch store paths from this cache instead of building them "
+                        "(repeatable; default: $VENVSEAL_SUBSTITUTERS, space-separated)")
 
 
 def _configure_logging(verbose: bool) -> None:

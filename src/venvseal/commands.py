@@ -6,6 +6,7 @@ import argparse
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from venvseal import nar, pipeline, recipe
 from venvseal.deps import Network
@@ -16,14 +17,27 @@ from venvseal.sandbox import Sandbox
 from venvseal.store import Store, default_store_root
 from venvseal.ui import Ui
 
+if TYPE_CHECKING:  # image and registry load only for the image and push commands
+    from venvseal.image import BuiltImage
+    from venvseal.registry import Blob, PushResult, Reference, Registry
+
 DEFAULT_CA_FILE = Path("/etc/ssl/certs/ca-certificates.crt")
 RESOLV_CONF = Path("/etc/resolv.conf")
 
 
-def open_store(args: argparse.Namespace) -> Store:
-    """The store named by --store, $VENVSEAL_STORE, or the default under the data directory."""
+def open_store(args: argparse.Namespace, ui: Ui | None = None) -> Store:
+    """The store named by --store, $VENVSEAL_STORE, or the default under the data directory,
+    with the substituters of --substituter, else of $VENVSEAL_SUBSTITUTERS (``ui`` hears
+    what they fetch)."""
     root = args.store if args.store is not None else default_store_root(os.environ, Path.home())
-    return Store(root)
+    urls = getattr(args, "substituter", None) or os.environ.get("VENVSEAL_SUBSTITUTERS", "").split()
+    if not urls:
+        return Store(root)
+    from venvseal import cache, registry
+
+    config = registry.docker_config_path(os.environ, Path.home())
+    notify = ui.info if ui is not None else (lambda _msg: None)
+    return Store(root, substituters=cache.substituters(urls, config_file=config, notify=notify))
 
 
 def default_uv_cache(env: Mapping[str, str], home: Path) -> Path:
@@ -116,7 +130,7 @@ def cmd_gc(args: argparse.Namespace, ui: Ui) -> int:
 
 def cmd_deps(args: argparse.Namespace, ui: Ui) -> int:
     rec = load(args)
-    with open_store(args) as store:
+    with open_store(args, ui) as store:
         res = pipeline.run_deps(rec, context(args, ui, store), update_hash=args.update_hash)
     data: dict[str, object] = {"path": str(res.path), "hash": res.hash.sri, "reused": res.reused,
                                "hash_updated": res.hash_updated}
@@ -144,13 +158,14 @@ def cmd_deps(args: argparse.Namespace, ui: Ui) -> int:
 def cmd_build(args: argparse.Namespace, ui: Ui) -> int:
     rec = load(args)
     out_link = args.out_link.absolute() if args.out_link is not None else None
-    with open_store(args) as store:
+    with open_store(args, ui) as store:
         res = pipeline.run_build(rec, context(args, ui, store), out_link=out_link,
                                  update_hash=args.update_hash)
     data: dict[str, object] = {
         "path": str(res.path), "reused": res.reused, "deps": str(res.deps.path),
         "deps_reused": res.deps.reused, "fetched": [str(p) for p in res.fetched],
-        "out_link": str(out_link) if out_link else None}
+        "out_link": str(out_link) if out_link else None,
+        "substituted": [str(p) for p in res.substituted]}
     if res.verified is not None:
         data["verified"] = {"imports": res.verified.imports, "commands": res.verified.commands,
                             "elf_files": res.verified.elf_files}
@@ -164,11 +179,39 @@ def cmd_run(args: argparse.Namespace, ui: Ui) -> int:
     rec = load(args)
     env = dict(kv.split("=", 1) for kv in args.env)
     env.update({name: os.environ[name] for name in args.pass_env if name in os.environ})
-    with open_store(args) as store:
+    with open_store(args, ui) as store:
         ctx = context(args, ui, store)
         res = pipeline.run_build(rec, ctx)
         code = pipeline.run_closure(rec, ctx, res.path, list(args.argv), env=env)
     return code
+
+
+def cmd_closure(args: argparse.Namespace, ui: Ui) -> int:
+    from venvseal import closure as runtime
+
+    rec = load(args)
+    with open_store(args) as store:
+        ctx = context(args, ui, store)
+        res = pipeline.run_build(rec, ctx)
+        tc = pipeline.resolve_toolchain(rec, ctx)
+        ctx.on_step(f"tracing what {res.path.name} needs from {tc.root} at run time")
+        found = runtime.runtime_closure(rec, tc, res.path, runner=ctx.sandbox)
+        whole = runtime.root_size(tc.root)
+    files = [f for f in found.files if f.kind == "file"]
+    ui.table(f"runtime closure of {res.path.name} from the toolchain root {tc.root}",
+             ("path", "size", "why"),
+             [(str(f.path), human_size(f.size) if f.kind == "file" else f.kind, f.why)
+              for f in found.files])
+    share = f"{100 * found.size / whole:.1f}%" if whole else "-"
+    ui.result(
+        {"path": str(res.path), "root": str(tc.root), "size": found.size,
+         "root_size": whole, "count": len(found.files),
+         "files": [{"path": str(f.path), "host": None if f.content is not None else str(f.host),
+                    "kind": f.kind, "size": f.size, "why": f.why} for f in found.files]},
+        f"{len(found.files)} entries ({len(files)} files), {human_size(found.size)} "
+        f"({found.size} bytes); the whole toolchain root {tc.root}: {human_size(whole)} "
+        f"({whole} bytes); the runtime files are {share} of it")
+    return EXIT_OK
 
 
 def cmd_lock(args: argparse.Namespace, ui: Ui) -> int:
@@ -211,4 +254,107 @@ def cmd_show(args: argparse.Namespace, ui: Ui) -> int:
     data = {"recipe": str(rec.file), "project": str(rec.project), **rec.canonical()}
     ui.result(data, f"{rec.file}: ok ({rec.app.name} {rec.app.version})",
               f"project: {rec.project}")
+    return EXIT_OK
+
+
+def _image_blobs(rec: Recipe, args: argparse.Namespace, ui: Ui, store: Store,
+                 scratch: Path) -> tuple[pipeline.BuildResult, BuiltImage]:
+    """Build (or reuse) the closure, find its runtime closure, write the layers to scratch."""
+    from venvseal import closure, image
+
+    ctx = context(args, ui, store)
+    res = pipeline.run_build(rec, ctx)
+    tc = pipeline.resolve_toolchain(rec, ctx)
+    ctx.on_step(f"finding what {res.path.name} needs from the toolchain root at run time")
+    runtime = closure.runtime_closure(rec, tc, res.path, runner=ctx.sandbox)
+    ctx.on_step("writing the image's layers")
+    return res, image.build_blobs(rec, res, runtime, scratch)
+
+
+def cmd_image(args: argparse.Namespace, ui: Ui) -> int:
+    from venvseal import image, registry
+    from venvseal.errors import UsageError
+
+    rec = load(args)
+    tag = (registry.parse_reference(args.tag, require_host=False) if args.tag
+           else image.default_tag(rec))
+    out = args.output.absolute()
+    if not out.parent.is_dir():
+        raise UsageError(f"{out.parent} is not a folder; create it or choose another -o FILE")
+    with open_store(args, ui) as store, store.scratch() as scratch:
+        res, built = _image_blobs(rec, args, ui, store, scratch)
+        size = image.write_archive(built, out, tag)
+    for i, layer in enumerate(built.layers, 1):
+        ui.info(f"layer {i} ({layer.what}): {human_size(layer.size)} compressed, "
+                f"{layer.entries} entries")
+    ui.info(f"wrote {out} ({human_size(size)}) as {tag}")
+    ui.result({"path": str(out), "tag": str(tag), "digest": built.manifest_digest,
+               "closure": str(res.path),
+               "config": built.config_digest, "size": size,
+               "layers": [{"what": layer.what, "digest": layer.digest, "size": layer.size,
+                           "diff_id": layer.diff_id, "entries": layer.entries}
+                          for layer in built.layers]},
+              built.manifest_digest)
+    return EXIT_OK
+
+
+def _push(ui: Ui, client: Registry, ref: Reference, manifest: bytes, media_type: str,
+          blobs: list[Blob]) -> PushResult:
+    from venvseal import registry
+
+    with ui.progress(f"pushing {ref}", total=sum(b.size for b in blobs)) as advance:
+        res = registry.push_image(client, ref, manifest, media_type, blobs, progress=advance)
+    ui.info(f"pushed {ref}: {len(res.uploaded)} blob(s) uploaded, {len(res.existing)} "
+            "already there")
+    return res
+
+
+def cmd_push(args: argparse.Namespace, ui: Ui) -> int:
+    from venvseal import image, registry
+    from venvseal.errors import UsageError
+
+    ref = registry.parse_reference(args.ref)
+    if args.archive is not None and args.recipe is not None:
+        raise UsageError("venvseal push: give a RECIPE or --archive FILE, not both")
+    config = registry.docker_config_path(os.environ, Path.home())
+    client = registry.Registry.for_reference(ref, config_file=config)
+    if args.archive is not None:
+        with image.open_archive(args.archive) as local:
+            if not (ref.tag or ref.digest):
+                ref = ref.with_tag(local.tag or "latest")
+            res = _push(ui, client, ref, local.manifest, local.media_type, list(local.blobs))
+    else:
+        rec = load(args)
+        with open_store(args, ui) as store, store.scratch() as scratch:
+            _res, built = _image_blobs(rec, args, ui, store, scratch)
+            if not (ref.tag or ref.digest):
+                ref = ref.with_tag(image.default_tag(rec).tag or "latest")
+            res = _push(ui, client, ref, built.manifest, registry.OCI_MANIFEST, built.blobs())
+    ui.result({"ref": str(ref), "digest": res.digest, "uploaded": list(res.uploaded),
+               "existing": list(res.existing)}, res.digest)
+    return EXIT_OK
+
+
+def cmd_cache_push(args: argparse.Namespace, ui: Ui) -> int:
+    from venvseal import cache, registry
+
+    rec = load(args)
+    target = cache.OciTarget.parse(args.to)
+    config = registry.docker_config_path(os.environ, Path.home())
+    client = registry.Registry(target.registry,
+                               credentials=registry.load_credentials(config, target.registry))
+    with open_store(args, ui) as store:
+        ctx = context(args, ui, store)
+        res = pipeline.run_build(rec, ctx)
+        paths = [res.path, res.deps.path, *res.fetched]
+        if rec.toolchain.debian is not None:
+            paths.append(store.parse_path(str(pipeline.resolve_toolchain(rec, ctx).root)))
+        pushed = cache.push_paths(store, paths, target, client=client, on_step=ui.info)
+    sent = sum(p.bytes_sent for p in pushed)
+    lines = [f"{'pushed' if p.uploaded else 'present'} {p.path.name}" for p in pushed]
+    lines.append(f"{sum(p.uploaded for p in pushed)} of {len(pushed)} path(s) pushed to "
+                 f"{target} ({human_size(sent)} sent)")
+    ui.result({"target": str(target), "bytes_sent": sent,
+               "paths": [{"path": str(p.path), "tag": p.tag, "uploaded": p.uploaded,
+                          "bytes_sent": p.bytes_sent} for p in pushed]}, *lines)
     return EXIT_OK

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -63,29 +62,63 @@ class _Malformed(Exception):
     """Raised inside the parser; turned into NarFormatError with the destination."""
 
 
-@dataclass(slots=True)
 class _Stream:
-    """Exact reads from ``read``, hashed and counted."""
+    """Exact reads from ``read``, buffered, hashed and counted.
 
-    read: Read
-    offset: int = 0
-    sha: hashlib._Hash = field(default_factory=hashlib.sha256)
+    ``read`` is asked for whole chunks, each hashed as it arrives: per-token hashing and
+    reading would cost more than the rest of the restore. Bytes read past the archive's
+    end are hashed too, but then the archive is refused anyway (:meth:`at_end`).
+    """
+
+    def __init__(self, read: Read) -> None:
+        self._read = read
+        self._buf = b""
+        self._pos = 0
+        self._total = 0  # bytes received from ``read``
+        self.sha = hashlib.sha256()
+
+    @property
+    def offset(self) -> int:
+        """Bytes of the archive consumed so far."""
+        return self._total - (len(self._buf) - self._pos)
+
+    def _fill(self) -> bool:
+        """Replace the consumed buffer with the next chunk; False at the stream's end."""
+        chunk = self._read(BUFFER_SIZE)
+        if not chunk:
+            return False
+        self.sha.update(chunk)
+        self._total += len(chunk)
+        self._buf = self._buf[self._pos:] + chunk if self._pos < len(self._buf) else chunk
+        self._pos = 0
+        return True
 
     def exact(self, n: int) -> bytes:
         """``n`` bytes; _Malformed if the stream ends first."""
-        data = self.read(n)
-        if len(data) != n:
-            parts = [data]
-            got = len(data)
-            while got < n and (more := self.read(n - got)):
-                parts.append(more)
-                got += len(more)
-            data = b"".join(parts)
-            if got != n:
-                raise _Malformed(f"the archive ends early ({n - got} more bytes expected)")
-        self.sha.update(data)
-        self.offset += n
+        end = self._pos + n
+        while end > len(self._buf):
+            if not self._fill():
+                raise _Malformed(f"the archive ends early ({end - len(self._buf)} more bytes "
+                                 "expected)")
+            end = self._pos + n
+        data = self._buf[self._pos:end]
+        self._pos = end
         return data
+
+    def copy_to(self, fd: int, n: int) -> None:
+        """Write the next ``n`` bytes to ``fd`` without gathering them first."""
+        while n:
+            if self._pos == len(self._buf) and not self._fill():
+                raise _Malformed(f"the archive ends early ({n} more bytes expected)")
+            take = min(n, len(self._buf) - self._pos)
+            view = memoryview(self._buf)[self._pos:self._pos + take]
+            while view:
+                view = view[os.write(fd, view):]
+            self._pos += take
+            n -= take
+
+    def at_end(self) -> bool:
+        return self._pos == len(self._buf) and not self._fill()
 
     def u64(self) -> int:
         return int.from_bytes(self.exact(8), "little")
@@ -108,8 +141,21 @@ class _Stream:
         return self.string(TOKEN_MAX, "a framing token")
 
     def expect(self, token: bytes) -> None:
-        if (got := self.token()) != token:
+        # Fast path: the framed token (length, bytes, padding) is compared in one slice.
+        framed = _FRAMED.get(token) or _frame(token)
+        end = self._pos + len(framed)
+        if end <= len(self._buf) and self._buf[self._pos:end] == framed:
+            self._pos = end
+        elif (got := self.token()) != token:
             raise _Malformed(f"expected {token.decode()!r}, found {_show(got)}")
+
+
+def _frame(token: bytes) -> bytes:
+    return len(token).to_bytes(8, "little") + token + bytes(-len(token) % 8)
+
+
+_FRAMED = {t: _frame(t) for t in (b"(", b")", b"type", b"entry", b"name", b"node", b"target",
+                                  b"contents", b"", MAGIC)}
 
 
 def _show(data: bytes) -> str:
@@ -133,7 +179,7 @@ def restore_nar(read: Read | BinaryIO, dest: Path) -> NarResult:
     parent_fd = os.open(dest.parent, _DIR_FLAGS)
     try:
         files = _restore(stream, parent_fd, os.fsencode(dest.name))
-        if stream.read(1):
+        if not stream.at_end():
             raise _Malformed("data follows the end of the archive")
     except _Malformed as err:
         fsutil.remove_tree(dest)
@@ -233,19 +279,10 @@ def _regular(stream: _Stream, dir_fd: int, name: bytes) -> None:
     size = stream.u64()
     fd = os.open(name, _FILE_FLAGS, 0o600, dir_fd=dir_fd)
     try:
-        remaining = size
-        while remaining:
-            chunk = stream.exact(min(remaining, BUFFER_SIZE))
-            _write_all(fd, chunk)
-            remaining -= len(chunk)
+        stream.copy_to(fd, size)
         # Explicit modes, not umask's: the executable bit is part of the NAR hash.
         os.fchmod(fd, 0o755 if executable else 0o644)
     finally:
         os.close(fd)
     stream.padding(size)
 
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]

@@ -77,9 +77,26 @@ def resolve_toolchain(rec: Recipe, ctx: Context) -> toolchain.ResolvedToolchain:
 
 def run_deps(rec: Recipe, ctx: Context, *, update_hash: bool = False,
              tc: toolchain.ResolvedToolchain | None = None) -> DepsResult:
-    """Realise the deps stage: reuse it when its inputs are unchanged, else build and pin."""
+    """Realise the deps stage: reuse it when its inputs are unchanged, else build and pin.
+
+    Concurrent runs with the same inputs build once: the others wait for the store's lock on
+    the inputs, then reuse what the first one added.
+    """
     inputs = deps.collect_inputs(rec, tc or resolve_toolchain(rec, ctx))
     key = "deps-" + inputs.fingerprint()
+    found = _reuse_deps(rec, ctx, key, update_hash=update_hash)
+    if found is not None:
+        return found
+    waiting = f"waiting for another venvseal building the dependencies of {rec.app.name}"
+    with ctx.store.exclusive(key, on_wait=lambda: ctx.on_step(waiting)):
+        found = _reuse_deps(rec, ctx, key, update_hash=update_hash)
+        if found is not None:
+            return found
+        return _build_deps(rec, ctx, inputs, key, update_hash=update_hash)
+
+
+def _reuse_deps(rec: Recipe, ctx: Context, key: str, *, update_hash: bool) -> DepsResult | None:
+    """The stage's path if these inputs made it before, or a substituter has it."""
     declared = rec.deps.hash
     cached = ctx.store.lookup_output(key)
     if cached is not None:
@@ -95,6 +112,13 @@ def run_deps(rec: Recipe, ctx: Context, *, update_hash: bool = False,
         if not ctx.store.is_valid(fixed) and ctx.store.substitute(fixed, declared) is not None:
             ctx.store.record_output(key, fixed)
             return DepsResult(path=fixed, hash=declared, reused=True)
+    return None
+
+
+def _build_deps(rec: Recipe, ctx: Context, inputs: deps.DepsInputs, key: str, *,
+                update_hash: bool) -> DepsResult:
+    """Build the venv in scratch space, pin it against the declared hash, add it."""
+    declared = rec.deps.hash
     with ctx.store.scratch() as work:
         out = work / "venv"
         out.mkdir()

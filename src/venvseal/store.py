@@ -623,6 +623,25 @@ class Store:
             fsutil.remove_tree(work)
             os.close(fd)
 
+    @contextmanager
+    def exclusive(self, key: str, *, on_wait: Callable[[], None] | None = None
+                  ) -> Iterator[None]:
+        """Hold the store-wide lock named ``key`` (one build of the same inputs at a time).
+
+        ``on_wait()`` is called before blocking when another process holds it.
+        """
+        # The lock file's name starts with '.', so it is never taken for a path's lock.
+        file = self.root / _LOCKS / f".key-{_check_key(key)}.lock"
+        fd = fsutil.try_lock_file(file, shared=False)
+        if fd is None:
+            if on_wait is not None:
+                on_wait()
+            fd = fsutil.lock_file(file, shared=False)
+        try:
+            yield
+        finally:
+            os.close(fd)
+
     def record_output(self, key: str, path: StorePath) -> None:
         """Remember that the inputs summed up by ``key`` produced ``path``."""
         file = self.root / _OUTPUTS / _check_key(key)
