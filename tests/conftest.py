@@ -10,6 +10,7 @@ import io
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 from contextlib import redirect_stderr, redirect_stdout
@@ -24,6 +25,14 @@ from venvseal.toolchain import uv_binary
 PYTHON = "/usr/bin/python3.11"
 EXCLUDE_NEWER = "2026-11-01T00:00:00Z"
 ERROR_PREFIX = "venvseal: error: "
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 def write(path: Path, text: str) -> Path:

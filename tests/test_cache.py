@@ -19,8 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import store_state, venvseal
-from test_build_e2e import Demo, demo, free_port
+from conftest import free_port, store_state, venvseal
+from test_build_e2e import Demo, demo
 from test_registry import Server, registry_server
 
 from venvseal import fsutil, registry

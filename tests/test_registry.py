@@ -29,8 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import Run, venvseal
-from test_build_e2e import free_port
+from conftest import Run, free_port, venvseal
 from test_image import DemoImage, demo_image, fake_build, require_tool
 
 from venvseal.errors import UsageError

@@ -150,3 +150,34 @@ def test_two_recipes_build_in_parallel_without_waiting(app: App, tmp_path: Path)
     assert "waiting for" not in e1 + e2  # neither waited for the other's lock
     assert Path(json.loads(o1)["path"]).name == app.closure
     assert Path(json.loads(o2)["path"]).name == other.closure
+
+
+def test_a_flipped_byte_is_named_refused_and_repaired(app: App, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    built = venvseal("--json", "--store", store, "build", "--uv-cache", app.cache, app.project)
+    assert built.code == 0, built.err
+    closure = Path(built.json()["path"])
+    victim = closure / "lib" / "python3.11" / "site-packages" / "crashy" / "__init__.py"
+    victim.chmod(0o644)
+    data = bytearray(victim.read_bytes())
+    data[0] ^= 0x01
+    victim.write_bytes(bytes(data))
+
+    check = venvseal("--store", store, "verify")
+    assert check.code == 1
+    assert f"changed: {closure}" in check.out
+    assert "lib/python3.11/site-packages/crashy/__init__.py" in check.out
+    assert "venvseal repair" in check.out
+
+    refused = venvseal("--store", store, "build", "--uv-cache", app.cache, app.project)
+    assert refused.code == 1 and "Traceback" not in refused.err
+    assert f"store path {closure} was modified" in refused.error
+    assert "crashy/__init__.py" in refused.error and "venvseal repair" in refused.error
+
+    repaired = venvseal("--store", store, "repair", app.project, closure, "--uv-cache",
+                        app.cache)
+    assert repaired.code == 0, repaired.err
+    assert venvseal("--store", store, "verify").code == 0
+    again = venvseal("--json", "--store", store, "build", "--uv-cache", app.cache, app.project)
+    assert again.code == 0 and again.json()["reused"] is True
+    assert nar_hash(closure).hash.sri == app.nar

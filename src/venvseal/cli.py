@@ -67,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
                 "re-hash store paths and report any whose content changed")
     p.add_argument("paths", nargs="*", metavar="PATH", help="store paths (default: all)")
 
+    p = command("repair", commands.cmd_repair,
+                "rebuild (or refetch) a damaged store path from the recipe that makes it")
+    _recipe_arg(p)
+    p.add_argument("path", metavar="PATH", help="the damaged store path")
+    p.add_argument("--force", action="store_true", help="rebuild even if it verifies")
+    _uv_cache_arg(p)
+
     p = command("gc", commands.cmd_gc, "delete store paths that no root (out-link) reaches")
     p.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
 

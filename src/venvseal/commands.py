@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from venvseal import nar, pipeline, recipe
 from venvseal.deps import Network
 from venvseal.deps import lock_project as deps_lock
-from venvseal.errors import EXIT_BUILD, EXIT_OK
+from venvseal.errors import EXIT_BUILD, EXIT_OK, VenvsealError
 from venvseal.recipe import Recipe
 from venvseal.sandbox import Sandbox
 from venvseal.store import Store, default_store_root
@@ -106,15 +106,41 @@ def cmd_verify(args: argparse.Namespace, ui: Ui) -> int:
     with ui.progress("verifying store paths") as advance:
         results = store.verify(paths, progress=advance)
     bad = [r for r in results if not r.ok]
-    lines = [f"changed: {r.path}: recorded {r.expected.sri}, now {r.got.sri}" for r in bad]
+    lines = []
+    for r in bad:
+        files = ", ".join(r.changed_files[:5]) or "no file's time stamp or mode changed"
+        more = f" and {len(r.changed_files) - 5} more" if len(r.changed_files) > 5 else ""
+        lines.append(f"changed: {r.path}: recorded {r.expected.sri}, now {r.got.sri}; "
+                     f"changed files: {files}{more}; repair with 'venvseal repair [RECIPE] "
+                     f"{r.path}'")
     lines.append(f"{len(results)} path(s) checked, {len(bad)} changed")
     ui.result(
         {"checked": len(results),
-         "changed": [{"path": str(r.path), "expected": r.expected.sri, "got": r.got.sri}
-                     for r in bad]},
+         "changed": [{"path": str(r.path), "expected": r.expected.sri, "got": r.got.sri,
+                      "files": list(r.changed_files)} for r in bad]},
         *lines,
     )
     return EXIT_BUILD if bad else EXIT_OK
+
+
+def cmd_repair(args: argparse.Namespace, ui: Ui) -> int:
+    rec = load(args)
+    with open_store(args, ui) as store:
+        path = store.parse_path(args.path)
+        ok = all(r.ok for r in store.verify([path])) if store.is_valid(path) else False
+        if ok and not args.force:
+            ui.result({"path": str(path), "repaired": False}, f"{path} is intact; nothing to do")
+            return EXIT_OK
+        ui.info(f"removing the damaged {path} and building it again")
+        store.remove(path)
+        res = pipeline.run_build(rec, context(args, ui, store))
+        rebuilt = {res.path, res.deps.path, *res.fetched}
+        if not store.is_valid(path):
+            raise VenvsealError(f"{path} is not part of the build of {rec.file} (it built "
+                                f"{', '.join(sorted(p.name for p in rebuilt))}); it was removed; "
+                                "repair it with the recipe that made it")
+    ui.result({"path": str(path), "repaired": True}, f"repaired {path}")
+    return EXIT_OK
 
 
 def cmd_gc(args: argparse.Namespace, ui: Ui) -> int:

@@ -85,12 +85,10 @@ class StoreCorruptError(StoreError):
         super().__init__(str(self))
 
     def __str__(self) -> str:
-        where = f" (first changed file: {self.first_difference})" if self.first_difference else ""
-        return (
-            f"store path {self.path} was modified after it was added{where}: "
-            f"recorded {self.expected}, now {self.got}; delete it with 'venvseal gc' after "
-            "removing its roots, or rebuild it"
-        )
+        where = f" (changed: {self.first_difference})" if self.first_difference else ""
+        hashes = f": recorded {self.expected}, now {self.got}" if self.expected else ""
+        return (f"store path {self.path} was modified after it was added{where}{hashes}; "
+                f"repair it with 'venvseal repair [RECIPE] {self.path}'")
 
 
 class CommandError(VenvsealError):

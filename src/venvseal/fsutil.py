@@ -254,3 +254,26 @@ def link_tree(source: Path, dest: Path, *, skip: tuple[str, ...] = ()) -> None:
                     os.link(src, dst)
                 except OSError:
                     shutil.copy2(src, dst, follow_symlinks=False)
+
+
+def unsealed(root: Path, *, mtime: int) -> list[str]:
+    """Entries under ``root`` (relative, sorted) that are no longer as :func:`seal_tree` left
+    them: a different mtime or mode. Writing a file changes its mtime, so this names what
+    was edited in a store path, cheaply (a stat per entry, no hashing)."""
+    changed = []
+    times = mtime * 1_000_000_000
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(dirnames + filenames):
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            mode = stat.S_IMODE(st.st_mode)
+            if stat.S_ISLNK(st.st_mode):
+                ok = st.st_mtime_ns == times
+            elif stat.S_ISDIR(st.st_mode):
+                ok = mode == SEALED_DIR
+            else:
+                ok = st.st_mtime_ns == times and mode in (SEALED_FILE, SEALED_EXECUTABLE)
+            if not ok:
+                changed.append(os.path.relpath(path, root))
+    return changed

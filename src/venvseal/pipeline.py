@@ -102,6 +102,7 @@ def _reuse_deps(rec: Recipe, ctx: Context, key: str, *, update_hash: bool) -> De
     if cached is not None:
         info = ctx.store.query(cached)
         if info is not None and (declared == info.nar_hash or update_hash):
+            ctx.store.check_intact(cached)
             return _pinned(rec, cached, info.nar_hash, reused=True, update_hash=update_hash)
         if info is not None:
             _refuse(rec, ctx, declared, info.nar_hash)
@@ -213,7 +214,10 @@ def run_build(rec: Recipe, ctx: Context, *, out_link: Path | None = None,
                                         values=built.values, runner=ctx.sandbox,
                                         spec=built.spec))
 
-    ctx.store.add(path, produce, references=[f.path for f in fetched])
+    ctx.store.add(path, produce, references=[f.path for f in fetched],
+                  on_wait=lambda p: ctx.on_step(f"waiting for another venvseal building {p.name}"))
+    if not report and path not in ctx.store.substituted:
+        ctx.store.check_intact(path)  # reused: refuse it if it was edited since
     if out_link is not None:
         ctx.store.add_root(out_link, path)
     return BuildResult(path=path, deps=deps_result, fetched=tuple(f.path for f in fetched),

@@ -34,7 +34,7 @@ from types import TracebackType
 from typing import NewType, Protocol
 
 from venvseal import fsutil
-from venvseal.errors import EXIT_USAGE, StoreError, UsageError, VenvsealError
+from venvseal.errors import EXIT_USAGE, StoreCorruptError, StoreError, UsageError, VenvsealError
 from venvseal.hashes import NIX32_ALPHABET, Sha256, compress_hash, nix32_encode, parse_sha256
 from venvseal.nar import NarResult, nar_hash
 
@@ -158,6 +158,7 @@ class VerifyResult:
     ok: bool
     expected: Sha256
     got: Sha256
+    changed_files: tuple[str, ...] = ()  # edited entries, by their time stamp and mode
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,8 +296,29 @@ class Store:
                 raise StoreError(f"{path} is not a valid path in the store at {self.root}; "
                                  "build it first")
             got = nar_hash(path, progress=progress).hash
-            results.append(VerifyResult(path, got == info.nar_hash, info.nar_hash, got))
+            ok = got == info.nar_hash
+            changed = () if ok else tuple(fsutil.unsealed(path, mtime=CANONICAL_MTIME))
+            results.append(VerifyResult(path, ok, info.nar_hash, got, changed))
         return results
+
+    def check_intact(self, path: StorePath) -> None:
+        """Refuse to use ``path`` if any of its entries was edited after it was sealed.
+
+        A stat of every entry, no hashing: cheap enough for every reuse. ``verify`` re-hashes.
+        """
+        changed = fsutil.unsealed(path, mtime=CANONICAL_MTIME)
+        if changed:
+            more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
+            raise StoreCorruptError(str(path), "", "", f"{changed[0]}{more}")
+
+    def remove(self, path: StorePath) -> None:
+        """Delete ``path`` (for ``venvseal repair``), under its lock; roots are kept."""
+        fd = self._lock(path, shared=False, on_wait=None)
+        try:
+            self._meta_file(path.name).unlink(missing_ok=True)
+            fsutil.remove_tree(path)
+        finally:
+            os.close(fd)
 
     # The one write path -----------------------------------------------------------------
 
