@@ -129,6 +129,22 @@ error: Failed to build `cext @ file:///venvseal-build/src/vendor/cext`
   cause: failed to lookup address information: Temporary failure in name resolution
 """
 
+DISK_FULL = """\
+Prepared 3 packages in 366ms
+error: Failed to install: django-5.2.8-py3-none-any.whl (django==5.2.8)
+  cause: Failed to copy to `/venvseal-build/out/lib/python3.11/site-packages/django/x.po`
+  cause: failed to copy file from /venvseal-build/cache/archive-v0/Ir3P/django/x.po to \
+/venvseal-build/out/lib/python3.11/site-packages/django/.tmpz3VVHz: No space left on device \
+(os error 28)
+"""
+
+UNAUTHORIZED = """\
+error: Failed to download `tinypkg==1.0`
+  cause: Failed to fetch: http://127.0.0.1:8765/files/tinypkg-1.0-py3-none-any.whl
+  cause: HTTP status client error (401 Unauthorized) for url \
+(http://127.0.0.1:8765/files/tinypkg-1.0-py3-none-any.whl)
+"""
+
 # Each row: what happened, uv's output, fragments the message must contain, and fragments it
 # must not (wrong advice, or log lines too far from the end to matter).
 RECOGNISED = [
@@ -158,6 +174,11 @@ RECOGNISED = [
     ("dns error", DNS_ERROR, ["needs network", "dns error"], ["building"]),
     ("build requirements offline", BUILD_REQUIREMENTS_OFFLINE, ["needs network", "dns error"],
      ["compiler"]),
+    ("disk full", DISK_FULL, ["store's file system is full", "venvseal gc", "--store DIR"],
+     ["django/x.po", "compiler"]),
+    ("index refuses the credentials", UNAUTHORIZED,
+     ["HTTP 401 Unauthorized", "http://127.0.0.1:8765/files/tinypkg-1.0-py3-none-any.whl",
+      "[[tool.uv.index]]"], ["network"]),
 ]
 
 

@@ -109,11 +109,14 @@ def debootstrap(spec: DebianSpec, target: Path, *, mirror: str) -> None:
     try:
         process.run(argv, what=f"debootstrap {spec.suite}", env=env)
     except CommandError as err:
-        missing = [ln for ln in err.output_tail.splitlines() if "Couldn't find these debs" in ln]
-        hint = ("check [toolchain] debian.packages names (apt-cache policy NAME)" if missing
-                else "check the network, the suite name and that you run as root")
-        raise DebianError(f"debootstrap of Debian {spec.suite} failed; {hint}:\n"
-                          f"{err.output_tail}") from err
+        missing = [ln.strip() for ln in err.output_tail.splitlines()
+                   if "Couldn't find these debs" in ln]
+        if missing:  # the one line that matters; the rest is debootstrap's progress
+            raise DebianError(f"debootstrap of Debian {spec.suite} failed: {missing[-1]}; "
+                              "check [toolchain] debian.packages names (apt-cache policy "
+                              "NAME)") from err
+        raise DebianError(f"debootstrap of Debian {spec.suite} failed; check the network, the "
+                          f"suite name and that you run as root:\n{err.output_tail}") from err
 
 
 def realise(spec: DebianSpec, store: Store, *, on_step: Callable[[str], None],

@@ -7,8 +7,10 @@ which inputs produced it lets an unchanged project skip the stage entirely.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import shutil
 import tomllib
 from collections.abc import Sequence
@@ -17,8 +19,8 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from venvseal import sandbox
-from venvseal.diagnose import DepsBuildError, diagnose
-from venvseal.errors import CommandError
+from venvseal.diagnose import DepsBuildError, DiskFullError, diagnose
+from venvseal.errors import CommandError, UsageError
 from venvseal.lock import Lock, LockError, read_lock
 from venvseal.nar import nar_hash
 from venvseal.recipe import Recipe
@@ -80,11 +82,53 @@ def _file_digest(file: Path) -> str:
 def _inside(project: Path, lock: Lock, package: str, rel: str) -> PurePosixPath:
     """``rel`` (a path from uv.lock) if it stays inside the project, else a LockError."""
     path = PurePosixPath(rel)
-    resolved = (project / rel).resolve()
-    if path.is_absolute() or not resolved.is_relative_to(project.resolve()):
+    # realpath, not Path.resolve: a symlink loop is "does not exist" later, not a crash.
+    resolved = Path(os.path.realpath(project / rel))
+    if path.is_absolute() or not resolved.is_relative_to(os.path.realpath(project)):
         raise LockError(lock.file, f"package {package} comes from {rel}, outside the project; "
                         "move it inside the project folder so the build can see it")
     return path
+
+
+def _make_cache(uv_cache: Path) -> None:
+    """Create the persistent uv cache folder, or say why it cannot be one (exit 2)."""
+    try:
+        uv_cache.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"the uv cache {uv_cache} cannot be created ({err.strerror}); pass "
+                         "--uv-cache DIR (or set VENVSEAL_UV_CACHE) to a folder you can "
+                         "write") from err
+
+
+def _declared_members(project: Path) -> set[str]:
+    """The member folders the root pyproject.toml declares ([tool.uv.workspace] globs).
+
+    Staged besides the lock's members: with a stale lock (another project's, say) uv must
+    still see the whole workspace, to say the lock is out of date rather than fail to build.
+    """
+    try:
+        data = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError):
+        return set()  # uv says what is wrong with it
+    tool = data.get("tool")
+    uv = tool.get("uv") if isinstance(tool, dict) else None
+    workspace = uv.get("workspace") if isinstance(uv, dict) else None
+    if not isinstance(workspace, dict):
+        return set()
+
+    def matches(key: str) -> set[Path]:
+        patterns = workspace.get(key)
+        found: set[Path] = set()
+        for pattern in patterns if isinstance(patterns, list) else []:
+            with contextlib.suppress(TypeError, ValueError, NotImplementedError):
+                found.update(project.glob(pattern))  # "", "/abs" and non-strings raise
+        return found
+
+    real = os.path.realpath(project)
+    return {path.relative_to(project).as_posix()
+            for path in matches("members") - matches("exclude")
+            if (path / "pyproject.toml").is_file()
+            and Path(os.path.realpath(path)).is_relative_to(real)}
 
 
 def collect_inputs(recipe: Recipe, toolchain: ResolvedToolchain) -> DepsInputs:
@@ -96,7 +140,10 @@ def collect_inputs(recipe: Recipe, toolchain: ResolvedToolchain) -> DepsInputs:
     """
     project = recipe.project
     lock = read_lock(project)
-    dirs = {"."} | {p.source for p in lock.local_packages()}
+    # Checked like path dependencies: staging copies these files by their lock paths, so a
+    # member at "../../x" would otherwise be read from, and written to, outside the build.
+    dirs = {"."} | {_inside(project, lock, p.name, p.source).as_posix()
+                    for p in lock.local_packages()} | _declared_members(project)
     files: list[tuple[str, str]] = [("uv.lock", lock.digest)]
     for d in sorted(dirs):
         for name in ("pyproject.toml", *UV_CONFIG_FILES):
@@ -131,7 +178,7 @@ def build_requirements(inputs: DepsInputs) -> tuple[str, ...]:
         file = inputs.recipe.project / member.source / "pyproject.toml"
         try:
             data = tomllib.loads(file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError) as err:
             raise LockError(file, f"cannot read the workspace member's pyproject.toml ({err})"
                             ) from err
         system = data.get("build-system", {})
@@ -171,7 +218,7 @@ def build_venv(inputs: DepsInputs, out: Path, *, uv_cache: Path, scratch: Path,
     """Install the locked dependencies into ``out`` (an empty folder) and normalise it."""
     src = scratch / "src"
     stage_sources(inputs, src)
-    uv_cache.mkdir(parents=True, exist_ok=True)
+    _make_cache(uv_cache)
     mounts = [
         # Writable: uv builds a local path dependency in place (setuptools writes its
         # egg-info and build/ next to the sources); src is this build's private copy.
@@ -198,11 +245,27 @@ def build_venv(inputs: DepsInputs, out: Path, *, uv_cache: Path, scratch: Path,
             runner.run(spec, argv, what=what)
         except CommandError as err:
             known = diagnose(err.output_tail, lock_file=lock_file, python=python)
+            if isinstance(known, DiskFullError):
+                known = _full_file_system(known, out=out, uv_cache=uv_cache)
             raise (known or DepsBuildError(str(err))) from err
     from venvseal.normalise import normalise_venv
 
     shutil.rmtree(out / BUILD_ENV / "bin", ignore_errors=True)  # scripts: never run offline
     return normalise_venv(out, strip_debug=_stripper(runner, spec, out))
+
+
+def _full_file_system(err: DiskFullError, *, out: Path, uv_cache: Path) -> DepsBuildError:
+    """``err`` (the store's file system is full) unless the uv cache's, another one, has less
+    room left: uv writes to both, and its message does not say which one failed."""
+    def free(path: Path) -> int:
+        st = os.statvfs(path)
+        return st.f_bavail * st.f_frsize
+
+    if os.stat(uv_cache).st_dev != os.stat(out).st_dev and free(uv_cache) < free(out):
+        return DepsBuildError(f"the file system of the uv cache {uv_cache} is full (No space "
+                              "left on device); free space there, or pass --uv-cache DIR on "
+                              "another file system")
+    return err
 
 
 def _build_env_argv(inputs: DepsInputs, reqs: tuple[str, ...]) -> list[str]:
@@ -238,7 +301,7 @@ def lock_project(recipe: Recipe, toolchain: ResolvedToolchain, *, uv_cache: Path
     The project folder is mounted writable (uv writes uv.lock there); everything else is as
     in the deps stage, network included.
     """
-    uv_cache.mkdir(parents=True, exist_ok=True)
+    _make_cache(uv_cache)
     mounts = [Mount(host=recipe.project, target=sandbox.SRC_DIR, writable=True),
               Mount(host=uv_cache, target=sandbox.CACHE_DIR, writable=True),
               Mount(host=uv_binary(), target=sandbox.TOOLS_DIR / "uv")]
@@ -257,4 +320,8 @@ def lock_project(recipe: Recipe, toolchain: ResolvedToolchain, *, uv_cache: Path
     except CommandError as err:
         known = diagnose(err.output_tail, lock_file=str(recipe.project / "uv.lock"),
                          python=python)
+        if isinstance(known, DiskFullError):  # uv lock writes the project and the cache only
+            known = DepsBuildError(f"uv lock ran out of disk space (No space left on device); "
+                                   f"free space for {recipe.project} and the uv cache "
+                                   f"{uv_cache} (or pass --uv-cache DIR elsewhere)")
         raise (known or DepsBuildError(str(err))) from err

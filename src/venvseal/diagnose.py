@@ -55,10 +55,24 @@ _PYTHON_MISMATCH = re.compile(
 _NETWORK = re.compile(r"dns error|failed to lookup address|Network is unreachable|"
                       r"Connection refused|error sending request|client error \(Connect\)")
 _STALE_LOCK = "needs to be updated"
+# uv: "HTTP status client error (401 Unauthorized) for url (http://host/simple/x/)"; uv shows
+# index URLs without their credentials.
+_REFUSED = re.compile(r"\((40[13]) ([A-Za-z ]+)\) for url \(([^)\s]+)\)")
+# ENOSPC and EDQUOT, as uv (Rust's io::Error: "(os error 28)") and compilers print them.
+_DISK_FULL = re.compile(r"No space left on device|Disk quota exceeded|\(os error (?:28|122)\)")
 
 
 class DepsBuildError(VenvsealError):
     """The dependency stage failed; the message says what and how to fix it."""
+
+
+class DiskFullError(DepsBuildError):
+    """uv ran out of disk space writing the venv, which is built on the store's file system."""
+
+    def __init__(self) -> None:
+        super().__init__("the store's file system is full: uv could not write the dependency "
+                         "venv (No space left on device); free space (venvseal gc) or pass "
+                         "--store DIR on a larger file system")
 
 
 def _hint_for_header(header: str) -> str | None:
@@ -75,6 +89,8 @@ def _last_lines(output: str, n: int) -> str:
 
 def diagnose(output: str, *, lock_file: str, python: str) -> DepsBuildError | None:
     """A specific error for a recognised failure in uv's ``output``; None if unrecognised."""
+    if _DISK_FULL.search(output):  # first: a full disk makes any step fail in any way
+        return DiskFullError()
     if _STALE_LOCK in output:
         return DepsBuildError(f"{lock_file} is out of date with pyproject.toml; run 'uv lock' "
                               "in the project and rebuild")
@@ -94,6 +110,11 @@ def diagnose(output: str, *, lock_file: str, python: str) -> DepsBuildError | No
     if tool := next((t for t in tools if t in TOOL_PACKAGES), None):
         return DepsBuildError(f"building {package} from source failed: {tool} not found; install "
                               f"{TOOL_PACKAGES[tool]} in the toolchain\n{_last_lines(output, 8)}")
+    if m := _REFUSED.search(output):
+        return DepsBuildError(f"the package index refused uv: HTTP {m.group(1)} {m.group(2)} for "
+                              f"{m.group(3)}; check the index credentials (the url of "
+                              "[[tool.uv.index]] in pyproject.toml) and that they allow this "
+                              "download")
     # Before the generic build failure: a build fails too when its build requirements
     # cannot be downloaded, and then the compiler has nothing to do with it.
     if _NETWORK.search(output):

@@ -90,6 +90,12 @@ def _package(entry: dict[str, object]) -> LockedPackage:
 def read_lock(project: Path) -> Lock:
     """Read ``project/uv.lock``; LockError (naming the file and the fix) when it cannot."""
     file = project / "uv.lock"
+    if not project.is_dir():
+        raise LockError(file, f"the project folder {project} does not exist or is not a "
+                        "folder; fix [app] project in the recipe")
+    if file.exists() and not file.is_file():  # a fifo would block the read forever
+        raise LockError(file, "cannot read it (not a regular file); replace it with the "
+                        "uv.lock that 'uv lock' writes")
     try:
         raw = file.read_bytes()
     except FileNotFoundError:
@@ -101,6 +107,15 @@ def read_lock(project: Path) -> Lock:
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
         raise LockError(file, f"not a valid uv.lock ({err}); recreate it with 'uv lock'") from err
+    except RecursionError:  # tomllib parses nested arrays recursively
+        raise LockError(file, "not a valid uv.lock (nested too deeply to read); recreate it "
+                        "with 'uv lock'") from None
+    version = data.get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        # Another tool's lock file (poetry.lock, a JSON file) renamed: uv would fail later
+        # with a parse error from inside the sandbox.
+        raise LockError(file, "not a uv lock file (it has no integer 'version' at the top); "
+                        "recreate it with 'uv lock'")
     manifest = data.get("manifest", {})
     members = manifest.get("members", []) if isinstance(manifest, dict) else []
     entries = data.get("package", [])

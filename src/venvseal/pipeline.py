@@ -13,11 +13,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from venvseal import deps, recipe, toolchain
+from venvseal.diagnose import DiskFullError
 from venvseal.hashes import Sha256
 from venvseal.nar import nar_hash
 from venvseal.recipe import Recipe
 from venvseal.sandbox import Sandbox
-from venvseal.store import HashMismatchError, Store, StorePath, UndeclaredHashError
+from venvseal.store import (
+    HashMismatchError,
+    Store,
+    StoreFullError,
+    StorePath,
+    UndeclaredHashError,
+)
 
 if TYPE_CHECKING:  # these pull in pyelftools, needed only when building or comparing
     from venvseal.normalise import NormaliseReport
@@ -124,8 +131,11 @@ def _build_deps(rec: Recipe, ctx: Context, inputs: deps.DepsInputs, key: str, *,
         out = work / "venv"
         out.mkdir()
         ctx.on_step(f"building the dependency venv of {rec.app.name} (uv sync in the sandbox)")
-        report = deps.build_venv(inputs, out, uv_cache=ctx.uv_cache, scratch=work,
-                                 runner=ctx.sandbox, network=ctx.network)
+        try:
+            report = deps.build_venv(inputs, out, uv_cache=ctx.uv_cache, scratch=work,
+                                     runner=ctx.sandbox, network=ctx.network)
+        except DiskFullError as err:  # the store's own message, naming its root
+            raise StoreFullError(ctx.store.root, deps_name(rec)) from err
         ctx.on_step("hashing the normalised venv")
         hashed = nar_hash(out)
         got = hashed.hash

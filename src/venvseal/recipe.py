@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import keyword
+import os
 import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -233,6 +234,12 @@ RESERVED_ENV = {  # build variables the sandbox owns, and why
 _UV_OWNED = "venvseal sets uv's options itself, so the output depends only on uv.lock and recipe"
 
 
+def _real(path: Path) -> Path:
+    """``path`` with symlinks resolved; a symlink loop is left for the caller's existence
+    check to report (Path.resolve raises RuntimeError on one before Python 3.13)."""
+    return Path(os.path.realpath(path))
+
+
 def _build_env_name(name: str) -> str:
     if name in RESERVED_ENV or name.startswith("UV_"):
         why = RESERVED_ENV.get(name, _UV_OWNED)
@@ -349,7 +356,7 @@ def parse_recipe(data: Mapping[str, object], *, file: Path, key_prefix: str = ""
     ``file`` is the recipe file (relative host paths are taken from its folder) and
     ``key_prefix`` goes before every key path in messages ("tool.venvseal." in pyproject.toml).
     """
-    file = file.resolve()
+    file = _real(file)
     problems = Problems(key_prefix)
     top = Table(data, "", problems, TABLES)
     # Tables are checked in the order docs/recipe.md lists them, so problems read top-down.
@@ -387,7 +394,7 @@ def _app(top: Table, base: Path, prefix: str) -> App:
     if project is not None and (project == "" or project.startswith("/")):
         t.add("project", "must be a folder relative to the recipe's folder, such as '.' or 'app'")
         project = None
-    folder = (base / (project or ".")).resolve()
+    folder = _real(base / (project or "."))
     return App(name=name or "", version=version or "", project=folder)
 
 
@@ -404,7 +411,7 @@ def _toolchain(t: Table | None, base: Path) -> Toolchain:
         if ":" in entry:
             t.add("path", f"{entry!r} must not contain ':', which separates PATH entries", i)
     return Toolchain(
-        root=None if debian is not None else (base / (root or "/")).resolve(),
+        root=None if debian is not None else _real(base / (root or "/")),
         debian=debian,
         python=t.check("python", t.get("python", str), absolute_path) or DEFAULT_PYTHON,
         library_dirs=DEFAULT_LIBRARY_DIRS if library_dirs is None
@@ -521,7 +528,7 @@ def _substitute(t: Table, ctx: _Context) -> Substitute | None:
         strip = t.get("strip", int)
         if strip is not None and strip < 0:
             t.add("strip", f"must be 0 or more, got {strip}")
-        file = None if patch is None else (ctx.base / patch).resolve()
+        file = None if patch is None else _real(ctx.base / patch)
         return Substitute(kind="patch", patch=file, strip=1 if strip is None else strip)
     count = t.get("count", int)
     if count is not None and count < 1:

@@ -32,8 +32,9 @@ def _ignored(name: str, patterns: Sequence[str]) -> bool:
 def inside(base: Path, rel: str, *, what: str) -> Path:
     """``base/rel`` resolved, refusing anything (``..``, symlinks) that leads outside base."""
     path = base / rel
-    real = path.resolve()
-    if not real.is_relative_to(base.resolve()):
+    # realpath, not Path.resolve, which raises on a symlink loop (Python < 3.13).
+    real = Path(os.path.realpath(path))
+    if not real.is_relative_to(os.path.realpath(base)):
         raise SourceError(f"{what}: {rel} leads outside {base} (through '..' or a symlink); "
                           "copy only files inside the project")
     if not os.path.lexists(path):
@@ -96,10 +97,8 @@ def copy_tree(source: Path, dest: Path, exclude: Sequence[str] = (), *,
             target.mkdir(parents=True, exist_ok=True)
         elif kind == "l":
             link = source / rel if rel else source
-            if within is not None and not (link.parent / extra).resolve().is_relative_to(
-                    within.resolve()):
-                raise SourceError(f"{link}: symlink to {extra} leads outside {within}; "
-                                  "replace it with the file or drop it")
+            if within is not None:
+                _check_link(link, extra, within)
             _replaceable(target)
             os.symlink(extra, target)
         else:
@@ -108,6 +107,17 @@ def copy_tree(source: Path, dest: Path, exclude: Sequence[str] = (), *,
             os.chmod(target, 0o755 if extra else 0o644)
             written.append(target)
     return written
+
+
+def _check_link(link: Path, target: str, within: Path) -> None:
+    """Refuse a symlink that leads outside ``within``, or nowhere (dangling, or a loop)."""
+    real = Path(os.path.realpath(link.parent / target))
+    if not real.is_relative_to(os.path.realpath(within)):
+        raise SourceError(f"{link}: symlink to {target} leads outside {within}; "
+                          "replace it with the file or drop it")
+    if not os.path.exists(link):  # follows the link: False for a dangling one or a loop
+        raise SourceError(f"{link}: symlink to {target} leads nowhere (its target does not "
+                          "exist, or the links form a loop); fix it, drop it or exclude it")
 
 
 def _replaceable(target: Path) -> None:

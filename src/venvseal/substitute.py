@@ -27,10 +27,15 @@ def expand(text: str, values: Mapping[str, str]) -> str:
     return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), text)
 
 
+def _within(path: Path, folder: Path) -> bool:
+    # realpath, not Path.resolve, which raises on a symlink loop (Python < 3.13).
+    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(folder))
+
+
 def closure_file(out: Path, rel: str, site_packages: str, *, where: str) -> Path:
     """The closure file ``rel`` names, refusing paths that leave the closure."""
     path = out / rel.replace("@site-packages@", site_packages)
-    if not path.resolve().is_relative_to(out.resolve()):
+    if not _within(path, out):
         raise SubstituteError(f"{where}: {rel} leads outside the closure; name a file in it")
     if not path.is_file():
         raise SubstituteError(f"{where}: {rel} is not a file in the closure; check the path "
@@ -73,7 +78,7 @@ def apply_patch(sub: Substitute, out: Path, *, where: str,
     targets = []
     for rel in _patched_files(sub.patch, sub.strip):
         path = out / rel
-        if not path.resolve().is_relative_to(out.resolve()):
+        if not _within(path, out):
             raise SubstituteError(f"{where}.patch: {sub.patch.name} touches {rel}, outside the "
                                   "closure; fix the patch or its strip level")
         if path.is_file():

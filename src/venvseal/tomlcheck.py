@@ -25,6 +25,8 @@ T = TypeVar("T")
 U = TypeVar("U")
 
 MAX_TOML_BYTES = 1 << 20  # recipes are hand-written; anything bigger is a mistake
+NESTED_TOO_DEEPLY = ("invalid TOML: arrays or tables nested too deeply to read; check that "
+                     "this is the right file")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _TOML_POSITION = re.compile(r"\s*\((?:at line (\d+), column (\d+)|at end of document)\)$")
 _PORT = re.compile(r"(\d+)(?:/(tcp|udp))?")
@@ -272,6 +274,9 @@ def port(value: object) -> str:
 
 def read_toml(file: Path) -> dict[str, Any]:
     """Parse ``file``; every way it can be unreadable becomes a one-problem RecipeError."""
+    if file.exists() and not file.is_file() and not file.is_dir():  # a fifo blocks open()
+        raise RecipeError(str(file), [Problem("", "cannot read: not a regular file; replace "
+                                              "it with a TOML file")])
     try:
         with file.open("rb") as f:
             raw = f.read(MAX_TOML_BYTES + 1)
@@ -280,7 +285,8 @@ def read_toml(file: Path) -> dict[str, Any]:
     except OSError as e:
         raise RecipeError(str(file), [Problem("", f"cannot read: {e.strerror}")]) from e
     if len(raw) > MAX_TOML_BYTES:
-        message = f"larger than {MAX_TOML_BYTES >> 20} MiB; is this really a recipe?"
+        message = (f"larger than {MAX_TOML_BYTES >> 20} MiB, too big for a hand-written TOML "
+                   "file; check that this is the right file")
         raise RecipeError(str(file), [Problem("", message)])
     try:
         text = raw.decode("utf-8")
@@ -291,6 +297,8 @@ def read_toml(file: Path) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise RecipeError(str(file), [Problem("", toml_error_message(e, text))]) from e
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise RecipeError(str(file), [Problem("", NESTED_TOO_DEEPLY)]) from None
 
 
 def toml_error_message(error: tomllib.TOMLDecodeError, text: str) -> str:
