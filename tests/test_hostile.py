@@ -593,7 +593,7 @@ def test_hostile_input_gives_clear_errors_and_leaves_the_store_alone(
     assert store_snapshot(base.store) == before
 
 
-def test_hostile_table_is_large_and_covers_every_area() -> None:
+def test_hostile_table_has_at_least_30_distinct_rows() -> None:
     assert len(HOSTILE) >= 30
     assert len({c.id for c in HOSTILE}) == len(HOSTILE)
 
