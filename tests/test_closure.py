@@ -26,11 +26,11 @@ from venvseal.closure import (
     RuntimeClosure,
     Shebang,
     parse_shebang,
-    parse_trace,
     runtime_closure,
     stdlib_skip,
-    trace_libraries,
 )
+from venvseal.loadercheck import END_MARK, FILE_MARK, LoaderCheckError, parse_trace
+from venvseal.loadercheck import trace as trace_libraries
 from venvseal.recipe import Recipe
 from venvseal.sandbox import Mount, Sandbox, SandboxSpec
 from venvseal.store import STORE_DIR
@@ -40,7 +40,7 @@ DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo"
 HOST_PYTHON = P("/usr/bin/python3.11")
 LOADER = P("/lib64/ld-linux-x86-64.so.2")
 HOST_LIBPQ = Path("/usr/lib/x86_64-linux-gnu/libpq.so.5")
-MARK, END = "@@venvseal-runtime-file@@", "@@venvseal-runtime-end@@"
+MARK, END = FILE_MARK, END_MARK
 
 # The loader traces ---------------------------------------------------------------------------
 
@@ -83,7 +83,7 @@ def test_trace_lists_every_loaded_path_and_every_missing_soname() -> None:
 ])
 def test_a_trace_that_went_wrong_is_an_error(output: str, files: list[str],
                                              message: str) -> None:
-    with pytest.raises(ClosureError, match=message):
+    with pytest.raises(LoaderCheckError, match=message):
         parse_trace(output, [P(f) for f in files])
 
 

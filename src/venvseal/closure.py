@@ -28,7 +28,7 @@ import fnmatch
 import os
 import re
 import stat
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -38,7 +38,8 @@ from elftools.elf.segments import InterpSegment
 
 from venvseal.buildid import ELF_MAGIC
 from venvseal.errors import EXIT_USAGE, VenvsealError
-from venvseal.loadercheck import BATCH, DEFAULT_LOADER
+from venvseal.loadercheck import DEFAULT_LOADER
+from venvseal.loadercheck import trace as trace_libraries
 from venvseal.recipe import Recipe
 from venvseal.sandbox import ROOT_ENTRIES, Mount, Sandbox, SandboxSpec, fixed_env
 from venvseal.store import STORE_DIR
@@ -72,23 +73,7 @@ VIRTUAL = ("dev", "proc", "run", "sys", "tmp")
 SHEBANG_MAX = 256  # BINPRM_BUF_SIZE: the kernel reads no more of a script's first line
 SCRIPT_DEPTH = 4  # nested script interpreters followed (the kernel allows only a few)
 
-_MARK = "@@venvseal-runtime-file@@"
-_END = "@@venvseal-runtime-end@@"
-# $1 is the loader, the rest are files; as loadercheck does, --verify first (0: executable,
-# 2: shared object, 1: not a dynamic object of this loader), then the trace.
-_TRACE_SCRIPT = f"""loader=$1; shift
-for f in "$@"; do
-  printf '%s %s\\n' '{_MARK}' "$f"
-  "$loader" --verify "$f" >/dev/null 2>&1
-  case $? in
-    0|2) LD_TRACE_LOADED_OBJECTS=1 "$loader" "$f" 2>&1; printf '%s %s\\n' '{_END}' "$?";;
-    *) printf '%s not-dynamic\\n' '{_END}';;
-  esac
-done
-"""
-# "\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" and "\t/lib64/ld-linux... (0x...)"
-_LOADED = re.compile(r"^\s*(?:\S+ => )?(.+?) \(0x[0-9a-fA-F]+\)\s*$")
-_NOT_FOUND = re.compile(r"^\s*(\S+) => not found\s*$")
+
 _ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 _SYS_PATH = "import sys; print('\\n'.join(p for p in sys.path if p))"
 _TRACED_WHY = ("stdlib", "include", "symlink target of ")
@@ -138,14 +123,6 @@ class RuntimeClosure:
 
 
 @dataclass(frozen=True, slots=True)
-class Trace:
-    """What the loader loads for one file: resolved paths, and sonames it cannot find."""
-
-    libraries: tuple[PurePosixPath, ...] = ()
-    missing: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
 class Shebang:
     """A script's ``#!`` line: the interpreter and the rest, one argument as Linux passes it."""
 
@@ -177,39 +154,6 @@ def parse_shebang(head: bytes) -> Shebang | None:
     if not interpreter:
         return None
     return Shebang(PurePosixPath(os.fsdecode(interpreter)), os.fsdecode(argument.strip(b" ")))
-
-
-def parse_trace(output: str, files: Sequence[PurePosixPath]) -> dict[PurePosixPath, Trace]:
-    """Split the trace loop's output per file into loaded paths and ``not found`` sonames."""
-    sections = output.split(f"{_MARK} ")[1:]
-    if len(sections) != len(files):
-        raise ClosureError(f"unexpected output from the dynamic loader's trace of {len(files)} "
-                           f"files:\n{output[-2000:]}")
-    result: dict[PurePosixPath, Trace] = {}
-    for file, section in zip(files, sections, strict=True):
-        body, _, status = section.rpartition(f"{_END} ")
-        lines = body.splitlines()[1:]  # the first line is the file name
-        missing = tuple(dict.fromkeys(m[1] for ln in lines if (m := _NOT_FOUND.match(ln))))
-        status = status.strip()
-        if status not in ("0", "not-dynamic") and not missing:
-            raise ClosureError(f"the dynamic loader failed on {file} (exit {status}):\n"
-                               + "\n".join(lines[-10:]))
-        loaded = (PurePosixPath(m[1]) for ln in lines if (m := _LOADED.match(ln)))
-        result[file] = Trace(tuple(dict.fromkeys(p for p in loaded if p.is_absolute())),
-                             missing)
-    return result
-
-
-def trace_libraries(files: Sequence[PurePosixPath], *, runner: Sandbox, spec: SandboxSpec,
-                    loader: PurePosixPath = DEFAULT_LOADER) -> dict[PurePosixPath, Trace]:
-    """For each file (a path inside the sandbox), what the toolchain's loader loads for it."""
-    result: dict[PurePosixPath, Trace] = {}
-    for start in range(0, len(files), BATCH):
-        batch = files[start:start + BATCH]
-        argv = ["/bin/sh", "-c", _TRACE_SCRIPT, "sh", str(loader), *map(str, batch)]
-        done = runner.run(spec, argv, what=f"library trace with {loader}")
-        result.update(parse_trace(done.output, batch))
-    return result
 
 
 def stdlib_skip(rel: PurePosixPath, is_dir: bool) -> bool:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from venvseal.errors import VenvsealError
+from venvseal.errors import LocatedError
 
 ScriptKind = Literal["console", "gui"]
 _SECTIONS: dict[str, ScriptKind] = {"console_scripts": "console", "gui_scripts": "gui"}
@@ -38,17 +38,9 @@ class EntryPoint:
     distribution: str  # normalised as in PEP 503
 
 
-class EntryPointError(VenvsealError):
+class EntryPointError(LocatedError):
     """A distribution's entry points cannot be turned into scripts."""
 
-    def __init__(self, where: str, problem: str, hint: str) -> None:
-        self.where = where
-        self.problem = problem
-        self.hint = hint
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        return f"{self.where}: {self.problem}; {self.hint}"
 
 
 class _CaseSensitiveParser(configparser.ConfigParser):

@@ -22,6 +22,20 @@ class VenvsealError(Exception):
     exit_code: int = EXIT_BUILD
 
 
+class LocatedError(VenvsealError):
+    """A problem with one thing: ``where`` it is (a file, a key, a fetch), the ``problem``,
+    and the ``hint`` (what to do next), read as ``where: problem; hint``."""
+
+    def __init__(self, where: str, problem: str, hint: str) -> None:
+        self.where = where
+        self.problem = problem
+        self.hint = hint
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.problem}; {self.hint}"
+
+
 class UsageError(VenvsealError):
     """The command line or an input named on it is wrong (exit 2)."""
 

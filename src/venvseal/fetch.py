@@ -35,7 +35,7 @@ from typing import IO, Literal
 from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 
 from venvseal import process
-from venvseal.errors import CommandError, VenvsealError
+from venvseal.errors import CommandError, LocatedError
 from venvseal.hashes import Sha256
 from venvseal.nar import nar_hash
 from venvseal.recipe import Fetch
@@ -66,17 +66,9 @@ class FetchResult:
     reused: bool
 
 
-class FetchError(VenvsealError):
+class FetchError(LocatedError):
     """A fetch failed: ``where`` names the recipe file, key path and fetch name."""
 
-    def __init__(self, where: str, problem: str, hint: str) -> None:
-        self.where = where
-        self.problem = problem
-        self.hint = hint
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        return f"{self.where}: {self.problem}; {self.hint}"
 
 
 def realise_fetch(fetch: Fetch, store: Store, *, recipe_file: Path, key_prefix: str,

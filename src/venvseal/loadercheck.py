@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from venvseal.errors import VenvsealError
@@ -20,8 +21,9 @@ DEFAULT_LOADER = PurePosixPath("/lib64/ld-linux-x86-64.so.2")
 # Files per sandbox call: one call for a typical closure, and far below the kernel's
 # limit on the total size of a command line (ARG_MAX, 2 MiB by default on Linux).
 BATCH = 2000
-_FILE = "@@venvseal-loader-check-file@@"
-_END = "@@venvseal-loader-check-end@@"
+FILE_MARK = "@@venvseal-loader-trace-file@@"
+END_MARK = "@@venvseal-loader-trace-end@@"
+_FILE, _END = FILE_MARK, END_MARK
 # $1 is the loader, the rest are files. --verify exits 0 (dynamic executable), 2 (shared
 # object) or 1 (static, not ELF, or not for this loader); only 0 and 2 can be traced.
 _SCRIPT = f"""loader=$1; shift
@@ -36,6 +38,16 @@ for f in "$@"; do
 done
 """
 _NOT_FOUND = re.compile(r"^\s*(\S+) => not found\s*$")
+# "\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" and "\t/lib64/ld-linux... (0x...)"
+_LOADED = re.compile(r"^\s*(?:\S+ => )?(.+?) \(0x[0-9a-fA-F]+\)\s*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Trace:
+    """What the loader loads for one file: resolved paths, and sonames it cannot find."""
+
+    libraries: tuple[PurePosixPath, ...] = ()
+    missing: tuple[str, ...] = ()
 
 
 class LoaderCheckError(VenvsealError):
@@ -51,39 +63,50 @@ class LoaderCheckError(VenvsealError):
                 "closure is mounted at that path and that the toolchain has the loader")
 
 
+def trace(files: Sequence[PurePosixPath], *, runner: Sandbox, spec: SandboxSpec,
+          loader: PurePosixPath = DEFAULT_LOADER) -> dict[PurePosixPath, Trace]:
+    """For each file (a path inside the sandbox), what the toolchain's loader loads for it.
+
+    Files the loader does not take as dynamic objects (static executables, but also files
+    for another architecture) get an empty trace. The caller mounts the files in ``spec``.
+    """
+    result: dict[PurePosixPath, Trace] = {}
+    for start in range(0, len(files), BATCH):
+        batch = files[start:start + BATCH]
+        argv = ["/bin/sh", "-c", _SCRIPT, "sh", str(loader), *map(str, batch)]
+        done = runner.run(spec, argv, what=f"dynamic loader trace with {loader}")
+        result.update(parse_trace(done.output, batch))
+    return result
+
+
 def loader_check(files: Sequence[PurePosixPath], *, runner: Sandbox, spec: SandboxSpec,
                  loader: PurePosixPath = DEFAULT_LOADER) -> dict[PurePosixPath, list[str]]:
     """For each file (a path inside the sandbox), the sonames the loader reports not found.
 
-    An empty list means every dependency loads. Files the loader does not take as dynamic
-    objects (static executables, but also files for another architecture) get an empty list
-    too, so pass only files of the loader's architecture. The caller mounts the closure at
-    its path inside ``spec``.
+    An empty list means every dependency loads (see :func:`trace` for what counts).
     """
-    result: dict[PurePosixPath, list[str]] = {}
-    for start in range(0, len(files), BATCH):
-        batch = files[start:start + BATCH]
-        argv = ["/bin/sh", "-c", _SCRIPT, "sh", str(loader), *map(str, batch)]
-        done = runner.run(spec, argv, what=f"dynamic loader check with {loader}")
-        result.update(_parse(done.output, batch))
-    return result
+    traced = trace(files, runner=runner, spec=spec, loader=loader)
+    return {file: list(t.missing) for file, t in traced.items()}
 
 
-def _parse(output: str, files: Sequence[PurePosixPath]) -> dict[PurePosixPath, list[str]]:
-    """Split the loop's output per file and pick out the ``not found`` lines."""
-    result: dict[PurePosixPath, list[str]] = {}
+def parse_trace(output: str, files: Sequence[PurePosixPath]) -> dict[PurePosixPath, Trace]:
+    """Split the loop's output per file into loaded paths and ``not found`` sonames."""
+    result: dict[PurePosixPath, Trace] = {}
     sections = output.split(f"{_FILE} ")[1:]
     if len(sections) != len(files):
         raise LoaderCheckError(files[len(sections) - 1 if sections else 0],
-                               f"unexpected output from the check loop:\n{output[-2000:]}")
+                               f"unexpected output from the dynamic loader's trace of "
+                               f"{len(files)} files:\n{output[-2000:]}")
     for file, section in zip(files, sections, strict=True):
         body, _, status = section.rpartition(f"{_END} ")
         status = status.strip()
         lines = body.splitlines()[1:]  # the first line is the file name
-        missing = [m[1] for line in lines if (m := _NOT_FOUND.match(line))]
+        missing = tuple(dict.fromkeys(m[1] for line in lines if (m := _NOT_FOUND.match(line))))
         if status == "missing":
             raise LoaderCheckError(file, "no such file inside the sandbox")
         if status not in ("0", "not-dynamic") and not missing:
-            raise LoaderCheckError(file, f"exit {status}:\n" + "\n".join(lines[-10:]))
-        result[file] = list(dict.fromkeys(missing))
+            raise LoaderCheckError(file, f"the dynamic loader failed on {file} (exit {status}):"
+                                   "\n" + "\n".join(lines[-10:]))
+        loaded = (PurePosixPath(m[1]) for line in lines if (m := _LOADED.match(line)))
+        result[file] = Trace(tuple(dict.fromkeys(p for p in loaded if p.is_absolute())), missing)
     return result

@@ -32,7 +32,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from venvseal.errors import EXIT_USAGE, UsageError, VenvsealError
+from venvseal.errors import EXIT_USAGE, LocatedError, UsageError
 from venvseal.hashes import Sha256
 
 # Bytes handed on at a time. Large enough that per-buffer costs (a queue hop, a hash update)
@@ -75,17 +75,12 @@ _ENTRY_FILE_END: _Tails = tuple(pad + _CLOSE + _CLOSE for pad in _PADDING)
 _ROOT_FILE_END: _Tails = tuple(pad + _CLOSE for pad in _PADDING)
 
 
-class NarError(VenvsealError):
+class NarError(LocatedError):
     """A file cannot be put into a NAR; names the file and what to do."""
 
     def __init__(self, path: str, problem: str, hint: str) -> None:
         self.path = path
-        self.problem = problem
-        self.hint = hint
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.problem}; {self.hint}"
+        super().__init__(str(path), problem, hint)
 
 
 class NarPathNotFoundError(NarError, UsageError):

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from venvseal.buildid import find_elf_files, set_deterministic_build_id
-from venvseal.errors import VenvsealError
+from venvseal.errors import LocatedError
 from venvseal.refs import DEFAULT_BUILD_ROOT, RefReport, assert_clean, scan, strip_references
 
 # The assemble stage replaces this with the runtime interpreter's directory.
@@ -49,17 +49,12 @@ BYTECODE_SUFFIXES = (".pyc", ".pyo")
 StripDebug = Callable[[Sequence[Path]], None]
 
 
-class NormaliseError(VenvsealError):
+class NormaliseError(LocatedError):
     """The venv cannot be normalised; names the file and what to do."""
 
     def __init__(self, path: Path, problem: str, hint: str) -> None:
         self.path = path
-        self.problem = problem
-        self.hint = hint
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.problem}; {self.hint}"
+        super().__init__(str(path), problem, hint)
 
 
 @dataclass(frozen=True, slots=True)
