@@ -236,13 +236,17 @@ def build_venv(inputs: DepsInputs, out: Path, *, uv_cache: Path, scratch: Path,
     lock_file = str(inputs.lock.file)
     # Not --offline: checking a lock builds the metadata of a path dependency that has no
     # static [project] table, and with a cold cache its build backend must be downloaded.
-    steps = [(["uv", "lock", "--check", "--python", python], "checking uv.lock"),
-             (_sync_argv(inputs), "uv sync")]
+    # (argv, what, cache-only first): the lock check and the build backends' resolution ask
+    # the index again on every run; from a warm uv cache they need not, so they try
+    # --offline first and go online only when that fails (a cold cache, a new backend).
+    steps = [(["uv", "lock", "--check", "--python", python], "checking uv.lock", True),
+             (_sync_argv(inputs), "uv sync", False)]
     if reqs := build_requirements(inputs):
-        steps.append((_build_env_argv(inputs, reqs), "installing build backends"))
-    for argv, what in steps:
+        steps.append((_build_env_argv(inputs, reqs), "installing build backends", True))
+    for argv, what, offline_first in steps:
         try:
-            runner.run(spec, argv, what=what)
+            if not offline_first or not _ran_offline(runner, spec, argv, what):
+                runner.run(spec, argv, what=what)
         except CommandError as err:
             known = diagnose(err.output_tail, lock_file=lock_file, python=python)
             if isinstance(known, DiskFullError):
@@ -266,6 +270,16 @@ def _full_file_system(err: DiskFullError, *, out: Path, uv_cache: Path) -> DepsB
                               "left on device); free space there, or pass --uv-cache DIR on "
                               "another file system")
     return err
+
+
+def _ran_offline(runner: Sandbox, spec: SandboxSpec, argv: list[str], what: str) -> bool:
+    """Run ``argv`` with --offline; whether it succeeded (a stale lock is final either way)."""
+    done = runner.run(spec, [*argv[:2], "--offline", *argv[2:]] if argv[1] == "lock" else
+                      [*argv[:3], "--offline", *argv[3:]], what=f"{what} (offline)",
+                      check=False)
+    if done.returncode != 0 and "needs to be updated" in done.output:
+        raise CommandError(what, argv, done.returncode, done.tail())
+    return done.returncode == 0
 
 
 def _build_env_argv(inputs: DepsInputs, reqs: tuple[str, ...]) -> list[str]:

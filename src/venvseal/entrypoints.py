@@ -42,7 +42,6 @@ class EntryPointError(LocatedError):
     """A distribution's entry points cannot be turned into scripts."""
 
 
-
 class _CaseSensitiveParser(configparser.ConfigParser):
     def optionxform(self, optionstr: str) -> str:
         return optionstr  # script names keep their case

@@ -70,7 +70,6 @@ class FetchError(LocatedError):
     """A fetch failed: ``where`` names the recipe file, key path and fetch name."""
 
 
-
 def realise_fetch(fetch: Fetch, store: Store, *, recipe_file: Path, key_prefix: str,
                   index: int, network_env: Mapping[str, str]) -> FetchResult:
     """Return the store path of ``fetch``'s tree, fetching it only if it is not there.
