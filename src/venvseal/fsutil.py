@@ -259,21 +259,24 @@ def link_tree(source: Path, dest: Path, *, skip: tuple[str, ...] = ()) -> None:
 def unsealed(root: Path, *, mtime: int) -> list[str]:
     """Entries under ``root`` (relative, sorted) that are no longer as :func:`seal_tree` left
     them: a different mtime or mode. Writing a file changes its mtime, so this names what
-    was edited in a store path, cheaply (a stat per entry, no hashing)."""
-    changed = []
+    was edited in a store path, cheaply (an lstat per entry, no hashing)."""
     times = mtime * 1_000_000_000
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(dirnames + filenames):
-            path = os.path.join(dirpath, name)
-            st = os.lstat(path)
-            mode = stat.S_IMODE(st.st_mode)
-            if stat.S_ISLNK(st.st_mode):
-                ok = st.st_mtime_ns == times
-            elif stat.S_ISDIR(st.st_mode):
-                ok = mode == SEALED_DIR
-            else:
-                ok = st.st_mtime_ns == times and mode in (SEALED_FILE, SEALED_EXECUTABLE)
-            if not ok:
-                changed.append(os.path.relpath(path, root))
-    return changed
+    file_modes = (SEALED_FILE, SEALED_EXECUTABLE)
+    changed: list[str] = []
+    pending = [(os.fspath(root), "")]
+    while pending:
+        path, rel = pending.pop()
+        with os.scandir(path) as it:
+            for entry in it:
+                st = entry.stat(follow_symlinks=False)
+                name = f"{rel}{entry.name}"
+                if stat.S_ISDIR(st.st_mode):
+                    pending.append((entry.path, name + "/"))
+                    ok = stat.S_IMODE(st.st_mode) == SEALED_DIR
+                elif stat.S_ISLNK(st.st_mode):
+                    ok = st.st_mtime_ns == times
+                else:
+                    ok = st.st_mtime_ns == times and stat.S_IMODE(st.st_mode) in file_modes
+                if not ok:
+                    changed.append(name)
+    return sorted(changed)

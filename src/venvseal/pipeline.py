@@ -83,7 +83,7 @@ def resolve_toolchain(rec: Recipe, ctx: Context) -> toolchain.ResolvedToolchain:
 
 
 def run_deps(rec: Recipe, ctx: Context, *, update_hash: bool = False,
-             tc: toolchain.ResolvedToolchain | None = None) -> DepsResult:
+             tc: toolchain.ResolvedToolchain | None = None, check: bool = True) -> DepsResult:
     """Realise the deps stage: reuse it when its inputs are unchanged, else build and pin.
 
     Concurrent runs with the same inputs build once: the others wait for the store's lock on
@@ -91,25 +91,30 @@ def run_deps(rec: Recipe, ctx: Context, *, update_hash: bool = False,
     """
     inputs = deps.collect_inputs(rec, tc or resolve_toolchain(rec, ctx))
     key = "deps-" + inputs.fingerprint()
-    found = _reuse_deps(rec, ctx, key, update_hash=update_hash)
+    found = _reuse_deps(rec, ctx, key, update_hash=update_hash, check=check)
     if found is not None:
         return found
     waiting = f"waiting for another venvseal building the dependencies of {rec.app.name}"
     with ctx.store.exclusive(key, on_wait=lambda: ctx.on_step(waiting)):
-        found = _reuse_deps(rec, ctx, key, update_hash=update_hash)
+        found = _reuse_deps(rec, ctx, key, update_hash=update_hash, check=check)
         if found is not None:
             return found
         return _build_deps(rec, ctx, inputs, key, update_hash=update_hash)
 
 
-def _reuse_deps(rec: Recipe, ctx: Context, key: str, *, update_hash: bool) -> DepsResult | None:
-    """The stage's path if these inputs made it before, or a substituter has it."""
+def _reuse_deps(rec: Recipe, ctx: Context, key: str, *, update_hash: bool,
+                check: bool) -> DepsResult | None:
+    """The stage's path if these inputs made it before, or a substituter has it.
+
+    With ``check``, a path edited since it was sealed is refused (see Store.check_intact).
+    """
     declared = rec.deps.hash
     cached = ctx.store.lookup_output(key)
     if cached is not None:
         info = ctx.store.query(cached)
         if info is not None and (declared == info.nar_hash or update_hash):
-            ctx.store.check_intact(cached)
+            if check:
+                ctx.store.check_intact(cached)
             return _pinned(rec, cached, info.nar_hash, reused=True, update_hash=update_hash)
         if info is not None:
             _refuse(rec, ctx, declared, info.nar_hash)
@@ -200,7 +205,9 @@ def run_build(rec: Recipe, ctx: Context, *, out_link: Path | None = None,
     from venvseal import assemble, fetch, verify
 
     tc = resolve_toolchain(rec, ctx)
-    deps_result = run_deps(rec, ctx, update_hash=update_hash, tc=tc)
+    # The deps path is checked for edits only if the assembly will read it (below): a
+    # reused closure shares its files by hard link and is checked itself.
+    deps_result = run_deps(rec, ctx, update_hash=update_hash, tc=tc, check=False)
     fetched = tuple(
         assemble.Fetched(name=f.name, path=r.path, logical=ctx.store.logical(r.path),
                          install=f.install)
@@ -210,6 +217,9 @@ def run_build(rec: Recipe, ctx: Context, *, out_link: Path | None = None,
                                       network_env=ctx.network_env)])
     inputs = assemble.collect_inputs(rec, tc, deps_result.path, fetched)
     path = ctx.store.make_path(f"{rec.app.name}-{rec.app.version}", inputs.fingerprint())
+    if not ctx.store.is_valid(path):
+        for used in (deps_result.path, *(f.path for f in fetched)):
+            ctx.store.check_intact(used)
     report: list[VerifyReport] = []
 
     def produce(out: Path) -> None:
