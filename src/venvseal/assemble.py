@@ -173,33 +173,44 @@ def _spec(inputs: AssembleInputs, layout: Layout, deps_host: Path) -> SandboxSpe
 def install_projects(inputs: AssembleInputs, layout: Layout, *, runner: Sandbox,
                      spec: SandboxSpec, scratch: Path) -> None:
     """Build every member and installable fetch offline and install it without deps."""
-    projects = [wheels.Project(label=f"workspace member {name}", source=inputs.recipe.project / rel)
+    projects = [wheels.Project(label=f"workspace member {name}",
+                               source=inputs.recipe.project / rel)
                 for name, rel in inputs.members]
     projects += [wheels.Project(label=f"fetch {f.name}", source=f.path)
                  for f in inputs.fetched if f.install]
     site = layout.out / layout.site_packages
     before = set(site.glob("*.dist-info"))
+    owners = wheels.installed_owners(site)
+    built: list[Path] = []
     for i, project in enumerate(projects):
         work = scratch / f"project-{i}"
         work.mkdir()
         wheel = wheels.build_wheel(project, work=work, runner=runner, spec=spec,
                                    build_env=DEPS_DIR / BUILD_ENV)
-        wheels.check_conflicts(wheel, wheels.installed_owners(site))
-        inner = sandbox.BUILD_ROOT / "work" / "wheel" / wheel.name
+        wheels.check_conflicts(wheel, owners)
+        dist, files = wheels.wheel_files(wheel)
+        owners.update(dict.fromkeys(files, dist))  # two projects may clash with each other
+        built.append(wheel)
+    if built:
+        # One uv call for all: each call reads every installed distribution first.
+        mounts = [Mount(host=w.parent, target=sandbox.BUILD_ROOT / f"wheels-{i}")
+                  for i, w in enumerate(built)]
+        inner = [str(sandbox.BUILD_ROOT / f"wheels-{i}" / w.name) for i, w in enumerate(built)]
         job = SandboxSpec(root=spec.root, env=spec.env, network=False, cwd=spec.cwd,
-                          mounts=(*spec.mounts, Mount(host=work, target=inner.parent.parent)))
+                          mounts=(*spec.mounts, *mounts))
         runner.run(job, ["uv", "pip", "install", "--no-deps", "--no-index", "--python",
-                         str(layout.logical / "bin" / "python"), str(inner)],
-                   what=f"installing {project.label}")
-    for dist_info in sorted(set(site.glob("*.dist-info")) - before):
-        direct_url = dist_info / "direct_url.json"
-        if direct_url.exists():  # names the wheel's temporary build path (PEP 610)
-            direct_url.unlink()
-            update_records(layout.out, {direct_url}, ())
+                         str(layout.logical / "bin" / "python"), *inner],
+                   what="installing " + ", ".join(p.label for p in projects))
     if projects:
+        removed = set()
+        for dist_info in sorted(set(site.glob("*.dist-info")) - before):
+            direct_url = dist_info / "direct_url.json"
+            if direct_url.exists():  # names the wheel's temporary build path (PEP 610)
+                direct_url.unlink()
+                removed.add(direct_url)
         # uv's per-run files (.lock, uv_cache.json with a time stamp) and the scripts it
         # wrote go; write_entry_points makes every script again.
-        update_records(layout.out, remove_build_litter(layout.out), ())
+        update_records(layout.out, removed | remove_build_litter(layout.out), ())
         python_links(layout, inputs.toolchain.python)
 
 
