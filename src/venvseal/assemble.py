@@ -14,7 +14,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from venvseal import elf, entrypoints, fsutil, sandbox, sources, substitute, wheels
+from venvseal import entrypoints, fsutil, sandbox, sources, substitute, wheels
 from venvseal.deps import BUILD_ENV
 from venvseal.errors import VenvsealError
 from venvseal.lock import read_lock
@@ -256,6 +256,8 @@ def write_entry_points(layout: Layout) -> list[Path]:
 
 def relink(inputs: AssembleInputs, layout: Layout) -> set[Path]:
     """auto-patchelf: every ELF file's RUNPATH resolves its needed libraries; files edited."""
+    from venvseal import elf  # pyelftools: imported only when a closure is assembled
+
     plan = elf.plan_patchelf(layout.out, toolchain_root=inputs.toolchain.root,
                              library_dirs=inputs.toolchain.library_dirs,
                              ignore_missing=inputs.recipe.assemble.ignore_missing)

@@ -18,14 +18,11 @@ import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from elftools.common.exceptions import ELFError
-from elftools.construct import ConstructError
-from elftools.construct.lib.container import Container
-from elftools.elf.elffile import ELFFile
-from elftools.elf.sections import NoteSection
-from elftools.elf.segments import NoteSegment
+if TYPE_CHECKING:  # pyelftools is imported where a file is parsed: it costs ~0.1 s at start
+    from elftools.construct.lib.container import Container
+    from elftools.elf.elffile import ELFFile
 
 from venvseal.errors import VenvsealError
 
@@ -99,6 +96,10 @@ def build_id_descriptors(f: BinaryIO, path: Path) -> list[tuple[int, int]]:
     Looks at note sections and, for files without section headers, PT_NOTE segments; both
     usually cover the same note, so offsets are deduplicated.
     """
+    from elftools.common.exceptions import ELFError
+    from elftools.construct import ConstructError
+    from elftools.elf.elffile import ELFFile
+
     try:
         elf = ELFFile(f)
         notes = list(_notes(elf))
@@ -117,6 +118,9 @@ def build_id_descriptors(f: BinaryIO, path: Path) -> list[tuple[int, int]]:
 
 def _notes(elf: ELFFile) -> Iterator[Container]:
     """Every note in note sections, or in PT_NOTE segments when there are no sections."""
+    from elftools.elf.sections import NoteSection
+    from elftools.elf.segments import NoteSegment
+
     if elf.num_sections() > 0:
         for section in elf.iter_sections():
             if isinstance(section, NoteSection):
