@@ -24,7 +24,7 @@ from venvseal.sandbox import Mount, Sandbox, SandboxSpec
 from venvseal.store import StorePath
 from venvseal.toolchain import ResolvedToolchain, uv_binary
 
-STAGE_VERSION = "assemble-1"
+STAGE_VERSION = "assemble-2"  # bump whenever the same inputs would give other bytes
 DEPS_DIR = sandbox.BUILD_ROOT / "deps"
 
 
