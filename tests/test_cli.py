@@ -63,6 +63,8 @@ BAD_INPUT = [
      ["--store", "{dir}/store", "verify", "{dir}/elsewhere"], 2, ["not a path in the store"]),
     ("unknown option", {}, ["hash", "--frobnicate", "{dir}"], 2, ["--frobnicate", "--help"]),
     ("bad --format", {}, ["hash", "--format", "hex", "{dir}"], 2, ["invalid choice"]),
+    ("--env without a value", {"venvseal.toml": VALID}, ["run", "{dir}", "--env", "FOO", "--",
+     "true"], 2, ["--env", "'FOO' is not KEY=VALUE"]),
 ]
 
 

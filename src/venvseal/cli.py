@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     _recipe_arg(p)
     _substituter_arg(p)
     _uv_cache_arg(p)
-    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", type=_key_value,
                    help="set a variable for the command (repeatable)")
     p.add_argument("--pass-env", action="append", default=[], metavar="NAME",
                    help="pass a host variable to the command (repeatable)")
@@ -172,6 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the registry repository to push to (HTTP for localhost and "
                         "127.0.0.1, HTTPS elsewhere; credentials from the docker config)")
     return parser
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` for --env; argparse turns the error into a usage error naming it."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE (e.g. --env PGHOST=db)")
+    return key, value
 
 
 def _recipe_arg(p: argparse.ArgumentParser) -> None:

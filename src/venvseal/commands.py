@@ -203,12 +203,13 @@ def cmd_build(args: argparse.Namespace, ui: Ui) -> int:
 
 def cmd_run(args: argparse.Namespace, ui: Ui) -> int:
     rec = load(args)
-    env = dict(kv.split("=", 1) for kv in args.env)
+    env = dict(args.env)
     env.update({name: os.environ[name] for name in args.pass_env if name in os.environ})
     with open_store(args, ui) as store:
         ctx = context(args, ui, store)
-        res = pipeline.run_build(rec, ctx)
-        code = pipeline.run_closure(rec, ctx, res.path, list(args.argv), env=env)
+        tc = pipeline.resolve_toolchain(rec, ctx)
+        res = pipeline.run_build(rec, ctx, tc=tc)
+        code = pipeline.run_closure(tc, ctx, res.path, list(args.argv), env=env)
     return code
 
 
@@ -218,8 +219,8 @@ def cmd_closure(args: argparse.Namespace, ui: Ui) -> int:
     rec = load(args)
     with open_store(args) as store:
         ctx = context(args, ui, store)
-        res = pipeline.run_build(rec, ctx)
         tc = pipeline.resolve_toolchain(rec, ctx)
+        res = pipeline.run_build(rec, ctx, tc=tc)
         ctx.on_step(f"tracing what {res.path.name} needs from {tc.root} at run time")
         found = runtime.runtime_closure(rec, tc, res.path, runner=ctx.sandbox)
         whole = runtime.root_size(tc.root)
@@ -289,8 +290,8 @@ def _image_blobs(rec: Recipe, args: argparse.Namespace, ui: Ui, store: Store,
     from venvseal import closure, image
 
     ctx = context(args, ui, store)
-    res = pipeline.run_build(rec, ctx)
     tc = pipeline.resolve_toolchain(rec, ctx)
+    res = pipeline.run_build(rec, ctx, tc=tc)
     ctx.on_step(f"finding what {res.path.name} needs from the toolchain root at run time")
     runtime = closure.runtime_closure(rec, tc, res.path, runner=ctx.sandbox)
     ctx.on_step("writing the image's layers")
@@ -371,10 +372,11 @@ def cmd_cache_push(args: argparse.Namespace, ui: Ui) -> int:
                                credentials=registry.load_credentials(config, target.registry))
     with open_store(args, ui) as store:
         ctx = context(args, ui, store)
-        res = pipeline.run_build(rec, ctx)
+        tc = pipeline.resolve_toolchain(rec, ctx)
+        res = pipeline.run_build(rec, ctx, tc=tc)
         paths = [res.path, res.deps.path, *res.fetched]
         if rec.toolchain.debian is not None:
-            paths.append(store.parse_path(str(pipeline.resolve_toolchain(rec, ctx).root)))
+            paths.append(store.parse_path(str(tc.root)))
         pushed = cache.push_paths(store, paths, target, client=client, on_step=ui.info)
     sent = sum(p.bytes_sent for p in pushed)
     lines = [f"{'pushed' if p.uploaded else 'present'} {p.path.name}" for p in pushed]

@@ -200,11 +200,12 @@ class BuildResult:
 
 
 def run_build(rec: Recipe, ctx: Context, *, out_link: Path | None = None,
-              update_hash: bool = False) -> BuildResult:
+              update_hash: bool = False,
+              tc: toolchain.ResolvedToolchain | None = None) -> BuildResult:
     """deps -> fetches -> offline assembly -> verify -> store (-> out-link)."""
     from venvseal import assemble, fetch, verify
 
-    tc = resolve_toolchain(rec, ctx)
+    tc = tc or resolve_toolchain(rec, ctx)
     # The deps path is checked for edits only if the assembly will read it (below): a
     # reused closure shares its files by hard link and is checked itself.
     deps_result = run_deps(rec, ctx, update_hash=update_hash, tc=tc, check=False)
@@ -245,19 +246,18 @@ def run_build(rec: Recipe, ctx: Context, *, out_link: Path | None = None,
                        substituted=tuple(ctx.store.substituted))
 
 
-def run_closure(rec: Recipe, ctx: Context, path: StorePath, argv: list[str], *,
-                env: Mapping[str, str]) -> int:
+def run_closure(tc: toolchain.ResolvedToolchain, ctx: Context, path: StorePath,
+                argv: list[str], *, env: Mapping[str, str]) -> int:
     """Run ``argv`` with the closure at its logical path and the toolchain as /; its status."""
     from venvseal import sandbox as sb
     from venvseal.store import STORE_DIR
     from venvseal.substitute import expand
 
-    tc = resolve_toolchain(rec, ctx)
     logical = ctx.store.logical(path)
     values = {"out": str(logical), "python": str(logical / "bin" / "python")}
     full_env = {**sb.fixed_env(tc.path), **env,
                 "PATH": f"{logical}/bin:" + ":".join(map(str, tc.path))}
     spec = sb.SandboxSpec(root=tc.root, mounts=(sb.Mount(host=ctx.store.root, target=STORE_DIR),),
                           env=full_env, network=True, cwd=logical,
-                          resolv_conf=Path("/etc/resolv.conf"))
+                          resolv_conf=ctx.network.resolv_conf)
     return ctx.sandbox.call(spec, [expand(a, values) for a in argv])
