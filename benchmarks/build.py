@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from deps_stage import remove  # the sibling script's: sealed store folders need chmod first
+
 REPO = Path(__file__).resolve().parent.parent
 VENVSEAL = REPO / ".venv" / "bin" / "venvseal"
 UV = REPO / ".venv" / "bin" / "uv"
@@ -47,12 +49,6 @@ def build(project: Path, store: Path, cache: Path) -> float:
                     str(project)], check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
     return time.perf_counter() - start
-
-
-def remove(path: Path) -> None:
-    if path.exists():
-        subprocess.run(["chmod", "-R", "u+w", str(path)], check=True)
-        shutil.rmtree(path)
 
 
 def main() -> int:
