@@ -188,19 +188,35 @@ def build_requirements(inputs: DepsInputs) -> tuple[str, ...]:
 
 
 def _uv_env(inputs: DepsInputs, network: Network) -> dict[str, str]:
-    env = sandbox.fixed_env(inputs.toolchain.path)
-    env.update(dict(inputs.recipe.deps.env))
+    """The deps stage's environment: the sandbox's, the recipe's build variables, uv's."""
+    env = {**dict(inputs.recipe.deps.env), **_uv_base_env(inputs.toolchain, network)}
     env.update({
-        "UV_CACHE_DIR": str(sandbox.CACHE_DIR),
         "UV_PROJECT_ENVIRONMENT": str(sandbox.OUT_DIR),
-        "UV_PYTHON_DOWNLOADS": "never",
         "UV_LINK_MODE": "copy",
-        "UV_NO_PROGRESS": "1",
         "UV_COMPILE_BYTECODE": "0",
     })
+    return env
+
+
+def _uv_base_env(toolchain: ResolvedToolchain, network: Network) -> dict[str, str]:
+    """What every networked uv step sees: the fixed environment, uv's cache, the CA file."""
+    env = sandbox.fixed_env(toolchain.path)
+    env.update({"UV_CACHE_DIR": str(sandbox.CACHE_DIR), "UV_PYTHON_DOWNLOADS": "never",
+                "UV_NO_PROGRESS": "1"})
     if network.ca_file is not None:
         env["SSL_CERT_FILE"] = str(sandbox.CA_FILE)
     return env
+
+
+def _uv_spec(toolchain: ResolvedToolchain, network: Network, *, uv_cache: Path,
+             mounts: list[Mount], env: dict[str, str]) -> SandboxSpec:
+    """A networked sandbox running the pinned uv with its persistent cache, in SRC_DIR."""
+    mounts = [*mounts, Mount(host=uv_cache, target=sandbox.CACHE_DIR, writable=True),
+              Mount(host=uv_binary(), target=sandbox.TOOLS_DIR / "uv")]
+    if network.ca_file is not None:
+        mounts.append(Mount(host=network.ca_file, target=sandbox.CA_FILE))
+    return SandboxSpec(root=toolchain.root, mounts=tuple(mounts), env=env, network=True,
+                       cwd=sandbox.SRC_DIR, resolv_conf=network.resolv_conf)
 
 
 def _sync_argv(inputs: DepsInputs) -> list[str]:
@@ -224,18 +240,11 @@ def build_venv(inputs: DepsInputs, out: Path, *, uv_cache: Path, scratch: Path,
         # egg-info and build/ next to the sources); src is this build's private copy.
         Mount(host=src, target=sandbox.SRC_DIR, writable=True),
         Mount(host=out, target=sandbox.OUT_DIR, writable=True),
-        Mount(host=uv_cache, target=sandbox.CACHE_DIR, writable=True),
-        Mount(host=uv_binary(), target=sandbox.TOOLS_DIR / "uv"),
     ]
-    if network.ca_file is not None:
-        mounts.append(Mount(host=network.ca_file, target=sandbox.CA_FILE))
-    spec = SandboxSpec(root=inputs.toolchain.root, mounts=tuple(mounts),
-                       env=_uv_env(inputs, network), network=True, cwd=sandbox.SRC_DIR,
-                       resolv_conf=network.resolv_conf)
+    spec = _uv_spec(inputs.toolchain, network, uv_cache=uv_cache, mounts=mounts,
+                    env=_uv_env(inputs, network))
     python = str(inputs.toolchain.python)
     lock_file = str(inputs.lock.file)
-    # Not --offline: checking a lock builds the metadata of a path dependency that has no
-    # static [project] table, and with a cold cache its build backend must be downloaded.
     # (argv, what, cache-only first): the lock check and the build backends' resolution ask
     # the index again on every run; from a warm uv cache they need not, so they try
     # --offline first and go online only when that fails (a cold cache, a new backend).
@@ -316,18 +325,9 @@ def lock_project(recipe: Recipe, toolchain: ResolvedToolchain, *, uv_cache: Path
     in the deps stage, network included.
     """
     _make_cache(uv_cache)
-    mounts = [Mount(host=recipe.project, target=sandbox.SRC_DIR, writable=True),
-              Mount(host=uv_cache, target=sandbox.CACHE_DIR, writable=True),
-              Mount(host=uv_binary(), target=sandbox.TOOLS_DIR / "uv")]
-    if network.ca_file is not None:
-        mounts.append(Mount(host=network.ca_file, target=sandbox.CA_FILE))
-    env = sandbox.fixed_env(toolchain.path)
-    env.update({"UV_CACHE_DIR": str(sandbox.CACHE_DIR), "UV_PYTHON_DOWNLOADS": "never",
-                "UV_NO_PROGRESS": "1"})
-    if network.ca_file is not None:
-        env["SSL_CERT_FILE"] = str(sandbox.CA_FILE)
-    spec = SandboxSpec(root=toolchain.root, mounts=tuple(mounts), env=env, network=True,
-                       cwd=sandbox.SRC_DIR, resolv_conf=network.resolv_conf)
+    spec = _uv_spec(toolchain, network, uv_cache=uv_cache,
+                    mounts=[Mount(host=recipe.project, target=sandbox.SRC_DIR, writable=True)],
+                    env=_uv_base_env(toolchain, network))
     python = str(toolchain.python)
     try:
         runner.run(spec, ["uv", "lock", "--python", python], what="uv lock")
