@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 from venvseal import entrypoints, fsutil, sandbox, sources, substitute, wheels
 from venvseal.deps import BUILD_ENV
 from venvseal.errors import VenvsealError
-from venvseal.lock import read_lock
+from venvseal.lock import Lock
 from venvseal.normalise import PYTHON_HOME_PLACEHOLDER, remove_build_litter, update_records
 from venvseal.recipe import Recipe
 from venvseal.sandbox import Mount, Sandbox, SandboxSpec
@@ -70,9 +70,8 @@ class AssembleInputs:
 
 
 def collect_inputs(rec: Recipe, tc: ResolvedToolchain, deps: StorePath,
-                   fetched: tuple[Fetched, ...]) -> AssembleInputs:
+                   fetched: tuple[Fetched, ...], lock: Lock) -> AssembleInputs:
     """Digest every project file the stage reads: members, copy sources and patch files."""
-    lock = read_lock(rec.project)
     wanted = rec.assemble.workspace
     members = tuple(sorted((m.name, m.source) for m in lock.workspace_members()
                            if wanted is None or m.name in wanted))

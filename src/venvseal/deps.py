@@ -131,15 +131,16 @@ def _declared_members(project: Path) -> set[str]:
             and Path(os.path.realpath(path)).is_relative_to(real)}
 
 
-def collect_inputs(recipe: Recipe, toolchain: ResolvedToolchain) -> DepsInputs:
-    """Read uv.lock and list every project file uv sees, with its digest.
+def collect_inputs(recipe: Recipe, toolchain: ResolvedToolchain, *,
+                   lock: Lock | None = None) -> DepsInputs:
+    """Read uv.lock (unless given) and list every project file uv sees, with its digest.
 
     That is uv.lock, the pyproject.toml (and uv.toml) of the root and of each workspace
     member (their code is not installed by this stage), and the whole of every local path
     dependency, which is.
     """
     project = recipe.project
-    lock = read_lock(project)
+    lock = lock or read_lock(project)
     # Checked like path dependencies: staging copies these files by their lock paths, so a
     # member at "../../x" would otherwise be read from, and written to, outside the build.
     dirs = {"."} | {_inside(project, lock, p.name, p.source).as_posix()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from venvseal import deps, recipe, toolchain
 from venvseal.diagnose import DiskFullError
 from venvseal.hashes import Sha256
+from venvseal.lock import Lock, read_lock
 from venvseal.nar import nar_hash
 from venvseal.recipe import Recipe
 from venvseal.sandbox import Sandbox
@@ -83,13 +84,14 @@ def resolve_toolchain(rec: Recipe, ctx: Context) -> toolchain.ResolvedToolchain:
 
 
 def run_deps(rec: Recipe, ctx: Context, *, update_hash: bool = False,
-             tc: toolchain.ResolvedToolchain | None = None, check: bool = True) -> DepsResult:
+             tc: toolchain.ResolvedToolchain | None = None, check: bool = True,
+             lock: Lock | None = None) -> DepsResult:
     """Realise the deps stage: reuse it when its inputs are unchanged, else build and pin.
 
     Concurrent runs with the same inputs build once: the others wait for the store's lock on
     the inputs, then reuse what the first one added.
     """
-    inputs = deps.collect_inputs(rec, tc or resolve_toolchain(rec, ctx))
+    inputs = deps.collect_inputs(rec, tc or resolve_toolchain(rec, ctx), lock=lock)
     key = "deps-" + inputs.fingerprint()
     found = _reuse_deps(rec, ctx, key, update_hash=update_hash, check=check)
     if found is not None:
@@ -205,10 +207,11 @@ def run_build(rec: Recipe, ctx: Context, *, out_link: Path | None = None,
     """deps -> fetches -> offline assembly -> verify -> store (-> out-link)."""
     from venvseal import assemble, fetch, verify
 
+    lock = read_lock(rec.project)  # read once: the deps and the assembly stage both use it
     tc = tc or resolve_toolchain(rec, ctx)
     # The deps path is checked for edits only if the assembly will read it (below): a
     # reused closure shares its files by hard link and is checked itself.
-    deps_result = run_deps(rec, ctx, update_hash=update_hash, tc=tc, check=False)
+    deps_result = run_deps(rec, ctx, update_hash=update_hash, tc=tc, check=False, lock=lock)
     fetched = tuple(
         assemble.Fetched(name=f.name, path=r.path, logical=ctx.store.logical(r.path),
                          install=f.install)
@@ -216,7 +219,7 @@ def run_build(rec: Recipe, ctx: Context, *, out_link: Path | None = None,
         for r in [fetch.realise_fetch(f, ctx.store, recipe_file=rec.file,
                                       key_prefix=rec.key_prefix, index=i,
                                       network_env=ctx.network_env)])
-    inputs = assemble.collect_inputs(rec, tc, deps_result.path, fetched)
+    inputs = assemble.collect_inputs(rec, tc, deps_result.path, fetched, lock)
     path = ctx.store.make_path(f"{rec.app.name}-{rec.app.version}", inputs.fingerprint())
     if not ctx.store.is_valid(path):
         for used in (deps_result.path, *(f.path for f in fetched)):
