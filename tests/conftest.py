@@ -87,14 +87,22 @@ def venvseal_process(*argv: str | Path, timeout: float = 600) -> Run:
 
 
 def store_state(root: Path) -> dict[str, bytes | None]:
-    """The store's paths by name, and every bookkeeping file but the locks, with its bytes."""
+    """The store's paths by name, and every bookkeeping file but the locks, with its bytes.
+
+    Workspace members' wheels (``*-wheel`` paths) are left out: each is a complete path the
+    assembly keeps for the next build even when a later step fails, as Nix keeps the
+    dependencies it built. Tests that compare states check them with ``venvseal verify``.
+    """
     state: dict[str, bytes | None] = {}
     for entry in sorted(root.iterdir()) if root.exists() else []:
         if not entry.name.startswith("."):
-            state[entry.name] = None
+            if not entry.name.endswith("-wheel"):
+                state[entry.name] = None
         elif entry.name != ".locks":
             for f in sorted(entry.rglob("*")):
-                state[f.relative_to(root).as_posix()] = f.read_bytes() if f.is_file() else None
+                if "-wheel" not in f.name:
+                    state[f.relative_to(root).as_posix()] = (f.read_bytes() if f.is_file()
+                                                             else None)
     return state
 
 

@@ -36,6 +36,7 @@ from conftest import (
 )
 from postgres import Postgres, postgres_server
 
+from venvseal.buildid import find_elf_files
 from venvseal.store import Store, StorePath
 
 pytestmark = pytest.mark.slow
@@ -118,11 +119,21 @@ def test_build_succeeds_with_the_committed_recipe(demo: Demo) -> None:
     assert [Path(p).name.endswith("-extras-src") for p in data["fetched"]] == [True]
     assert data["verified"]["imports"] == 6
     assert data["verified"]["commands"] == 5
-    assert data["verified"]["elf_files"] >= 2  # psycopg_c's two extension modules
+    # psycopg_c's two extension modules are in the relinked deps, checked when it was made;
+    # the closure links to them and has no ELF file of its own.
+    relinked = Path(data["relinked"])
+    assert relinked.name.endswith("-demo-deps-relinked")
+    assert len(find_elf_files(relinked)) >= 2
+    assert data["verified"]["elf_files"] == 0
+    assert (path / "lib/python3.11/site-packages/psycopg_c").is_symlink()
     assert data["out_link"] == str(demo.out_link)
     assert os.readlink(demo.out_link) == str(path)
-    assert sorted(store_paths(demo.store)) == sorted(
-        [path.name, Path(data["deps"]).name, Path(data["fetched"][0]).name])
+    names = sorted(store_paths(demo.store))
+    assert [n for n in names if not n.endswith("-wheel")] == sorted(
+        [path.name, Path(data["deps"]).name, relinked.name, Path(data["fetched"][0]).name])
+    # The members' and the extras fetch's wheels, kept for the next build.
+    assert sorted(n.split("-", 1)[1] for n in names if n.endswith("-wheel")) == [
+        "demo-api-wheel", "demo-core-wheel", "extras-wheel"]
 
 
 def test_out_link_is_a_gc_root(demo: Demo, tmp_path: Path) -> None:
@@ -227,18 +238,24 @@ def test_substitutions_are_applied(demo: Demo) -> None:
 
 
 def elf_files(tree: Path) -> list[Path]:
-    found = []
-    for path in sorted(tree.rglob("*")):
-        if path.is_file() and not path.is_symlink():
-            with path.open("rb") as f:
-                if f.read(4) == ELF_MAGIC:
-                    found.append(path)
-    return found
+    """Every ELF file seen through ``tree``, its links into other store paths followed (as
+    the dynamic loader opens them: ``$ORIGIN`` is the folder the path goes through)."""
+    found: dict[str, Path] = {}
+    for folder, _dirs, files in sorted(os.walk(tree, followlinks=True)):
+        for name in sorted(files):
+            path = Path(folder, name)
+            if path.is_file() and os.path.realpath(path) not in found:
+                with path.open("rb") as f:
+                    if f.read(4) == ELF_MAGIC:
+                        found[os.path.realpath(path)] = path
+    return sorted(found.values())
 
 
 def test_every_elf_file_resolves_with_the_host_loader(demo: Demo) -> None:
-    # The toolchain root is the host's /, so the host's loader is the toolchain's.
+    # The toolchain root is the host's /, so the host's loader is the toolchain's. The files
+    # are loaded through the closure's links, as Python opens them.
     files = elf_files(demo.path)
+    assert all(f.is_relative_to(demo.path) for f in files)
     assert {f.name.split(".")[0] for f in files} >= {"_psycopg", "pq"}
     traced = 0
     for file in files:

@@ -425,7 +425,9 @@ def test_a_second_machine_fetches_instead_of_building(demo: Demo, server: Server
                     "--uv-cache", demo.cache, demo.project)
     assert push.code == 0, push.err
     data = demo.first.json()
-    expected = {data["path"], data["deps"], *data["fetched"]}
+    # The closure references the relinked deps: pushed (and fetched) with it. The members'
+    # wheels are no reference: a cache hit does not need them.
+    expected = {data["path"], data["deps"], data["relinked"], *data["fetched"]}
     assert {p["path"] for p in push.json()["paths"]} == expected
     assert all(p["uploaded"] for p in push.json()["paths"])
 

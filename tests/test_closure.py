@@ -409,6 +409,7 @@ class Demo(NamedTuple):
     closure: Path
     store: Path
     cache: Path
+    relinked: Path
 
 
 @pytest.fixture(scope="module")
@@ -425,11 +426,12 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
                      base / "uv-cache", project)
     assert built.code == 0, built.err
     return Demo(recipe.load_recipe(project), Path(built.json()["path"]), base / "store",
-                base / "uv-cache")
+                base / "uv-cache", Path(built.json()["relinked"]))
 
 
-def materialise(found: RuntimeClosure, closure: Path, image: Path) -> None:
-    """The image's file system: runtime files at their paths, the closure at its store path."""
+def materialise(found: RuntimeClosure, closure: Path, image: Path, *also: Path) -> None:
+    """The image's file system: runtime files at their paths, the closure (and the store
+    paths ``also``) at its store path."""
     for f in found.files:
         dest = image / str(f.path).lstrip("/")
         if f.kind == "dir":
@@ -439,14 +441,15 @@ def materialise(found: RuntimeClosure, closure: Path, image: Path) -> None:
         else:
             dest.write_bytes(f.read_bytes())
             dest.chmod(f.host.stat().st_mode & 0o7777 if f.content is None else 0o644)
-    shutil.copytree(closure, image / str(STORE_DIR).lstrip("/") / closure.name, symlinks=True)
+    for path in (closure, *also):
+        shutil.copytree(path, image / str(STORE_DIR).lstrip("/") / path.name, symlinks=True)
 
 
 @pytest.mark.slow
 def test_the_demo_runs_from_its_runtime_closure_alone(demo: Demo, tmp_path: Path) -> None:
     rec, closure = demo.recipe, demo.closure
     found = runtime_closure(rec, toolchain.resolve(rec.toolchain), closure,
-                            runner=Sandbox.locate())
+                            runner=Sandbox.locate(), references=[demo.relinked])
     assert_well_formed(found)
     by_path = {str(f.path): f for f in found.files}
     for path in ("/usr/bin/python3.11", "/usr/lib/python3.11/os.py",
@@ -463,7 +466,7 @@ def test_the_demo_runs_from_its_runtime_closure_alone(demo: Demo, tmp_path: Path
 
     image = tmp_path / "image"
     image.mkdir()
-    materialise(found, closure, image)
+    materialise(found, closure, image, demo.relinked)
     spec = SandboxSpec(root=image, mounts=(Mount(host=image / "venvseal/store",
                                                  target=STORE_DIR),),
                        env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"})
@@ -477,7 +480,7 @@ def test_the_demo_runs_from_its_runtime_closure_alone(demo: Demo, tmp_path: Path
 
 @pytest.mark.slow
 def test_closure_command_lists_the_runtime_closure(demo: Demo) -> None:
-    rec, closure, store, cache = demo
+    rec, closure, store, cache, _ = demo
     run = venvseal("--json", "closure", "--store", store, "--uv-cache", cache, rec.project)
     assert run.code == 0, run.err
     data = run.json()

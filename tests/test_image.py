@@ -27,6 +27,7 @@ from test_build_e2e import committed_rev, copy_demo
 
 from venvseal import fsutil
 from venvseal.closure import RuntimeClosure, RuntimeFile
+from venvseal.forest import Forest
 from venvseal.hashes import parse_sha256
 from venvseal.image import (
     ArchiveError,
@@ -44,7 +45,8 @@ from venvseal.store import STORE_DIR, StorePath
 from venvseal.substitute import expand
 
 CLOSURE = "0" * 32 + "-x-1.0"
-DEPS = "1" * 32 + "-x-deps"
+DEPS = "3" * 32 + "-x-deps"
+RELINKED = "1" * 32 + "-x-deps-relinked"
 FETCH = "2" * 32 + "-src"
 SETUP = "run scripts/setup, which installs it"
 
@@ -67,7 +69,8 @@ def make_file(path: Path, data: bytes, mode: int = 0o644) -> Path:
 
 
 def fake_build(base: Path) -> tuple[Recipe, BuildResult, RuntimeClosure]:
-    """A toolchain root, a sealed deps path, a closure hard-linking it, and a fetched path."""
+    """A toolchain root, a sealed relinked deps path, a closure linking to it (with one file
+    of its own in an unfolded folder), and a fetched path."""
     make_tree(base)
     return describe(base)
 
@@ -78,14 +81,14 @@ def make_tree(base: Path) -> None:
     os.link(root / "usr/bin/tool", root / "usr/bin/tool-again")
     make_file(root / "usr/lib/libx.so.1", b"library")
     os.symlink("libx.so.1", root / "usr/lib/libx.so")
-    deps, closure, fetch = store / DEPS, store / CLOSURE, store / FETCH
-    make_file(deps / "lib/python3.11/site-packages/dep/__init__.py", b"VALUE = 1\n")
-    make_file(deps / "lib/python3.11/site-packages/dep/edited.py", b"old\n")
-    fsutil.seal_tree(deps, mtime=1)
-    site = closure / "lib/python3.11/site-packages"
-    (site / "dep").mkdir(parents=True)
-    os.link(deps / "lib/python3.11/site-packages/dep/__init__.py", site / "dep/__init__.py")
-    make_file(site / "dep/edited.py", b"new\n")  # a private copy, as assembly edits one
+    linked, closure, fetch = store / RELINKED, store / CLOSURE, store / FETCH
+    make_file(linked / "lib/python3.11/site-packages/dep/__init__.py", b"VALUE = 1\n")
+    make_file(linked / "lib/python3.11/site-packages/dep/edited.py", b"old\n")
+    fsutil.seal_tree(linked, mtime=1)
+    closure.mkdir()
+    forest = Forest(closure, linked)
+    forest.plant()
+    forest.own_file(closure / "lib/python3.11/site-packages/dep/edited.py").write_bytes(b"new\n")
     make_file(closure / "bin/app", b"#!/venvseal/store/x/bin/python\n", 0o755)
     os.symlink("/usr/bin/tool", closure / "bin/python")
     (closure / "share/empty").mkdir(parents=True)
@@ -98,7 +101,7 @@ def make_tree(base: Path) -> None:
 def describe(base: Path) -> tuple[Recipe, BuildResult, RuntimeClosure]:
     """The recipe, build result and runtime closure of the tree make_tree made at ``base``."""
     root, store = base / "root", base / "store"
-    deps, closure, fetch = store / DEPS, store / CLOSURE, store / FETCH
+    deps, linked, closure, fetch = store / DEPS, store / RELINKED, store / CLOSURE, store / FETCH
     rec = parse_recipe({
         "app": {"name": "X+y", "version": "1.0+local"},
         "toolchain": {"root": str(root), "path": ["/usr/bin", "/bin"]},
@@ -110,7 +113,8 @@ def describe(base: Path) -> tuple[Recipe, BuildResult, RuntimeClosure]:
     }, file=base / "venvseal.toml")
     digest = parse_sha256("sha256-" + "A" * 43 + "=")
     result = BuildResult(path=StorePath(closure), fetched=(StorePath(fetch),), reused=True,
-                         deps=DepsResult(path=StorePath(deps), hash=digest, reused=True))
+                         deps=DepsResult(path=StorePath(deps), hash=digest, reused=True),
+                         relinked=StorePath(linked))
 
     def entry(path: str, kind: str, content: bytes | None = None) -> RuntimeFile:
         host = root / path.lstrip("/")
@@ -182,15 +186,22 @@ def test_layers_split_toolchain_dependencies_and_app(
     archive, _ = fake_image
     store = f"venvseal/store/{CLOSURE}"
     site = f"{store}/lib/python3.11/site-packages"
+    linked = f"venvseal/store/{RELINKED}"
+    linked_site = f"{linked}/lib/python3.11/site-packages"
     toolchain, deps, app = (set(names(archive.members(i))) for i in range(3))
     assert toolchain == {"etc", "etc/passwd", "tmp", "usr", "usr/bin", "usr/bin/tool",
                          "usr/bin/tool-again", "usr/lib", "usr/lib/libx.so",
                          "usr/lib/libx.so.1"}
-    assert deps == {"venvseal", "venvseal/store", store, f"{store}/lib",
-                    f"{store}/lib/python3.11", site, f"{site}/dep", f"{site}/dep/__init__.py"}
-    assert f"{site}/dep/edited.py" in app and f"{site}/dep/__init__.py" not in app
+    assert deps == {"venvseal", "venvseal/store", linked, f"{linked}/lib",
+                    f"{linked}/lib/python3.11", linked_site, f"{linked_site}/dep",
+                    f"{linked_site}/dep/__init__.py", f"{linked_site}/dep/edited.py"}
+    # The closure holds its edited file, and a link for the rest.
+    assert {f"{site}/dep/edited.py", f"{site}/dep/__init__.py"} <= app
     assert {f"{store}/bin/app", f"{store}/bin/python", f"{store}/share/empty",
             f"venvseal/store/{FETCH}/data.txt"} <= app
+    links = {m.name: m.linkname for m in archive.members(2) if m.issym()}
+    assert links[f"{site}/dep/__init__.py"] == \
+        f"../../../../../{RELINKED}/lib/python3.11/site-packages/dep/__init__.py"
     by_name = {m.name: m for m in archive.members(0)}
     assert by_name["usr/bin/tool-again"].islnk()
     assert by_name["usr/bin/tool-again"].linkname == "usr/bin/tool"
@@ -266,7 +277,6 @@ def test_config_comes_from_the_image_table(fake_image: tuple[Archive, Path]) -> 
 def test_the_same_closure_in_another_store_gives_the_same_bytes(
         fake_image: tuple[Archive, Path]) -> None:
     archive, tmp_path = fake_image
-    # cp -a keeps the hard links between the deps path and the closure, as a real store has.
     subprocess.run(["cp", "-a", str(tmp_path / "a"), str(tmp_path / "b")], check=True)
     rec, result, runtime = describe(tmp_path / "b")
     again = tmp_path / "elsewhere" / "other.tar"

@@ -1,8 +1,8 @@
 """``[[substitute]]``: placeholders, literal replacements and unified diffs (real ``patch``).
 
-Each test builds a miniature closure in tmp_path. Files of a real closure are hard links
-into the sealed deps store path, so editing goes through ``assemble.private``, which must
-leave the other link alone.
+Each test builds a miniature closure in tmp_path. A real closure links to the sealed
+relinked deps path (forest.py), so editing goes through ``Forest.own_file``, which must
+leave the deps path alone.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import write
 
-from venvseal.assemble import private
+from venvseal.forest import Forest
 from venvseal.recipe import Substitute, parse_recipe
 from venvseal.substitute import SubstituteError, apply_all, apply_patch, apply_text, expand
 
@@ -35,8 +35,19 @@ def closure(tmp_path: Path) -> Path:
     return out
 
 
-def no_edit(path: Path) -> Path:
-    raise AssertionError(f"{path} must not be edited")
+def plain(out: Path) -> Forest:
+    """A closure with nothing linked."""
+    return Forest(out, out.parent / "nothing-linked")
+
+
+class NoEdit(Forest):
+    def own_file(self, path: Path) -> Path:
+        raise AssertionError(f"{path} must not be edited")
+
+
+def no_edit(out: Path) -> NoEdit:
+    """A closure whose files must not be edited."""
+    return NoEdit(out, out.parent / "nothing-linked")
 
 
 # expand --------------------------------------------------------------------------------------
@@ -64,7 +75,7 @@ def test_expand_site_packages_placeholder_with_a_dash() -> None:
 def test_apply_text_replaces_every_occurrence_with_placeholders_expanded(tmp_path: Path) -> None:
     out = closure(tmp_path)
     sub = text_sub("@site-packages@/app/settings.py", "os.getcwd()", '"@out@"')
-    changed = apply_text(sub, out, VALUES, SITE, where="substitute[0]", edit=private)
+    changed = apply_text(sub, out, VALUES, SITE, where="substitute[0]", closure=plain(out))
     assert changed == out / SITE / "app" / "settings.py"
     assert changed.read_text() == SETTINGS.replace("os.getcwd()", f'"{VALUES["out"]}"')
 
@@ -72,7 +83,7 @@ def test_apply_text_replaces_every_occurrence_with_placeholders_expanded(tmp_pat
 def test_apply_text_with_the_expected_count(tmp_path: Path) -> None:
     out = closure(tmp_path)
     sub = text_sub("@site-packages@/app/settings.py", "os.getcwd()", "HERE", count=2)
-    apply_text(sub, out, VALUES, SITE, where="substitute[0]", edit=private)
+    apply_text(sub, out, VALUES, SITE, where="substitute[0]", closure=plain(out))
     assert "os.getcwd()" not in (out / SITE / "app/settings.py").read_text()
 
 
@@ -81,7 +92,7 @@ def test_apply_text_keeps_bytes_that_are_not_utf8(tmp_path: Path) -> None:
     (out / "data").mkdir(parents=True)
     (out / "data" / "blob").write_bytes(b"\xff\xfeKEY=old\x00\x80")
     sub = text_sub("data/blob", "old", "new")
-    apply_text(sub, out, VALUES, SITE, where="substitute[0]", edit=private)
+    apply_text(sub, out, VALUES, SITE, where="substitute[0]", closure=plain(out))
     assert (out / "data" / "blob").read_bytes() == b"\xff\xfeKEY=new\x00\x80"
 
 
@@ -89,7 +100,7 @@ def test_count_mismatch_is_an_error_and_the_file_is_unchanged(tmp_path: Path) ->
     out = closure(tmp_path)
     sub = text_sub("@site-packages@/app/settings.py", "os.getcwd()", "HERE", count=1)
     with pytest.raises(SubstituteError) as info:
-        apply_text(sub, out, VALUES, SITE, where="substitute[3]", edit=no_edit)
+        apply_text(sub, out, VALUES, SITE, where="substitute[3]", closure=no_edit(out))
     message = str(info.value)
     assert message.startswith("substitute[3]: ")
     assert "occurs 2 times" in message
@@ -102,7 +113,7 @@ def test_absent_text_is_an_error_naming_the_file_and_the_text(tmp_path: Path) ->
     out = closure(tmp_path)
     sub = text_sub("@site-packages@/app/settings.py", "BASE_DIR = Path(", "X")
     with pytest.raises(SubstituteError) as info:
-        apply_text(sub, out, VALUES, SITE, where="substitute[1]", edit=no_edit)
+        apply_text(sub, out, VALUES, SITE, where="substitute[1]", closure=no_edit(out))
     message = str(info.value)
     assert message.startswith("substitute[1]: ")
     assert "'BASE_DIR = Path(' not found in @site-packages@/app/settings.py" in message
@@ -115,7 +126,7 @@ def test_path_leaving_the_closure_is_refused(tmp_path: Path, rel: str) -> None:
     outside = write(tmp_path / "outside.py", "os.getcwd()\n")
     sub = text_sub(rel, "os.getcwd()", "X")
     with pytest.raises(SubstituteError, match="leads outside the closure"):
-        apply_text(sub, out, VALUES, SITE, where="substitute[0]", edit=no_edit)
+        apply_text(sub, out, VALUES, SITE, where="substitute[0]", closure=no_edit(out))
     assert outside.read_text() == "os.getcwd()\n"
 
 
@@ -126,7 +137,7 @@ def test_symlink_leaving_the_closure_is_refused(tmp_path: Path) -> None:
     (out / "etc" / "app.cfg").symlink_to(outside)
     sub = text_sub("etc/app.cfg", "secret", "public")
     with pytest.raises(SubstituteError, match=r"etc/app\.cfg leads outside the closure"):
-        apply_text(sub, out, VALUES, SITE, where="substitute[0]", edit=no_edit)
+        apply_text(sub, out, VALUES, SITE, where="substitute[0]", closure=no_edit(out))
     assert outside.read_text() == "secret = 1\n"
 
 
@@ -135,30 +146,33 @@ def test_missing_file_is_an_error(tmp_path: Path, rel: str) -> None:
     out = closure(tmp_path)
     sub = text_sub(rel, "x", "y")
     with pytest.raises(SubstituteError) as info:
-        apply_text(sub, out, VALUES, SITE, where="substitute[2]", edit=no_edit)
+        apply_text(sub, out, VALUES, SITE, where="substitute[2]", closure=no_edit(out))
     message = str(info.value)
     assert message.startswith("substitute[2].file: ")
     assert f"{rel} is not a file in the closure" in message
 
 
-def hard_linked_closure(tmp_path: Path) -> tuple[Path, Path]:
-    """A sealed 'deps' file and the closure's hard link to it, as copy_venv makes them."""
+def linked_closure(tmp_path: Path) -> tuple[Path, Forest]:
+    """A sealed 'deps' file and a closure linking to it, as assemble.plant makes them."""
     deps = write(tmp_path / "deps" / SITE / "app" / "settings.py", SETTINGS)
     os.chmod(deps, 0o444)
     out = tmp_path / "closure"
-    (out / SITE / "app").mkdir(parents=True)
-    os.link(deps, out / SITE / "app" / "settings.py")
-    return deps, out
+    out.mkdir()
+    forest = Forest(out, tmp_path / "deps")
+    forest.plant()
+    return deps, forest
 
 
-def test_hard_linked_file_is_not_modified_through_the_link(tmp_path: Path) -> None:
-    deps, out = hard_linked_closure(tmp_path)
+def test_linked_file_is_not_modified_through_the_link(tmp_path: Path) -> None:
+    deps, forest = linked_closure(tmp_path)
+    out = forest.out
     sub = text_sub("@site-packages@/app/settings.py", "os.getcwd()", "HERE")
-    edited = apply_text(sub, out, VALUES, SITE, where="substitute[0]", edit=private)
+    edited = apply_text(sub, out, VALUES, SITE, where="substitute[0]", closure=forest)
     assert deps.read_text() == SETTINGS
     assert edited.read_text() == SETTINGS.replace("os.getcwd()", "HERE")
+    assert not edited.is_symlink() and not edited.parent.is_symlink()
+    assert (out / "lib").is_dir() and not (out / "lib").is_symlink()  # unfolded on the way
     assert os.stat(edited).st_ino != os.stat(deps).st_ino
-    assert os.stat(deps).st_nlink == 1
     assert stat.S_IMODE(os.stat(deps).st_mode) == 0o444
 
 
@@ -190,7 +204,7 @@ def patch_tool() -> str:
 def test_apply_patch_applies_a_unified_diff(tmp_path: Path, patch_tool: str) -> None:
     out = closure(tmp_path)
     diff = write(tmp_path / "fix.diff", PATCH)
-    changed = apply_patch(patch_sub(diff), out, where="substitute[0]", edit=private)
+    changed = apply_patch(patch_sub(diff), out, where="substitute[0]", closure=plain(out))
     target = out / SITE / "app" / "settings.py"
     assert changed == {target}
     assert target.read_text() == SETTINGS.replace("BASE_DIR = os.getcwd()",
@@ -201,14 +215,15 @@ def test_apply_patch_applies_a_unified_diff(tmp_path: Path, patch_tool: str) -> 
 def test_apply_patch_with_strip_zero(tmp_path: Path, patch_tool: str) -> None:
     out = closure(tmp_path)
     diff = write(tmp_path / "fix.diff", PATCH.replace("a/lib", "lib").replace("b/lib", "lib"))
-    apply_patch(patch_sub(diff, strip=0), out, where="substitute[0]", edit=private)
+    apply_patch(patch_sub(diff, strip=0), out, where="substitute[0]", closure=plain(out))
     assert 'BASE_DIR = "/srv/app"' in (out / SITE / "app/settings.py").read_text()
 
 
-def test_apply_patch_leaves_a_hard_link_alone(tmp_path: Path, patch_tool: str) -> None:
-    deps, out = hard_linked_closure(tmp_path)
+def test_apply_patch_leaves_the_linked_file_alone(tmp_path: Path, patch_tool: str) -> None:
+    deps, forest = linked_closure(tmp_path)
+    out = forest.out
     diff = write(tmp_path / "fix.diff", PATCH)
-    apply_patch(patch_sub(diff), out, where="substitute[0]", edit=private)
+    apply_patch(patch_sub(diff), out, where="substitute[0]", closure=forest)
     assert deps.read_text() == SETTINGS
     assert 'BASE_DIR = "/srv/app"' in (out / SITE / "app/settings.py").read_text()
 
@@ -218,7 +233,7 @@ def test_patch_that_does_not_apply_is_an_error(tmp_path: Path, patch_tool: str) 
     diff = write(tmp_path / "stale.diff", PATCH.replace("-BASE_DIR = os.getcwd()",
                                                         "-BASE_DIR = os.path.dirname(x)"))
     with pytest.raises(SubstituteError) as info:
-        apply_patch(patch_sub(diff), out, where="substitute[4]", edit=private)
+        apply_patch(patch_sub(diff), out, where="substitute[4]", closure=plain(out))
     message = str(info.value)
     assert message.startswith("substitute[4]: stale.diff does not apply to the closure")
     assert "FAILED" in message  # patch's own report of the rejected hunk
@@ -232,7 +247,7 @@ def test_patch_touching_a_file_outside_the_closure_is_refused(tmp_path: Path,
     diff = write(tmp_path / "escape.diff",
                  "--- a/../victim.py\n+++ b/../victim.py\n@@ -1 +1 @@\n-x = 1\n+x = 2\n")
     with pytest.raises(SubstituteError, match=r"touches \.\./victim\.py, outside the closure"):
-        apply_patch(patch_sub(diff), out, where="substitute[0]", edit=private)
+        apply_patch(patch_sub(diff), out, where="substitute[0]", closure=plain(out))
     assert outside.read_text() == "x = 1\n"
 
 
@@ -249,7 +264,7 @@ def test_apply_all_runs_in_order_and_names_the_failing_entry(tmp_path: Path,
          "with": '"@out@"', "count": 1},
     ]}
     rec = parse_recipe(data, file=tmp_path / "recipe" / "venvseal.toml", key_prefix="")
-    changed = apply_all(rec, out, VALUES, SITE, edit=private)
+    changed = apply_all(rec, out, VALUES, SITE, closure=plain(out))
     target = out / SITE / "app" / "settings.py"
     assert changed == {target}
     assert f'BASE_DIR = "{VALUES["out"]}"' in target.read_text()
@@ -259,5 +274,5 @@ def test_apply_all_runs_in_order_and_names_the_failing_entry(tmp_path: Path,
     rec = parse_recipe(data, file=tmp_path / "recipe" / "venvseal.toml",
                        key_prefix="tool.venvseal.")
     with pytest.raises(SubstituteError, match=r"^tool\.venvseal\.substitute\[0\]: "):
-        apply_all(rec, out, VALUES, SITE, edit=private)
+        apply_all(rec, out, VALUES, SITE, closure=plain(out))
     assert target.read_text() == first_done

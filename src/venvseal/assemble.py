@@ -2,7 +2,9 @@
 
 Runs without network. The closure is built in a temporary folder that the sandbox mounts at
 the closure's final logical path (``/venvseal/store/<hash>-<name>``), so everything that
-embeds a path (scripts, substitutions) embeds the one it will run at.
+embeds a path (scripts, substitutions) embeds the one it will run at. The dependencies are
+not copied in: the closure is a forest of links into the relinked deps path (forest.py,
+relinked.py), and holds as its own only what it adds or changes.
 """
 
 from __future__ import annotations
@@ -10,21 +12,24 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path, PurePosixPath
+from typing import Protocol
 
-from venvseal import entrypoints, fsutil, sandbox, sources, substitute, wheels
+from venvseal import entrypoints, relinked, sandbox, sources, substitute, wheels
 from venvseal.deps import BUILD_ENV
-from venvseal.errors import VenvsealError
+from venvseal.errors import CommandError, VenvsealError
+from venvseal.forest import Forest
 from venvseal.lock import Lock
 from venvseal.normalise import PYTHON_HOME_PLACEHOLDER, remove_build_litter, update_records
 from venvseal.recipe import Recipe
 from venvseal.sandbox import Mount, Sandbox, SandboxSpec
-from venvseal.store import StorePath
+from venvseal.store import STORE_DIR, StorePath
 from venvseal.toolchain import ResolvedToolchain, uv_binary
 
-STAGE_VERSION = "assemble-2"  # bump whenever the same inputs would give other bytes
+STAGE_VERSION = "assemble-3"  # bump whenever the same inputs would give other bytes
 DEPS_DIR = sandbox.BUILD_ROOT / "deps"
 
 
@@ -48,7 +53,8 @@ class AssembleInputs:
 
     recipe: Recipe
     toolchain: ResolvedToolchain
-    deps: StorePath
+    deps: StorePath  # for its build environment
+    relinked: StorePath  # what the closure links to
     fetched: tuple[Fetched, ...]
     members: tuple[tuple[str, str], ...]  # (name, folder relative to the project)
     sources: tuple[tuple[str, str], ...]  # (what, digest) of every project input used
@@ -61,6 +67,7 @@ class AssembleInputs:
                           [str(d) for d in self.toolchain.library_dirs],
                           [str(p) for p in self.toolchain.path], self.toolchain.uv_version],
             "deps": self.deps.name,
+            "relinked": self.relinked.name,
             "fetched": [(f.name, f.path.name, f.install) for f in self.fetched],
             "members": self.members,
             "sources": self.sources,
@@ -69,7 +76,7 @@ class AssembleInputs:
         return hashlib.sha256(blob).hexdigest()
 
 
-def collect_inputs(rec: Recipe, tc: ResolvedToolchain, deps: StorePath,
+def collect_inputs(rec: Recipe, tc: ResolvedToolchain, deps: StorePath, linked: StorePath,
                    fetched: tuple[Fetched, ...], lock: Lock) -> AssembleInputs:
     """Digest every project file the stage reads: members, copy sources and patch files."""
     wanted = rec.assemble.workspace
@@ -93,8 +100,8 @@ def collect_inputs(rec: Recipe, tc: ResolvedToolchain, deps: StorePath,
             path = sources.inside(rec.base, os.path.relpath(sub.patch, rec.base),
                                   what=f"{rec.key_prefix}substitute[{i}].patch")
             digests.append((f"patch:{i}", sources.tree_digest(path)))
-    return AssembleInputs(recipe=rec, toolchain=tc, deps=deps, fetched=fetched,
-                          members=members, sources=tuple(digests))
+    return AssembleInputs(recipe=rec, toolchain=tc, deps=deps, relinked=linked,
+                          fetched=fetched, members=members, sources=tuple(digests))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -104,6 +111,7 @@ class Layout:
     out: Path  # host folder being built
     logical: PurePosixPath  # the closure's path at run time
     python_version: str  # "3.11"
+    forest: Forest  # the links into the relinked deps; every edit goes through it
 
     @property
     def site_packages(self) -> str:
@@ -116,18 +124,12 @@ class Layout:
         return values
 
 
-def copy_venv(deps: Path, out: Path) -> None:
-    """Hard-link the deps venv into ``out`` (both are sealed; edits replace files first)."""
-    fsutil.link_tree(deps, out, skip=(BUILD_ENV,))
-
-
-def private(path: Path) -> Path:
-    """Make ``path`` a writable file of its own (break hard links) before editing it."""
-    copy = path.with_name(f".{path.name}.venvseal-edit")
-    shutil.copyfile(path, copy)
-    os.chmod(copy, (path.stat().st_mode & 0o777) | 0o200)
-    os.replace(copy, path)
-    return path
+def plant(linked: Path, out: Path) -> Forest:
+    """Create ``out`` as a forest of links into the relinked deps ``linked``."""
+    out.mkdir()
+    forest = Forest(out, linked)
+    forest.plant()
+    return forest
 
 
 def python_version(out: Path) -> str:
@@ -141,7 +143,7 @@ def python_version(out: Path) -> str:
 
 def restore_venv(layout: Layout, python: PurePosixPath) -> None:
     """pyvenv.cfg with the interpreter's folder, and bin/python{,3,3.X} -> the interpreter."""
-    cfg = private(layout.out / "pyvenv.cfg")
+    cfg = layout.forest.own_file(layout.out / "pyvenv.cfg")
     cfg.write_text(cfg.read_text(encoding="utf-8").replace(PYTHON_HOME_PLACEHOLDER,
                                                            str(python.parent)),
                    encoding="utf-8")
@@ -150,43 +152,60 @@ def restore_venv(layout: Layout, python: PurePosixPath) -> None:
 
 def python_links(layout: Layout, python: PurePosixPath) -> None:
     """bin/python, bin/python3 and bin/python3.X -> the toolchain's interpreter."""
-    bin_dir = layout.out / "bin"
-    bin_dir.mkdir(exist_ok=True)
+    bin_dir = layout.forest.own_dir(layout.out / "bin")
     for name in ("python", "python3", f"python{layout.python_version}"):
         os.symlink(str(python), bin_dir / name)
 
 
-def _spec(inputs: AssembleInputs, layout: Layout, deps_host: Path) -> SandboxSpec:
+def _spec(inputs: AssembleInputs, layout: Layout) -> SandboxSpec:
     env = sandbox.fixed_env(inputs.toolchain.path)
     env.update({"VENVSEAL_PYTHON": str(inputs.toolchain.python),
                 "UV_NO_CACHE": "1", "UV_OFFLINE": "1", "UV_LINK_MODE": "copy",
                 "UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1"})
     mounts = [Mount(host=layout.out, target=layout.logical, writable=True),
-              Mount(host=deps_host, target=DEPS_DIR),
+              Mount(host=inputs.relinked, target=STORE_DIR / inputs.relinked.name),
+              Mount(host=inputs.deps, target=DEPS_DIR),
               Mount(host=uv_binary(), target=sandbox.TOOLS_DIR / "uv")]
     mounts += [Mount(host=f.path, target=f.logical) for f in inputs.fetched]
     return SandboxSpec(root=inputs.toolchain.root, mounts=tuple(mounts), env=env,
                        network=False, cwd=sandbox.BUILD_ROOT)
 
 
+class WheelCache(Protocol):
+    """Returns the wheel for (name, key), calling ``build(work)`` only if it has none."""
+
+    def __call__(self, name: str, key: str, build: Callable[[Path], Path]) -> Path: ...
+
+
+def wheel_key(inputs: AssembleInputs, source_digest: str) -> str:
+    """What a project's wheel depends on: its source, the backends (in the deps path's
+    build environment), the interpreter that runs them."""
+    tc = inputs.toolchain
+    doc = [STAGE_VERSION, source_digest, inputs.deps.name, tc.identity, str(tc.python)]
+    return hashlib.sha256(json.dumps(doc).encode()).hexdigest()
+
+
 def install_projects(inputs: AssembleInputs, layout: Layout, *, runner: Sandbox,
-                     spec: SandboxSpec, scratch: Path) -> None:
-    """Build every member and installable fetch offline and install it without deps."""
-    projects = [wheels.Project(label=f"workspace member {name}",
-                               source=inputs.recipe.project / rel)
-                for name, rel in inputs.members]
-    projects += [wheels.Project(label=f"fetch {f.name}", source=f.path)
+                     spec: SandboxSpec, wheel_cache: WheelCache) -> None:
+    """Build every member and installable fetch offline (or reuse its wheel from
+    ``wheel_cache``) and install them all without deps."""
+    digests = dict(inputs.sources)
+    projects = [(wheels.Project(label=f"workspace member {name}",
+                                source=inputs.recipe.project / rel),
+                 name, digests[f"member:{name}"]) for name, rel in inputs.members]
+    projects += [(wheels.Project(label=f"fetch {f.name}", source=f.path), f.name, f.path.name)
                  for f in inputs.fetched if f.install]
     site = layout.out / layout.site_packages
     before = set(site.glob("*.dist-info"))
     owners = wheels.installed_owners(site)
     built: list[Path] = []
-    for i, project in enumerate(projects):
-        work = scratch / f"project-{i}"
-        work.mkdir()
-        wheel = wheels.build_wheel(project, work=work, runner=runner, spec=spec,
-                                   build_env=DEPS_DIR / BUILD_ENV)
+    for project, name, digest in projects:
+        wheel = wheel_cache(name, wheel_key(inputs, digest), partial(
+            wheels.build_wheel, project, runner=runner, spec=spec,
+            build_env=DEPS_DIR / BUILD_ENV))
         wheels.check_conflicts(wheel, owners)
+        for dest in wheels.wheel_destinations(wheel, layout.site_packages):
+            layout.forest.own_dir((layout.out / dest).parent)  # uv writes there
         dist, files = wheels.wheel_files(wheel)
         owners.update(dict.fromkeys(files, dist))  # two projects may clash with each other
         built.append(wheel)
@@ -199,7 +218,7 @@ def install_projects(inputs: AssembleInputs, layout: Layout, *, runner: Sandbox,
                           mounts=(*spec.mounts, *mounts))
         runner.run(job, ["uv", "pip", "install", "--no-deps", "--no-index", "--python",
                          str(layout.logical / "bin" / "python"), *inner],
-                   what="installing " + ", ".join(p.label for p in projects))
+                   what="installing " + ", ".join(p.label for p, _, _ in projects))
     if projects:
         removed = set()
         for dist_info in sorted(set(site.glob("*.dist-info")) - before):
@@ -228,7 +247,8 @@ def copy_sources(inputs: AssembleInputs, layout: Layout) -> None:
             base = rec.project
             source = sources.inside(base, rule.from_, what=f"{where}.from")
         dest = layout.out / rule.to.replace("@site-packages@", layout.site_packages)
-        for written in sources.copy_tree(source, dest, rule.exclude, within=base):
+        for written in sources.copy_tree(source, dest, rule.exclude, within=base,
+                                         make_dir=layout.forest.own_dir):
             rel = os.path.relpath(written, layout.out / layout.site_packages)
             if rel in owners:
                 raise AssembleError(f"{where}: copying {rule.from_} to {rule.to} would "
@@ -253,17 +273,31 @@ def write_entry_points(layout: Layout) -> list[Path]:
                                           python=str(layout.logical / "bin" / "python")))
 
 
-def relink(inputs: AssembleInputs, layout: Layout) -> set[Path]:
-    """auto-patchelf: every ELF file's RUNPATH resolves its needed libraries; files edited."""
-    from venvseal import elf  # pyelftools: imported only when a closure is assembled
+def own_records(layout: Layout, changed: set[Path]) -> None:
+    """Make the RECORD of every distribution owning a changed file the closure's own, so
+    update_records can rewrite it (it leaves linked ones alone)."""
+    site = layout.out / layout.site_packages
+    owners = wheels.dist_info_owners(site)
+    for path in changed:
+        rel = os.path.relpath(path, site)
+        if rel in owners:
+            layout.forest.own_file(site / owners[rel] / "RECORD")
 
-    plan = elf.plan_patchelf(layout.out, toolchain_root=inputs.toolchain.root,
-                             library_dirs=inputs.toolchain.library_dirs,
-                             ignore_missing=inputs.recipe.assemble.ignore_missing)
-    for edit in plan.edits:
-        private(edit.path)
-    elf.apply_plan(plan, patchelf=elf.locate_patchelf())
-    return {edit.path for edit in plan.edits}
+
+def compile_bytecode(inputs: AssembleInputs, layout: Layout, *, runner: Sandbox,
+                     spec: SandboxSpec) -> None:
+    """Compile the closure's own modules (the linked ones have theirs in the deps path)."""
+    site = layout.out / layout.site_packages
+    for folder, dirs, files in os.walk(site):  # symlinked folders are not entered
+        if "__pycache__" in dirs and any(f.endswith(".py") and not os.path.islink(
+                os.path.join(folder, f)) for f in files):
+            layout.forest.own_dir(Path(folder) / "__pycache__")
+    try:
+        relinked.compile_bytecode([layout.logical / layout.site_packages],
+                                  python=inputs.toolchain.python, runner=runner, spec=spec)
+    except CommandError as err:
+        raise AssembleError(f"compiling the bytecode of {layout.logical.name} failed:\n"
+                            f"{err.output_tail}") from err
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -275,19 +309,24 @@ class Assembled:
     values: dict[str, str]  # placeholder values
 
 
-def assemble(inputs: AssembleInputs, out: Path, *, logical: PurePosixPath, deps_host: Path,
-             runner: Sandbox, scratch: Path) -> Assembled:
+def assemble(inputs: AssembleInputs, out: Path, *, logical: PurePosixPath, runner: Sandbox,
+             wheel_cache: WheelCache) -> Assembled:
     """Build the closure into ``out`` (created here), to run at ``logical``."""
-    copy_venv(deps_host, out)
-    layout = Layout(out=out, logical=logical, python_version=python_version(out))
+    forest = plant(inputs.relinked, out)
+    layout = Layout(out=out, logical=logical, python_version=python_version(out),
+                    forest=forest)
+    forest.own_dir(out / layout.site_packages)
     restore_venv(layout, inputs.toolchain.python)
-    spec = _spec(inputs, layout, deps_host)
-    install_projects(inputs, layout, runner=runner, spec=spec, scratch=scratch)
+    spec = _spec(inputs, layout)
+    install_projects(inputs, layout, runner=runner, spec=spec, wheel_cache=wheel_cache)
     copy_sources(inputs, layout)
     changed = set(write_entry_points(layout))
     values = layout.placeholders(inputs.fetched)
     changed |= substitute.apply_all(inputs.recipe, out, values, layout.site_packages,
-                                    edit=private)
-    changed |= relink(inputs, layout)
+                                    closure=forest)
+    changed |= relinked.relink(out, inputs.toolchain, inputs.recipe.assemble.ignore_missing,
+                               edit=forest.own_file)
+    own_records(layout, changed)
     update_records(out, (), changed)
+    compile_bytecode(inputs, layout, runner=runner, spec=spec)
     return Assembled(layout=layout, spec=spec, values=values)

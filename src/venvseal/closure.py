@@ -28,7 +28,7 @@ import fnmatch
 import os
 import re
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -371,26 +371,28 @@ def _programs(c: RootCollector, tc: ResolvedToolchain, shebang: Shebang, why: st
 
 
 def runtime_closure(rec: Recipe, tc: ResolvedToolchain, closure: Path, *,
-                    runner: Sandbox) -> RuntimeClosure:
-    """Everything ``closure`` (a built store path) needs from ``tc``'s root at run time."""
-    closure = Path(os.path.realpath(closure))
-    logical = STORE_DIR / closure.name
-    spec = SandboxSpec(root=tc.root, mounts=(Mount(host=closure, target=logical),),
-                       env=fixed_env(tc.path))
+                    runner: Sandbox, references: Sequence[Path] = ()) -> RuntimeClosure:
+    """Everything ``closure`` (a built store path) and the store paths it references (the
+    relinked deps, fetched sources) need from ``tc``'s root at run time."""
+    paths = [Path(os.path.realpath(p)) for p in (closure, *references)]
+    spec = SandboxSpec(root=tc.root, env=fixed_env(tc.path),
+                       mounts=tuple(Mount(host=p, target=STORE_DIR / p.name) for p in paths))
     c = RootCollector(tc.root)
-    scan = _scan(closure)
-    python, loader = _add_interpreter(c, tc, dict(scan.links).get("bin/python", tc.python))
+    scans = [(STORE_DIR / p.name, _scan(p)) for p in paths]
+    python, loader = _add_interpreter(c, tc, dict(scans[0][1].links).get("bin/python",
+                                                                          tc.python))
     stdlib = runner.run(spec, [str(python), "-I", "-S", "-c", _SYS_PATH],
                         what=f"{python}: where its standard library is").output
     for folder in map(PurePosixPath, stdlib.splitlines()):
         if folder.is_absolute():  # the zip of the standard library is usually absent
             c.add_tree(folder, "stdlib", stdlib_skip)
     programs = [python]
-    for rel, target in scan.links:  # a folder is taken whole, a program with its libraries
-        if c.add_tree(target, f"symlink target of {rel}"):
-            programs += _programs(c, tc, Shebang(target), f"symlink target of {rel}")
-    for rel, shebang in scan.scripts:
-        programs += _programs(c, tc, shebang, f"script interpreter of {rel}")
+    for _, found in scans:
+        for rel, target in found.links:  # a folder is taken whole, a program with its libraries
+            if c.add_tree(target, f"symlink target of {rel}"):
+                programs += _programs(c, tc, Shebang(target), f"symlink target of {rel}")
+        for rel, shebang in found.scripts:
+            programs += _programs(c, tc, shebang, f"script interpreter of {rel}")
     for i, path in enumerate(rec.image.include):
         if not c.add_tree(path, "include"):
             raise ImageConfigError(f"{rec.file}: {rec.key_prefix}image.include[{i}]: {path} "
@@ -402,7 +404,7 @@ def runtime_closure(rec: Recipe, tc: ResolvedToolchain, closure: Path, *,
     traced = {p: f"library of {p}" for p in programs}
     traced |= {p: f"library of {p}" for p, f in sorted(c.entries.items())
                if f.kind == "file" and f.why.startswith(_TRACED_WHY) and _is_elf(f.host)}
-    traced |= {logical / rel: f"library of {rel}" for rel in scan.elf}
+    traced |= {top / rel: f"library of {rel}" for top, found in scans for rel in found.elf}
     for file, trace in trace_libraries(list(traced), runner=runner, spec=spec,
                                        loader=loader).items():
         for library in trace.libraries:

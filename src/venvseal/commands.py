@@ -66,7 +66,8 @@ def context(args: argparse.Namespace, ui: Ui, store: Store) -> pipeline.Context:
     cache = getattr(args, "uv_cache", None) or default_uv_cache(os.environ, Path.home())
     return pipeline.Context(store=store, sandbox=Sandbox.locate(), uv_cache=cache,
                             network=host_network(os.environ),
-                            network_env=network_env(os.environ), on_step=ui.info)
+                            network_env=network_env(os.environ), on_step=ui.info,
+                            jobs=len(os.sched_getaffinity(0)))
 
 
 # Host variables a networked fetch may need; nothing else from the host reaches a build.
@@ -134,7 +135,7 @@ def cmd_repair(args: argparse.Namespace, ui: Ui) -> int:
         ui.info(f"removing the damaged {path} and building it again")
         store.remove(path)
         res = pipeline.run_build(rec, context(args, ui, store))
-        rebuilt = {res.path, res.deps.path, *res.fetched}
+        rebuilt = {res.path, res.deps.path, res.relinked, *res.fetched}
         if not store.is_valid(path):
             raise VenvsealError(f"{path} is not part of the build of {rec.file} (it built "
                                 f"{', '.join(sorted(p.name for p in rebuilt))}); it was removed; "
@@ -189,7 +190,8 @@ def cmd_build(args: argparse.Namespace, ui: Ui) -> int:
                                  update_hash=args.update_hash)
     data: dict[str, object] = {
         "path": str(res.path), "reused": res.reused, "deps": str(res.deps.path),
-        "deps_reused": res.deps.reused, "fetched": [str(p) for p in res.fetched],
+        "relinked": str(res.relinked), "deps_reused": res.deps.reused,
+        "fetched": [str(p) for p in res.fetched],
         "out_link": str(out_link) if out_link else None,
         "substituted": [str(p) for p in res.substituted]}
     if res.verified is not None:
@@ -222,7 +224,8 @@ def cmd_closure(args: argparse.Namespace, ui: Ui) -> int:
         tc = pipeline.resolve_toolchain(rec, ctx)
         res = pipeline.run_build(rec, ctx, tc=tc)
         ctx.on_step(f"tracing what {res.path.name} needs from {tc.root} at run time")
-        found = runtime.runtime_closure(rec, tc, res.path, runner=ctx.sandbox)
+        found = runtime.runtime_closure(rec, tc, res.path, runner=ctx.sandbox,
+                                        references=[res.relinked, *res.fetched])
         whole = runtime.root_size(tc.root)
     files = [f for f in found.files if f.kind == "file"]
     ui.table(f"runtime closure of {res.path.name} from the toolchain root {tc.root}",
@@ -293,7 +296,8 @@ def _image_blobs(rec: Recipe, args: argparse.Namespace, ui: Ui, store: Store,
     tc = pipeline.resolve_toolchain(rec, ctx)
     res = pipeline.run_build(rec, ctx, tc=tc)
     ctx.on_step(f"finding what {res.path.name} needs from the toolchain root at run time")
-    runtime = closure.runtime_closure(rec, tc, res.path, runner=ctx.sandbox)
+    runtime = closure.runtime_closure(rec, tc, res.path, runner=ctx.sandbox,
+                                      references=[res.relinked, *res.fetched])
     ctx.on_step("writing the image's layers")
     return res, image.build_blobs(rec, res, runtime, scratch)
 
@@ -374,7 +378,7 @@ def cmd_cache_push(args: argparse.Namespace, ui: Ui) -> int:
         ctx = context(args, ui, store)
         tc = pipeline.resolve_toolchain(rec, ctx)
         res = pipeline.run_build(rec, ctx, tc=tc)
-        paths = [res.path, res.deps.path, *res.fetched]
+        paths = [res.path, res.deps.path, *res.fetched]  # references (relinked) go too
         if rec.toolchain.debian is not None:
             paths.append(store.parse_path(str(tc.root)))
         pushed = cache.push_paths(store, paths, target, client=client, on_step=ui.info)

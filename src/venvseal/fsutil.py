@@ -73,6 +73,19 @@ def _unshare(path: str) -> None:
     os.replace(copy, path)
 
 
+def make_private(path: Path) -> Path:
+    """Make ``path`` a writable file of its own (breaking any hard link) before editing it.
+
+    Root may write read-only files, so a hard link into a sealed store path must be broken,
+    never written through.
+    """
+    copy = path.with_name(f".{path.name}.venvseal-edit")
+    shutil.copyfile(path, copy)
+    os.chmod(copy, (path.stat().st_mode & 0o777) | 0o200)
+    os.replace(copy, path)
+    return path
+
+
 def make_tree_writable(root: Path) -> None:
     """Give the owner rwx on every directory under ``root``, so its entries can be removed."""
     pending = [os.fspath(root)]

@@ -4,9 +4,11 @@ The layers are ordered by how often they change:
 
 1. the toolchain runtime: the files of the :class:`~venvseal.closure.RuntimeClosure` (the
    interpreter, its standard library, the shared libraries the closure loads), at their paths;
-2. the third-party dependencies: the closure's files that are hard links of the deps store
-   path's (the assembly stage links them in), at ``/venvseal/store/<closure>/...``;
-3. the app: every other file of the closure, and the fetched store paths it references.
+2. the third-party dependencies: the relinked deps store path the closure links to
+   (relinked.py, forest.py), at ``/venvseal/store/<relinked>/...``; it is the same for every
+   app version built on the same dependencies and toolchain;
+3. the app: the closure (its own files and its links into layer 2), and the fetched store
+   paths it references.
 
 The same inputs give the same bytes, hence the same digests (image-spec's "reproducible"
 advice, and what Nix's dockerTools does): entries sorted, uid/gid 0 without names, every time
@@ -181,9 +183,10 @@ def _tree(root: Path) -> Iterator[tuple[PurePosixPath, Path, bool]]:
                 yield rel / child.name, Path(child.path), False
 
 
-def plan_layers(runtime: RuntimeClosure, closure: Path, deps: Path,
+def plan_layers(runtime: RuntimeClosure, closure: Path, relinked: Path,
                 fetched: Sequence[Path] = ()) -> tuple[LayerPlan, LayerPlan, LayerPlan]:
-    """Split the runtime closure, the closure and its fetched paths into the three layers."""
+    """Split the runtime closure, the relinked deps, the closure and its fetched paths into
+    the three layers."""
     toolchain, third_party, app = _Planner(), _Planner(), _Planner()
     for f in runtime.files:
         if f.content is not None:
@@ -194,37 +197,26 @@ def plan_layers(runtime: RuntimeClosure, closure: Path, deps: Path,
             toolchain.add(f.path, f.host, keep_dir_mode=True)
     for path, mode in SKELETON:
         toolchain.folder(path, mode)
-    logical = STORE_DIR / closure.name
-    app.folder(logical)
-    for rel, host, empty in _tree(closure):
-        if empty:
-            app.folder(logical / rel)
-        elif _same_inode(host, deps / rel):
-            third_party.add(logical / rel, host, keep_dir_mode=False)
-        else:
-            app.add(logical / rel, host, keep_dir_mode=False)
-    for source in fetched:
-        top = STORE_DIR / source.name
-        if not source.is_dir() or source.is_symlink():
-            app.add(top, source, keep_dir_mode=False)
-            continue
-        app.folder(top)
-        for rel, host, empty in _tree(source):
-            if empty:
-                app.folder(top / rel)
-            else:
-                app.add(top / rel, host, keep_dir_mode=False)
+    _store_path(third_party, relinked)
+    for source in (closure, *fetched):
+        _store_path(app, source)
     plans = (toolchain, third_party, app)
     return cast(tuple[LayerPlan, LayerPlan, LayerPlan],
                 tuple(p.plan(what) for p, what in zip(plans, LAYER_NAMES, strict=True)))
 
 
-def _same_inode(a: Path, b: Path) -> bool:
-    try:
-        sa, sb = os.lstat(a), os.lstat(b)
-    except FileNotFoundError:
-        return False
-    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+def _store_path(planner: _Planner, source: Path) -> None:
+    """Every entry of the store path ``source`` at its logical path."""
+    top = STORE_DIR / source.name
+    if not source.is_dir() or source.is_symlink():
+        planner.add(top, source, keep_dir_mode=False)
+        return
+    planner.folder(top)
+    for rel, host, empty in _tree(source):
+        if empty:
+            planner.folder(top / rel)
+        else:
+            planner.add(top / rel, host, keep_dir_mode=False)
 
 
 # Writing ---------------------------------------------------------------------------------
@@ -394,7 +386,7 @@ def build_blobs(rec: Recipe, result: BuildResult, runtime: RuntimeClosure,
                 scratch: Path) -> BuiltImage:
     """Write the three layers into ``scratch`` (compressed in parallel) and describe them."""
     fetched = list(result.fetched)
-    plans = plan_layers(runtime, result.path, result.deps.path, fetched)
+    plans = plan_layers(runtime, result.path, result.relinked, fetched)
     files = tuple(scratch / f"layer-{i}.tar.gz" for i in range(len(plans)))
     # zlib releases the GIL: the layers compress side by side, each a deterministic stream.
     with ThreadPoolExecutor(max_workers=len(plans)) as pool:

@@ -170,7 +170,9 @@ def _litter(venv: Path) -> Iterator[Path]:
         here = Path(dirpath)
         if here == venv:
             dirnames[:] = [d for d in dirnames if d not in ROOT_LITTER]
-        for name in [d for d in dirnames if d == "__pycache__"]:
+        # A linked __pycache__ (forest.py) is the deps path's bytecode, not this run's.
+        for name in [d for d in dirnames
+                     if d == "__pycache__" and not os.path.islink(here / d)]:
             dirnames.remove(name)
             yield here / name
         dist_info = here.name.endswith(".dist-info")

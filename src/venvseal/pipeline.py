@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,6 +44,7 @@ class Context:
     network: deps.Network
     network_env: Mapping[str, str] = field(default_factory=dict)  # proxies, CA file for git
     on_step: Callable[[str], None] = field(default=lambda _msg: None)
+    jobs: int = 1  # checks run side by side (never changes what is built)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -189,12 +191,39 @@ def check_deps(rec: Recipe, ctx: Context) -> CheckResult:
     return CheckResult(first=first.hash, second=second, differences=differences)
 
 
+def relinked_name(rec: Recipe) -> str:
+    return f"{rec.app.name}-deps-relinked"
+
+
+def run_relinked(rec: Recipe, ctx: Context, tc: toolchain.ResolvedToolchain,
+                 deps_path: StorePath) -> StorePath:
+    """The deps venv relinked against ``tc`` and compiled (relinked.py), built once."""
+    from venvseal import relinked
+
+    inputs = relinked.RelinkInputs(deps=deps_path, toolchain=tc,
+                                   ignore_missing=tuple(rec.assemble.ignore_missing))
+    path = ctx.store.make_path(relinked_name(rec), inputs.fingerprint())
+    if ctx.store.is_valid(path):
+        return path
+    ctx.store.check_intact(deps_path)  # it is about to be read
+
+    def produce(out: Path) -> None:
+        ctx.on_step(f"relinking and compiling the dependencies of {rec.app.name} (once per "
+                    "deps path and toolchain)")
+        relinked.make(inputs, out, logical=ctx.store.logical(path), runner=ctx.sandbox)
+
+    ctx.store.add(path, produce, inputs={"stage": "relinked", "fingerprint": inputs.fingerprint()},
+                  on_wait=lambda p: ctx.on_step(f"waiting for another venvseal building {p.name}"))
+    return path
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class BuildResult:
     """The closure's store path and how each stage was obtained."""
 
     path: StorePath
     deps: DepsResult
+    relinked: StorePath
     fetched: tuple[StorePath, ...]
     reused: bool
     verified: VerifyReport | None = None
@@ -209,9 +238,10 @@ def run_build(rec: Recipe, ctx: Context, *, out_link: Path | None = None,
 
     lock = read_lock(rec.project)  # read once: the deps and the assembly stage both use it
     tc = tc or resolve_toolchain(rec, ctx)
-    # The deps path is checked for edits only if the assembly will read it (below): a
-    # reused closure shares its files by hard link and is checked itself.
+    # The deps path is checked for edits only when a stage reads it (run_relinked, and
+    # below); a reused closure is checked itself.
     deps_result = run_deps(rec, ctx, update_hash=update_hash, tc=tc, check=False, lock=lock)
+    linked = run_relinked(rec, ctx, tc, deps_result.path)
     fetched = tuple(
         assemble.Fetched(name=f.name, path=r.path, logical=ctx.store.logical(r.path),
                          install=f.install)
@@ -219,34 +249,56 @@ def run_build(rec: Recipe, ctx: Context, *, out_link: Path | None = None,
         for r in [fetch.realise_fetch(f, ctx.store, recipe_file=rec.file,
                                       key_prefix=rec.key_prefix, index=i,
                                       network_env=ctx.network_env)])
-    inputs = assemble.collect_inputs(rec, tc, deps_result.path, fetched, lock)
+    inputs = assemble.collect_inputs(rec, tc, deps_result.path, linked, fetched, lock)
     path = ctx.store.make_path(f"{rec.app.name}-{rec.app.version}", inputs.fingerprint())
     if not ctx.store.is_valid(path):
-        for used in (deps_result.path, *(f.path for f in fetched)):
+        # The assembly copies from the fetched paths. It only links to the relinked deps:
+        # a damaged one is repaired for every closure at once, and verify re-hashes it.
+        for used in (f.path for f in fetched):
             ctx.store.check_intact(used)
     report: list[VerifyReport] = []
 
     def produce(out: Path) -> None:
         ctx.on_step(f"assembling {path.name} offline")
-        with ctx.store.scratch() as scratch:
-            built = assemble.assemble(inputs, out, logical=ctx.store.logical(path),
-                                      deps_host=deps_result.path, runner=ctx.sandbox,
-                                      scratch=scratch)
-            ctx.on_step("verifying the closure (imports, commands, dynamic loader)")
-            report.append(verify.verify(rec, out, logical=built.layout.logical,
-                                        site_packages=built.layout.site_packages,
-                                        values=built.values, runner=ctx.sandbox,
-                                        spec=built.spec))
+        built = assemble.assemble(inputs, out, logical=ctx.store.logical(path),
+                                  runner=ctx.sandbox,
+                                  wheel_cache=partial(_cached_wheel, ctx, deps_result.path))
+        ctx.on_step("verifying the closure (imports, commands, dynamic loader)")
+        report.append(verify.verify(rec, out, logical=built.layout.logical,
+                                    site_packages=built.layout.site_packages,
+                                    values=built.values, runner=ctx.sandbox,
+                                    spec=built.spec, jobs=ctx.jobs))
 
-    ctx.store.add(path, produce, references=[f.path for f in fetched],
+    ctx.store.add(path, produce, references=[linked, *(f.path for f in fetched)],
                   on_wait=lambda p: ctx.on_step(f"waiting for another venvseal building {p.name}"))
     if not report and path not in ctx.store.substituted:
         ctx.store.check_intact(path)  # reused: refuse it if it was edited since
     if out_link is not None:
         ctx.store.add_root(out_link, path)
-    return BuildResult(path=path, deps=deps_result, fetched=tuple(f.path for f in fetched),
+    return BuildResult(path=path, deps=deps_result, relinked=linked,
+                       fetched=tuple(f.path for f in fetched),
                        reused=not report, verified=report[0] if report else None,
                        substituted=tuple(ctx.store.substituted))
+
+
+def _cached_wheel(ctx: Context, deps_path: StorePath, name: str, key: str,
+                  build: Callable[[Path], Path]) -> Path:
+    """A project's wheel, kept in the store under ``key`` so an app edit does not rebuild
+    the workspace members it did not touch. Never substituted: a local build is quicker
+    than asking a cache for every member."""
+    path = ctx.store.make_path(f"{name}-wheel", key)
+
+    def produce(out: Path) -> None:
+        # Building reads the deps path's build environment: it must be as sealed.
+        ctx.store.check_intact(deps_path, within=deps.BUILD_ENV)
+        ctx.on_step(f"building {name} into a wheel")
+        out.mkdir()
+        with ctx.store.scratch() as work:
+            wheel = build(work)
+            os.rename(wheel, out / wheel.name)
+
+    ctx.store.add(path, produce, substitute=False, inputs={"stage": "wheel", "key": key})
+    return next(path.glob("*.whl"))
 
 
 def run_closure(tc: toolchain.ResolvedToolchain, ctx: Context, path: StorePath,

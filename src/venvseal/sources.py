@@ -11,7 +11,7 @@ import hashlib
 import os
 import shutil
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from venvseal.errors import VenvsealError
@@ -84,18 +84,27 @@ def _entries(base: Path, exclude: Sequence[str]) -> list[tuple[str, str, str]]:
     return out
 
 
+def _mkdir(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+
+
 def copy_tree(source: Path, dest: Path, exclude: Sequence[str] = (), *,
-              within: Path | None = None) -> list[Path]:
+              within: Path | None = None,
+              make_dir: Callable[[Path], object] = _mkdir) -> list[Path]:
     """Copy ``source`` (file or folder) to ``dest`` with the ignore rules; the files written.
 
     With ``within``, a symlink whose target lies outside that folder is refused.
+    ``make_dir(folder)`` creates a folder (and its parents) before anything is put in it:
+    the assembly's makes linked folders the closure's own first (forest.py).
     """
     written: list[Path] = []
     for rel, kind, extra in _entries(source, exclude):
         target = dest / rel if rel else dest
         if kind == "d":
-            target.mkdir(parents=True, exist_ok=True)
-        elif kind == "l":
+            make_dir(target)
+            continue
+        make_dir(target.parent)
+        if kind == "l":
             link = source / rel if rel else source
             if within is not None:
                 _check_link(link, extra, within)
@@ -123,8 +132,8 @@ def _check_link(link: Path, target: str, within: Path) -> None:
 def _replaceable(target: Path) -> None:
     """Make room for ``target``: an existing file or symlink there is unlinked, not written.
 
-    Writing into it would go through a hard link into the sealed deps store path (the
-    closure's venv is hard-linked from it, and root may write read-only files).
+    Writing into it could go through a link into the sealed deps store path (the closure
+    links to it, see forest.py, and root may write read-only files).
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.is_dir() and not target.is_symlink():

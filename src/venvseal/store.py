@@ -301,12 +301,17 @@ class Store:
             results.append(VerifyResult(path, ok, info.nar_hash, got, changed))
         return results
 
-    def check_intact(self, path: StorePath) -> None:
-        """Refuse to use ``path`` if any of its entries was edited after it was sealed.
+    def check_intact(self, path: StorePath, *, within: str | None = None) -> None:
+        """Refuse to use ``path`` (or its folder ``within``) if any of its entries was edited
+        after it was sealed.
 
         A stat of every entry, no hashing: cheap enough for every reuse. ``verify`` re-hashes.
         """
-        changed = fsutil.unsealed(path, mtime=CANONICAL_MTIME)
+        top = path / within if within is not None else path
+        if not top.is_dir():
+            return
+        prefix = f"{within}/" if within is not None else ""
+        changed = [prefix + c for c in fsutil.unsealed(top, mtime=CANONICAL_MTIME)]
         if changed:
             more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
             raise StoreCorruptError(str(path), "", "", f"{changed[0]}{more}")
@@ -394,6 +399,12 @@ class Store:
         work = self.root / _TMP / fsutil.temp_name(path.name)
         try:
             os.mkdir(work, 0o700)
+            # The output is built at work/<basename>, one level below the store root like
+            # its final place. A link per reference beside it makes a relative symlink from
+            # the output into a reference (../<ref>/...) resolve during the build as well.
+            for ref in build.references:
+                if ref != path:
+                    os.symlink(f"../../{ref.name}", work / ref.name)
             produce(work / path.name)
             self._publish(path, work, build)
         except OSError as err:

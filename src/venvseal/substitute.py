@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Protocol
 
 from venvseal import process
 from venvseal.errors import CommandError, VenvsealError
@@ -27,15 +28,21 @@ def expand(text: str, values: Mapping[str, str]) -> str:
     return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), text)
 
 
-def _within(path: Path, folder: Path) -> bool:
-    # realpath, not Path.resolve, which raises on a symlink loop (Python < 3.13).
-    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(folder))
+class Editable(Protocol):
+    """The closure being assembled, as substitutions see it (forest.Forest)."""
+
+    def contains(self, path: Path) -> bool:
+        """Whether ``path`` stays in the closure (its links to the deps path count as in)."""
+
+    def own_file(self, path: Path) -> Path:
+        """Make ``path`` a writable file of the closure's own; return it."""
 
 
-def closure_file(out: Path, rel: str, site_packages: str, *, where: str) -> Path:
+def closure_file(out: Path, rel: str, site_packages: str, *, where: str,
+                 closure: Editable) -> Path:
     """The closure file ``rel`` names, refusing paths that leave the closure."""
     path = out / rel.replace("@site-packages@", site_packages)
-    if not _within(path, out):
+    if not closure.contains(path):
         raise SubstituteError(f"{where}: {rel} leads outside the closure; name a file in it")
     if not path.is_file():
         raise SubstituteError(f"{where}: {rel} is not a file in the closure; check the path "
@@ -44,10 +51,10 @@ def closure_file(out: Path, rel: str, site_packages: str, *, where: str) -> Path
 
 
 def apply_text(sub: Substitute, out: Path, values: Mapping[str, str], site_packages: str,
-               *, where: str, edit: Callable[[Path], Path]) -> Path:
+               *, where: str, closure: Editable) -> Path:
     """Replace ``sub.replace`` with the expanded ``sub.with_`` in ``sub.file``."""
     assert sub.file is not None and sub.replace is not None and sub.with_ is not None
-    path = closure_file(out, sub.file, site_packages, where=f"{where}.file")
+    path = closure_file(out, sub.file, site_packages, where=f"{where}.file", closure=closure)
     text = path.read_bytes().decode("utf-8", "surrogateescape")
     found = text.count(sub.replace)
     if found == 0:
@@ -57,7 +64,7 @@ def apply_text(sub: Substitute, out: Path, values: Mapping[str, str], site_packa
         raise SubstituteError(f"{where}: {sub.replace!r} occurs {found} times in {sub.file}, "
                               f"the recipe expects {sub.count}; update count or the text")
     new = text.replace(sub.replace, expand(sub.with_, values))
-    edit(path).write_bytes(new.encode("utf-8", "surrogateescape"))
+    closure.own_file(path).write_bytes(new.encode("utf-8", "surrogateescape"))
     return path
 
 
@@ -71,18 +78,17 @@ def _patched_files(patch: Path, strip: int) -> list[str]:
     return sorted(set(files))
 
 
-def apply_patch(sub: Substitute, out: Path, *, where: str,
-                edit: Callable[[Path], Path]) -> set[Path]:
+def apply_patch(sub: Substitute, out: Path, *, where: str, closure: Editable) -> set[Path]:
     """Apply the unified diff ``sub.patch`` to the closure with ``patch -p<strip>``."""
     assert sub.patch is not None
     targets = []
     for rel in _patched_files(sub.patch, sub.strip):
         path = out / rel
-        if not _within(path, out):
+        if not closure.contains(path):
             raise SubstituteError(f"{where}.patch: {sub.patch.name} touches {rel}, outside the "
                                   "closure; fix the patch or its strip level")
         if path.is_file():
-            edit(path)
+            closure.own_file(path)
         targets.append(path)
     tool = process.find_tool("patch", "patch")
     try:
@@ -95,13 +101,13 @@ def apply_patch(sub: Substitute, out: Path, *, where: str,
 
 
 def apply_all(rec: Recipe, out: Path, values: Mapping[str, str], site_packages: str, *,
-              edit: Callable[[Path], Path]) -> set[Path]:
+              closure: Editable) -> set[Path]:
     """Apply every ``[[substitute]]`` in order; the closure files changed."""
     changed: set[Path] = set()
     for i, sub in enumerate(rec.substitute):
         where = f"{rec.key_prefix}substitute[{i}]"
         if sub.kind == "text":
-            changed.add(apply_text(sub, out, values, site_packages, where=where, edit=edit))
+            changed.add(apply_text(sub, out, values, site_packages, where=where, closure=closure))
         else:
-            changed |= apply_patch(sub, out, where=where, edit=edit)
+            changed |= apply_patch(sub, out, where=where, closure=closure)
     return {Path(os.path.normpath(p)) for p in changed}

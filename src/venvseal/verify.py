@@ -9,7 +9,9 @@ from __future__ import annotations
 import csv
 import fnmatch
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path, PurePosixPath
 
 from venvseal import loadercheck
@@ -66,55 +68,80 @@ def top_level_modules(site_packages: Path, skip: Sequence[str] = ()) -> list[str
 
 
 def _run_imports(modules: Sequence[str], *, runner: Sandbox, spec: SandboxSpec,
-                 python: str) -> None:
+                 python: str) -> list[str]:
+    """Import ``modules`` in one process; a line per failed import (or the output's tail)."""
     try:
         runner.run(spec, [python, "-c", IMPORTER, *modules], what="verify imports")
     except CommandError as err:
         bad = [ln.removeprefix(FAILED).strip() for ln in err.output_tail.splitlines()
                if ln.startswith(FAILED)]
-        detail = "\n".join(f"  {b}" for b in bad) or err.output_tail
-        raise VerifyError(f"verify: {len(bad) or 'some'} import(s) failed in the closure:\n"
-                          f"{detail}") from err
+        return bad or [err.output_tail]
+    return []
 
 
 def _run_command(command: str | tuple[str, ...], i: int, *, runner: Sandbox, spec: SandboxSpec,
-                 values: Mapping[str, str], key_prefix: str) -> None:
+                 values: Mapping[str, str], key_prefix: str) -> list[str]:
     argv = (["/bin/sh", "-c", expand(command, values)] if isinstance(command, str)
             else [expand(part, values) for part in command])
     try:
         runner.run(spec, argv, what=f"{key_prefix}verify.commands[{i}]")
     except CommandError as err:
-        raise VerifyError(f"{key_prefix}verify.commands[{i}] failed (exit {err.returncode}): "
-                          f"{' '.join(argv)}\n{err.output_tail}") from err
+        return [f"{key_prefix}verify.commands[{i}] failed (exit {err.returncode}): "
+                f"{' '.join(argv)}\n{err.output_tail}"]
+    return []
 
 
-def verify(rec: Recipe, closure: Path, *, logical: PurePosixPath, site_packages: str,
-           values: Mapping[str, str], runner: Sandbox, spec: SandboxSpec) -> VerifyReport:
-    """Run every check of ``rec.verify`` against the closure built at ``closure``."""
-    python = str(logical / "bin" / "python")
-    env = {**spec.env, "PATH": f"{logical}/bin:{spec.env.get('PATH', '/usr/bin:/bin')}"}
-    # Read-only: a check must not change the closure it checks (nor, through the hard
-    # links the closure shares with it, the sealed deps store path).
-    mounts = tuple(replace(m, writable=False) if m.target == logical else m
-                   for m in spec.mounts)
-    job = SandboxSpec(root=spec.root, mounts=mounts, env=env, network=False, cwd=spec.cwd)
-    modules = list(rec.verify.imports)
-    if rec.verify.import_all:
-        found = top_level_modules(closure / site_packages, rec.verify.import_skip)
-        modules += [m for m in found if m not in modules]
-    if modules:
-        _run_imports(modules, runner=runner, spec=job, python=python)
-    for i, command in enumerate(rec.verify.commands):
-        _run_command(command, i, runner=runner, spec=job, values=values,
-                     key_prefix=rec.key_prefix)
-    elf_files = [logical / p.relative_to(closure).as_posix() for p in find_elf_files(closure)]
-    unresolved = loadercheck.loader_check(elf_files, runner=runner, spec=job)
-    ignored = rec.assemble.ignore_missing  # allowed to stay unresolved, as when relinking
+def _check_loader(elf_files: Sequence[PurePosixPath], ignored: Sequence[str], *,
+                  runner: Sandbox, spec: SandboxSpec) -> list[str]:
+    unresolved = loadercheck.loader_check(elf_files, runner=runner, spec=spec)
     missing = {f: kept for f, libs in unresolved.items()
                if (kept := [lib for lib in libs
                             if not any(fnmatch.fnmatchcase(lib, p) for p in ignored)])}
-    if missing:
-        lines = "\n".join(f"  {f} -> {', '.join(libs)}" for f, libs in sorted(missing.items()))
-        raise VerifyError(f"verify: the dynamic loader cannot resolve:\n{lines}")
-    return VerifyReport(imports=len(modules), commands=len(rec.verify.commands),
+    if not missing:
+        return []
+    lines = "\n".join(f"  {f} -> {', '.join(libs)}" for f, libs in sorted(missing.items()))
+    return [f"verify: the dynamic loader cannot resolve:\n{lines}"]
+
+
+def verify(rec: Recipe, closure: Path, *, logical: PurePosixPath, site_packages: str,
+           values: Mapping[str, str], runner: Sandbox, spec: SandboxSpec,
+           jobs: int = 1) -> VerifyReport:
+    """Run every check of ``rec.verify`` against the closure built at ``closure``.
+
+    The checks are independent processes, run ``jobs`` at a time; the modules to import are
+    dealt round-robin into ``jobs`` processes, each importing the explicit ``imports`` first.
+    Every failure is reported, in one VerifyError.
+    """
+    python = str(logical / "bin" / "python")
+    env = {**spec.env, "PATH": f"{logical}/bin:{spec.env.get('PATH', '/usr/bin:/bin')}"}
+    # Read-only: a check must not change the closure it checks, nor the store paths it
+    # links to.
+    mounts = tuple(replace(m, writable=False) for m in spec.mounts)
+    job = SandboxSpec(root=spec.root, mounts=mounts, env=env, network=False, cwd=spec.cwd)
+    first = list(rec.verify.imports)
+    rest: list[str] = []
+    if rec.verify.import_all:
+        found = top_level_modules(closure / site_packages, rec.verify.import_skip)
+        rest = [m for m in found if m not in first]
+    chunks = [first + rest[i::jobs] for i in range(jobs) if rest[i::jobs] or (i == 0 and first)]
+    imports = [partial(_run_imports, chunk, runner=runner, spec=job, python=python)
+               for chunk in chunks]
+    commands = [partial(_run_command, command, i, runner=runner, spec=job, values=values,
+                        key_prefix=rec.key_prefix)
+                for i, command in enumerate(rec.verify.commands)]
+    # The closure's own ELF files: the relinked deps were checked when they were made.
+    elf_files = [logical / p.relative_to(closure).as_posix() for p in find_elf_files(closure)]
+    loader = [partial(_check_loader, elf_files, rec.assemble.ignore_missing, runner=runner,
+                      spec=job)]
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        results = list(pool.map(lambda task: task(), [*imports, *commands, *loader]))
+    bad_imports = [line for r in results[:len(imports)] for line in r]
+    problems = [line for r in results[len(imports):] for line in r]
+    if bad_imports:
+        detail = "\n".join(f"  {b}" for b in bad_imports)
+        problems.insert(0, f"verify: {len(bad_imports)} import(s) failed in the closure:\n"
+                           f"{detail}")
+    if problems:
+        raise VerifyError("\n".join(problems))
+    return VerifyReport(imports=len(first) + len(rest), commands=len(rec.verify.commands),
                         elf_files=len(elf_files))

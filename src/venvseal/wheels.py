@@ -82,7 +82,7 @@ def backend_of(source: Path) -> tuple[str, str]:
             ":".join(system.get("backend-path", [])))
 
 
-def build_wheel(project: Project, *, work: Path, runner: Sandbox, spec: SandboxSpec,
+def build_wheel(project: Project, work: Path, *, runner: Sandbox, spec: SandboxSpec,
                 build_env: PurePosixPath) -> Path:
     """Build ``project`` offline in the sandbox; the wheel's host path (inside ``work``)."""
     src, out = work / "src", work / "wheel"
@@ -123,6 +123,25 @@ def wheel_files(wheel: Path) -> tuple[str, list[str]]:
     return record.split("-", 1)[0], files
 
 
+def wheel_destinations(wheel: Path, site_packages: str) -> list[str]:
+    """Where each member of ``wheel`` lands, relative to the venv (``site_packages`` is the
+    venv-relative site-packages folder)."""
+    with zipfile.ZipFile(wheel) as zf:
+        names = [n for n in zf.namelist() if not n.endswith("/")]
+    return [_venv_path(name, site_packages) for name in names]
+
+
+def _venv_path(name: str, site_packages: str) -> str:
+    """Binary distribution format: ``.data/purelib|platlib`` -> site-packages, ``scripts`` ->
+    bin, ``data`` -> the venv's top, ``headers`` -> include; anything else -> site-packages."""
+    top, _, rest = name.partition("/")
+    scheme, _, inner = rest.partition("/")
+    if not top.endswith(".data") or not inner:
+        return f"{site_packages}/{name}"
+    return {"scripts": f"bin/{inner}", "data": inner,
+            "headers": f"include/{inner}"}.get(scheme, f"{site_packages}/{inner}")
+
+
 def _site_path(name: str) -> str | None:
     """Where a wheel member lands, relative to site-packages; None if elsewhere.
 
@@ -136,16 +155,21 @@ def _site_path(name: str) -> str | None:
     return inner if scheme in ("purelib", "platlib") and inner else None
 
 
-def installed_owners(site_packages: Path) -> dict[str, str]:
-    """Every file listed in an installed RECORD -> the distribution owning it."""
+def dist_info_owners(site_packages: Path) -> dict[str, str]:
+    """Every file listed in an installed RECORD -> the dist-info folder listing it."""
     owners: dict[str, str] = {}
     for record in sorted(site_packages.glob("*.dist-info/RECORD")):
-        dist = record.parent.name.split("-", 1)[0]
         with record.open(encoding="utf-8", newline="") as f:
             for row in csv.reader(f):
                 if row:
-                    owners.setdefault(row[0], dist)
+                    owners.setdefault(row[0], record.parent.name)
     return owners
+
+
+def installed_owners(site_packages: Path) -> dict[str, str]:
+    """Every file listed in an installed RECORD -> the distribution owning it."""
+    return {path: folder.split("-", 1)[0]
+            for path, folder in dist_info_owners(site_packages).items()}
 
 
 def check_conflicts(wheel: Path, owners: Mapping[str, str]) -> None:
