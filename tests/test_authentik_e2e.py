@@ -17,8 +17,8 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 from conftest import Run, venvseal, venvseal_process
-from test_build_e2e import elf_files
 from postgres import postgres_server
+from test_build_e2e import elf_files
 
 from venvseal.buildid import find_elf_files
 from venvseal.loadercheck import loader_check
