@@ -463,7 +463,7 @@ def test_a_second_machine_fetches_instead_of_building(demo: Demo, server: Server
     assert len(warnings) == 1 and demo.path.name in warnings[0], c.err
     assert c.json()["reused"] is False
     assert sorted(Path(p).name for p in c.json()["substituted"]) == sorted(
-        Path(p).name for p in (data["deps"], *data["fetched"]))
+        Path(p).name for p in (data["deps"], data["relinked"], *data["fetched"]))
     assert any("bwrap" in line for line in commands_run(c.err))  # it did assemble
     assert nar_hash(c.json()["path"]).hash == nar_hash(demo.path).hash
 
