@@ -18,7 +18,8 @@ from venvseal.wheels import (
     WheelBuildError,
     backend_of,
     check_conflicts,
-    installed_owners,
+    dist_info_owners,
+    wheel_destinations,
     wheel_files,
 )
 
@@ -61,7 +62,7 @@ def test_backend_of_invalid_toml_names_the_file(tmp_path: Path) -> None:
         backend_of(tmp_path)
 
 
-# installed_owners ----------------------------------------------------------------------------
+# dist_info_owners ----------------------------------------------------------------------------
 
 
 def record(rows: list[str]) -> str:
@@ -81,23 +82,25 @@ def fake_site(site: Path) -> Path:
     return site
 
 
-def test_installed_owners_maps_every_recorded_file(tmp_path: Path) -> None:
-    owners = installed_owners(fake_site(tmp_path / "site-packages"))
+def test_dist_info_owners_maps_every_recorded_file(tmp_path: Path) -> None:
+    owners = dist_info_owners(fake_site(tmp_path / "site-packages"))
+    six, typing, core = ("six-1.16.0.dist-info", "typing_extensions-4.16.0.dist-info",
+                         "demo_core-0.3.0.dist-info")
     assert owners == {
-        "six.py": "six",
-        "six-1.16.0.dist-info/METADATA": "six",
-        "six-1.16.0.dist-info/RECORD": "six",
-        "typing_extensions.py": "typing_extensions",
-        "typing_extensions-4.16.0.dist-info/RECORD": "typing_extensions",
-        "demo_core/__init__.py": "demo_core",
-        "demo_core/models.py": "demo_core",
-        "../../../bin/demo-core": "demo_core",
-        "demo_core-0.3.0.dist-info/RECORD": "demo_core",
+        "six.py": six,
+        "six-1.16.0.dist-info/METADATA": six,
+        "six-1.16.0.dist-info/RECORD": six,
+        "typing_extensions.py": typing,
+        "typing_extensions-4.16.0.dist-info/RECORD": typing,
+        "demo_core/__init__.py": core,
+        "demo_core/models.py": core,
+        "../../../bin/demo-core": core,
+        "demo_core-0.3.0.dist-info/RECORD": core,
     }
 
 
-def test_installed_owners_of_an_empty_site_packages(tmp_path: Path) -> None:
-    assert installed_owners(tmp_path) == {}
+def test_dist_info_owners_of_an_empty_site_packages(tmp_path: Path) -> None:
+    assert dist_info_owners(tmp_path) == {}
 
 
 # check_conflicts -----------------------------------------------------------------------------
@@ -127,14 +130,29 @@ def test_wheel_files_lists_what_the_wheel_installs_in_site_packages(tmp_path: Pa
         "clash-0.1.0.data/platlib/clash_ext.so": "",  # goes to site-packages
         "clash-0.1.0.data/purelib/clash_compat.py": ""})
     name, files = wheel_files(wheel)
-    assert name == "clash"
+    assert name == "clash-0.1.0.dist-info"
     assert files == ["clash/__init__.py", "clash_ext.so", "clash_compat.py",
                      "clash-0.1.0.dist-info/METADATA", "clash-0.1.0.dist-info/WHEEL",
                      "clash-0.1.0.dist-info/RECORD"]
 
 
+def test_wheel_destinations_follow_the_binary_distribution_format(tmp_path: Path) -> None:
+    # What the assembly unfolds in the closure before uv writes there (forest.py).
+    wheel = make_wheel(tmp_path, "clash", "0.1.0", {
+        "clash/__init__.py": "",
+        "clash-0.1.0.data/scripts/run": "#!python\n",
+        "clash-0.1.0.data/data/share/doc.txt": "",
+        "clash-0.1.0.data/headers/clash.h": "",
+        "clash-0.1.0.data/platlib/clash_ext.so": ""})
+    site = "lib/python3.11/site-packages"
+    assert sorted(wheel_destinations(wheel, site)) == sorted([
+        f"{site}/clash/__init__.py", "bin/run", "share/doc.txt", "include/clash.h",
+        f"{site}/clash_ext.so", f"{site}/clash-0.1.0.dist-info/METADATA",
+        f"{site}/clash-0.1.0.dist-info/WHEEL", f"{site}/clash-0.1.0.dist-info/RECORD"])
+
+
 def test_a_purelib_file_overwriting_an_installed_file_is_refused(tmp_path: Path) -> None:
-    owners = installed_owners(fake_site(tmp_path / "site-packages"))
+    owners = dist_info_owners(fake_site(tmp_path / "site-packages"))
     wheel = make_wheel(tmp_path / "wheels", "clash", "0.1.0",
                        {"clash-0.1.0.data/purelib/typing_extensions.py": ""})
     with pytest.raises(DistributionConflictError,
@@ -143,7 +161,7 @@ def test_a_purelib_file_overwriting_an_installed_file_is_refused(tmp_path: Path)
 
 
 def test_a_wheel_overwriting_an_installed_file_is_refused(tmp_path: Path) -> None:
-    owners = installed_owners(fake_site(tmp_path / "site-packages"))
+    owners = dist_info_owners(fake_site(tmp_path / "site-packages"))
     wheel = make_wheel(tmp_path / "wheels", "clash", "0.1.0",
                        {"clash/__init__.py": "", "six.py": "# mine\n"})
     with pytest.raises(DistributionConflictError) as info:
@@ -156,7 +174,7 @@ def test_a_wheel_overwriting_an_installed_file_is_refused(tmp_path: Path) -> Non
 
 
 def test_a_wheel_with_its_own_files_passes(tmp_path: Path) -> None:
-    owners = installed_owners(fake_site(tmp_path / "site-packages"))
+    owners = dist_info_owners(fake_site(tmp_path / "site-packages"))
     wheel = make_wheel(tmp_path / "wheels", "demo_api", "0.2.0",
                        {"demo_api/__init__.py": "", "demo_api/views.py": ""})
     check_conflicts(wheel, owners)  # no exception

@@ -185,10 +185,10 @@ def wheel_key(inputs: AssembleInputs, source_digest: str) -> str:
     return hashlib.sha256(json.dumps(doc).encode()).hexdigest()
 
 
-def install_projects(inputs: AssembleInputs, layout: Layout, *, runner: Sandbox,
-                     spec: SandboxSpec, wheel_cache: WheelCache) -> None:
+def install_projects(inputs: AssembleInputs, layout: Layout, owners: dict[str, str], *,
+                     runner: Sandbox, spec: SandboxSpec, wheel_cache: WheelCache) -> None:
     """Build every member and installable fetch offline (or reuse its wheel from
-    ``wheel_cache``) and install them all without deps."""
+    ``wheel_cache``) and install them all without deps; their files join ``owners``."""
     digests = dict(inputs.sources)
     projects = [(wheels.Project(label=f"workspace member {name}",
                                 source=inputs.recipe.project / rel),
@@ -197,7 +197,6 @@ def install_projects(inputs: AssembleInputs, layout: Layout, *, runner: Sandbox,
                  for f in inputs.fetched if f.install]
     site = layout.out / layout.site_packages
     before = set(site.glob("*.dist-info"))
-    owners = wheels.installed_owners(site)
     built: list[Path] = []
     for project, name, digest in projects:
         wheel = wheel_cache(name, wheel_key(inputs, digest), partial(
@@ -206,8 +205,8 @@ def install_projects(inputs: AssembleInputs, layout: Layout, *, runner: Sandbox,
         wheels.check_conflicts(wheel, owners)
         for dest in wheels.wheel_destinations(wheel, layout.site_packages):
             layout.forest.own_dir((layout.out / dest).parent)  # uv writes there
-        dist, files = wheels.wheel_files(wheel)
-        owners.update(dict.fromkeys(files, dist))  # two projects may clash with each other
+        dist_info, files = wheels.wheel_files(wheel)
+        owners.update(dict.fromkeys(files, dist_info))  # two projects may clash, too
         built.append(wheel)
     if built:
         # One uv call for all: each call reads every installed distribution first.
@@ -221,8 +220,8 @@ def install_projects(inputs: AssembleInputs, layout: Layout, *, runner: Sandbox,
                    what="installing " + ", ".join(p.label for p, _, _ in projects))
     if projects:
         removed = set()
-        for dist_info in sorted(set(site.glob("*.dist-info")) - before):
-            direct_url = dist_info / "direct_url.json"
+        for new in sorted(set(site.glob("*.dist-info")) - before):
+            direct_url = new / "direct_url.json"
             if direct_url.exists():  # names the wheel's temporary build path (PEP 610)
                 direct_url.unlink()
                 removed.add(direct_url)
@@ -232,11 +231,10 @@ def install_projects(inputs: AssembleInputs, layout: Layout, *, runner: Sandbox,
         python_links(layout, inputs.toolchain.python)
 
 
-def copy_sources(inputs: AssembleInputs, layout: Layout) -> None:
+def copy_sources(inputs: AssembleInputs, layout: Layout, owners: dict[str, str]) -> None:
     """The recipe's copy rules and top-level links."""
     rec = inputs.recipe
     fetched = {f.name: f.path for f in inputs.fetched}
-    owners = wheels.installed_owners(layout.out / layout.site_packages)
     for i, rule in enumerate(rec.assemble.copy):
         where = f"{rec.key_prefix}assemble.copy[{i}]"
         if rule.from_.startswith("@"):
@@ -251,8 +249,9 @@ def copy_sources(inputs: AssembleInputs, layout: Layout) -> None:
                                          make_dir=layout.forest.own_dir):
             rel = os.path.relpath(written, layout.out / layout.site_packages)
             if rel in owners:
+                owner = wheels.dist_name(owners[rel])
                 raise AssembleError(f"{where}: copying {rule.from_} to {rule.to} would "
-                                    f"overwrite {rel}, installed by {owners[rel]}; "
+                                    f"overwrite {rel}, installed by {owner}; "
                                     "choose another destination")
     for name, target in sorted(rec.assemble.links.items()):
         link = layout.out / name
@@ -273,11 +272,10 @@ def write_entry_points(layout: Layout) -> list[Path]:
                                           python=str(layout.logical / "bin" / "python")))
 
 
-def own_records(layout: Layout, changed: set[Path]) -> None:
+def own_records(layout: Layout, changed: set[Path], owners: dict[str, str]) -> None:
     """Make the RECORD of every distribution owning a changed file the closure's own, so
     update_records can rewrite it (it leaves linked ones alone)."""
     site = layout.out / layout.site_packages
-    owners = wheels.dist_info_owners(site)
     for path in changed:
         rel = os.path.relpath(path, site)
         if rel in owners:
@@ -318,15 +316,17 @@ def assemble(inputs: AssembleInputs, out: Path, *, logical: PurePosixPath, runne
     forest.own_dir(out / layout.site_packages)
     restore_venv(layout, inputs.toolchain.python)
     spec = _spec(inputs, layout)
-    install_projects(inputs, layout, runner=runner, spec=spec, wheel_cache=wheel_cache)
-    copy_sources(inputs, layout)
+    # Which dist-info lists each file, read once (authentik: 348 RECORDs through the links).
+    owners = wheels.dist_info_owners(out / layout.site_packages)
+    install_projects(inputs, layout, owners, runner=runner, spec=spec, wheel_cache=wheel_cache)
+    copy_sources(inputs, layout, owners)
     changed = set(write_entry_points(layout))
     values = layout.placeholders(inputs.fetched)
     changed |= substitute.apply_all(inputs.recipe, out, values, layout.site_packages,
                                     closure=forest)
     changed |= relinked.relink(out, inputs.toolchain, inputs.recipe.assemble.ignore_missing,
                                edit=forest.own_file)
-    own_records(layout, changed)
+    own_records(layout, changed, owners)
     update_records(out, (), changed)
     compile_bytecode(inputs, layout, runner=runner, spec=spec)
     return Assembled(layout=layout, spec=spec, values=values)

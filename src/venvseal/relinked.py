@@ -104,7 +104,8 @@ def relink(tree: Path, tc: ResolvedToolchain, ignore_missing: Sequence[str], *,
                              ignore_missing=ignore_missing)
     for change in plan.edits:
         edit(change.path)
-    elf.apply_plan(plan, patchelf=elf.locate_patchelf())
+    if plan.edits:  # an app without ELF files of its own needs no patchelf
+        elf.apply_plan(plan, patchelf=elf.locate_patchelf())
     return {change.path for change in plan.edits}
 
 

@@ -115,12 +115,17 @@ def build_wheel(project: Project, work: Path, *, runner: Sandbox, spec: SandboxS
 
 
 def wheel_files(wheel: Path) -> tuple[str, list[str]]:
-    """The distribution name and the site-packages-relative files a wheel installs."""
+    """The dist-info folder and the site-packages-relative files a wheel installs."""
     with zipfile.ZipFile(wheel) as zf:
         record = next(n for n in zf.namelist() if n.endswith(".dist-info/RECORD"))
         rows = csv.reader(io.StringIO(zf.read(record).decode("utf-8")))
         files = [path for row in rows if row and (path := _site_path(row[0])) is not None]
-    return record.split("-", 1)[0], files
+    return record.split("/", 1)[0], files
+
+
+def dist_name(dist_info: str) -> str:
+    """The distribution a dist-info folder (``name-1.0.dist-info``) belongs to."""
+    return dist_info.split("-", 1)[0]
 
 
 def wheel_destinations(wheel: Path, site_packages: str) -> list[str]:
@@ -166,15 +171,10 @@ def dist_info_owners(site_packages: Path) -> dict[str, str]:
     return owners
 
 
-def installed_owners(site_packages: Path) -> dict[str, str]:
-    """Every file listed in an installed RECORD -> the distribution owning it."""
-    return {path: folder.split("-", 1)[0]
-            for path, folder in dist_info_owners(site_packages).items()}
-
-
 def check_conflicts(wheel: Path, owners: Mapping[str, str]) -> None:
-    """Refuse a wheel that would overwrite a file another distribution installed."""
-    dist, files = wheel_files(wheel)
+    """Refuse a wheel that would overwrite a file another distribution installed
+    (``owners`` as from :func:`dist_info_owners`)."""
+    dist_info, files = wheel_files(wheel)
     for path in files:
         if path in owners and not path.endswith(".dist-info/RECORD"):
-            raise DistributionConflictError(path, owners[path], dist)
+            raise DistributionConflictError(path, dist_name(owners[path]), dist_name(dist_info))
