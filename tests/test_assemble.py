@@ -17,6 +17,8 @@ library comes from elsewhere (a driver, say), and this toolchain does not have i
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import shutil
 from collections.abc import Callable
@@ -193,6 +195,39 @@ def test_base_recipe_builds_and_the_ignored_library_is_missing_at_run_time(base:
                            "--", "@python@", "-c", "import cext")
     assert run.code == 1
     assert "libmissing_a.so.1: cannot open shared object file" in run.err
+
+
+def test_a_dependency_file_can_be_patched_without_touching_the_deps(base: Base,
+                                                                    tmp_path: Path) -> None:
+    # The closure links to the relinked deps (forest.py): patching six.py makes it the
+    # closure's own copy, with its RECORD line and its bytecode redone.
+    project = tmp_path / "app"
+    shutil.copytree(base.project, project, symlinks=True)
+    append_recipe('\n[[substitute]]\nfile = "@site-packages@/six.py"\n'
+                  'replace = \'__version__ = "1.16.0"\'\n'
+                  'with = \'__version__ = "1.16.0+patched"\'\n')(project)
+    built = venvseal("--json", "build", "--store", base.store, "--uv-cache", base.cache,
+                     project)
+    assert built.code == 0, built.err
+    closure, relinked = (Path(built.json()[k]) for k in ("path", "relinked"))
+    site = closure / "lib/python3.11/site-packages"
+    assert not (site / "six.py").is_symlink()
+    assert '__version__ = "1.16.0+patched"' in (site / "six.py").read_text()
+    assert '__version__ = "1.16.0"' in (relinked / "lib/python3.11/site-packages/six.py"
+                                         ).read_text()
+    record = next(site.glob("six-*.dist-info")) / "RECORD"
+    assert not record.is_symlink()
+    digest = base64.urlsafe_b64encode(hashlib.sha256((site / "six.py").read_bytes()).digest())
+    assert f"six.py,sha256={digest.decode().rstrip('=')}," in record.read_text()
+    assert [p.name for p in (site / "__pycache__").glob("six.*.pyc")] == [
+        "six.cpython-311.pyc"]
+    assert not (site / "__pycache__" / "six.cpython-311.pyc").is_symlink()
+    run = venvseal_process("run", project, "--store", base.store, "--uv-cache", base.cache,
+                           "--", "@python@", "-c", "import six; print(six.__version__)")
+    assert run.code == 0, run.err
+    assert run.out.strip() == "1.16.0+patched"
+    verify = venvseal("--json", "verify", "--store", base.store)
+    assert verify.code == 0, verify.out
 
 
 def replace_in(rel: str, old: str, new: str) -> Callable[[Path], None]:
