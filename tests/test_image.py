@@ -468,6 +468,23 @@ def test_image_from_another_store_is_byte_identical(demo: DemoImage, tmp_path: P
 
 
 @pytest.mark.slow
+def test_an_app_edit_changes_only_the_app_layer(demo: DemoImage, tmp_path: Path) -> None:
+    # The dependency layer is the relinked deps store path, which an app edit reuses: a
+    # registry that has the last version's layers receives only the app layer again.
+    project = tmp_path / "demo"
+    shutil.copytree(demo.project, project, symlinks=True)
+    with (project / "demo" / "urls.py").open("a") as f:
+        f.write("# an app edit\n")
+    edited = venvseal("--json", "image", "--store", demo.store, "--uv-cache", demo.cache,
+                      project, "-o", tmp_path / "edited.tar")
+    assert edited.code == 0, edited.err
+    before = [layer["digest"] for layer in demo.made.json()["layers"]]
+    after = [layer["digest"] for layer in edited.json()["layers"]]
+    assert after[:2] == before[:2]
+    assert after[2] != before[2]
+
+
+@pytest.mark.slow
 def test_skopeo_reads_the_archive(demo: DemoImage) -> None:
     skopeo = require_tool("skopeo", "skopeo")
     done = subprocess.run([skopeo, "inspect", f"oci-archive:{demo.archive}"],
