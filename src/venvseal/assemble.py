@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Protocol
@@ -164,7 +164,6 @@ def _spec(inputs: AssembleInputs, layout: Layout) -> SandboxSpec:
                 "UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1"})
     mounts = [Mount(host=layout.out, target=layout.logical, writable=True),
               Mount(host=inputs.relinked, target=STORE_DIR / inputs.relinked.name),
-              Mount(host=inputs.deps, target=DEPS_DIR),
               Mount(host=uv_binary(), target=sandbox.TOOLS_DIR / "uv")]
     mounts += [Mount(host=f.path, target=f.logical) for f in inputs.fetched]
     return SandboxSpec(root=inputs.toolchain.root, mounts=tuple(mounts), env=env,
@@ -172,9 +171,10 @@ def _spec(inputs: AssembleInputs, layout: Layout) -> SandboxSpec:
 
 
 class WheelCache(Protocol):
-    """Returns the wheel for (name, key), calling ``build(work)`` only if it has none."""
+    """Returns the wheel for (name, key), calling ``build(work, deps)`` only if it has none
+    (``deps``: the host path of the deps store path, whose build environment it uses)."""
 
-    def __call__(self, name: str, key: str, build: Callable[[Path], Path]) -> Path: ...
+    def __call__(self, name: str, key: str, build: Callable[[Path, Path], Path]) -> Path: ...
 
 
 def wheel_key(inputs: AssembleInputs, source_digest: str) -> str:
@@ -183,6 +183,14 @@ def wheel_key(inputs: AssembleInputs, source_digest: str) -> str:
     tc = inputs.toolchain
     doc = [STAGE_VERSION, source_digest, inputs.deps.name, tc.identity, str(tc.python)]
     return hashlib.sha256(json.dumps(doc).encode()).hexdigest()
+
+
+def _build_wheel(project: wheels.Project, work: Path, deps: Path, *, runner: Sandbox,
+                 spec: SandboxSpec) -> Path:
+    """Build ``project`` with the backends of the deps path's build environment."""
+    job = replace(spec, mounts=(*spec.mounts, Mount(host=deps, target=DEPS_DIR)))
+    return wheels.build_wheel(project, work, runner=runner, spec=job,
+                              build_env=DEPS_DIR / BUILD_ENV)
 
 
 def install_projects(inputs: AssembleInputs, layout: Layout, owners: dict[str, str], *,
@@ -199,9 +207,8 @@ def install_projects(inputs: AssembleInputs, layout: Layout, owners: dict[str, s
     before = set(site.glob("*.dist-info"))
     built: list[Path] = []
     for project, name, digest in projects:
-        wheel = wheel_cache(name, wheel_key(inputs, digest), partial(
-            wheels.build_wheel, project, runner=runner, spec=spec,
-            build_env=DEPS_DIR / BUILD_ENV))
+        wheel = wheel_cache(name, wheel_key(inputs, digest),
+                            partial(_build_wheel, project, runner=runner, spec=spec))
         wheels.check_conflicts(wheel, owners)
         for dest in wheels.wheel_destinations(wheel, layout.site_packages):
             layout.forest.own_dir((layout.out / dest).parent)  # uv writes there

@@ -378,7 +378,10 @@ def cmd_cache_push(args: argparse.Namespace, ui: Ui) -> int:
         ctx = context(args, ui, store)
         tc = pipeline.resolve_toolchain(rec, ctx)
         res = pipeline.run_build(rec, ctx, tc=tc)
-        paths = [res.path, res.deps.path, *res.fetched]  # references (relinked) go too
+        # The deps path goes too (another machine needs it to build a changed app), also
+        # when this build did not need it here (everything reused or fetched).
+        deps_path = pipeline.run_deps(rec, ctx, tc=tc).path
+        paths = [res.path, deps_path, *res.fetched]  # references (relinked) go too
         if rec.toolchain.debian is not None:
             paths.append(store.parse_path(str(tc.root)))
         pushed = cache.push_paths(store, paths, target, client=client, on_step=ui.info)

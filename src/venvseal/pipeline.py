@@ -56,6 +56,7 @@ class DepsResult:
     reused: bool
     hash_updated: bool = False
     report: NormaliseReport | None = None
+    deferred: bool = False  # named by its declared hash, not (yet) in the store
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -87,27 +88,29 @@ def resolve_toolchain(rec: Recipe, ctx: Context) -> toolchain.ResolvedToolchain:
 
 def run_deps(rec: Recipe, ctx: Context, *, update_hash: bool = False,
              tc: toolchain.ResolvedToolchain | None = None, check: bool = True,
-             lock: Lock | None = None) -> DepsResult:
+             lock: Lock | None = None, defer: bool = False) -> DepsResult:
     """Realise the deps stage: reuse it when its inputs are unchanged, else build and pin.
 
     Concurrent runs with the same inputs build once: the others wait for the store's lock on
-    the inputs, then reuse what the first one added.
+    the inputs, then reuse what the first one added. With ``defer``, a declared hash that
+    this store has never seen is trusted for the path's name alone (``deferred``): the
+    caller realises it only if a later stage needs its files, and a cache hit never does.
     """
     inputs = deps.collect_inputs(rec, tc or resolve_toolchain(rec, ctx), lock=lock)
     key = "deps-" + inputs.fingerprint()
-    found = _reuse_deps(rec, ctx, key, update_hash=update_hash, check=check)
+    found = _reuse_deps(rec, ctx, key, update_hash=update_hash, check=check, defer=defer)
     if found is not None:
         return found
     waiting = f"waiting for another venvseal building the dependencies of {rec.app.name}"
     with ctx.store.exclusive(key, on_wait=lambda: ctx.on_step(waiting)):
-        found = _reuse_deps(rec, ctx, key, update_hash=update_hash, check=check)
+        found = _reuse_deps(rec, ctx, key, update_hash=update_hash, check=check, defer=False)
         if found is not None:
             return found
         return _build_deps(rec, ctx, inputs, key, update_hash=update_hash)
 
 
 def _reuse_deps(rec: Recipe, ctx: Context, key: str, *, update_hash: bool,
-                check: bool) -> DepsResult | None:
+                check: bool, defer: bool) -> DepsResult | None:
     """The stage's path if these inputs made it before, or a substituter has it.
 
     With ``check``, a path edited since it was sealed is refused (see Store.check_intact).
@@ -126,6 +129,9 @@ def _reuse_deps(rec: Recipe, ctx: Context, key: str, *, update_hash: bool,
         # A fixed output is named by its declared hash alone, so a substituter may have it
         # (built elsewhere from the same inputs, if the declared hash is kept up to date).
         fixed = ctx.store.make_fixed_path(deps_name(rec), declared)
+        # (A valid fixed path that these inputs did not make is checked by building.)
+        if not ctx.store.is_valid(fixed) and defer:
+            return DepsResult(path=fixed, hash=declared, reused=True, deferred=True)
         if not ctx.store.is_valid(fixed) and ctx.store.substitute(fixed, declared) is not None:
             ctx.store.record_output(key, fixed)
             return DepsResult(path=fixed, hash=declared, reused=True)
@@ -196,23 +202,25 @@ def relinked_name(rec: Recipe) -> str:
 
 
 def run_relinked(rec: Recipe, ctx: Context, tc: toolchain.ResolvedToolchain,
-                 deps_path: StorePath) -> StorePath:
-    """The deps venv relinked against ``tc`` and compiled (relinked.py), built once."""
+                 deps_path: StorePath, need_deps: Callable[[], StorePath]) -> StorePath:
+    """The deps venv relinked against ``tc`` and compiled (relinked.py): reused, fetched
+    from a substituter, or made (``need_deps()`` realises the deps path first)."""
     from venvseal import relinked
 
     inputs = relinked.RelinkInputs(deps=deps_path, toolchain=tc,
                                    ignore_missing=tuple(rec.assemble.ignore_missing))
     path = ctx.store.make_path(relinked_name(rec), inputs.fingerprint())
-    if ctx.store.is_valid(path):
+    if ctx.store.substitute(path) is not None:  # valid already, or fetched
         return path
-    ctx.store.check_intact(deps_path)  # it is about to be read
+    ctx.store.check_intact(need_deps())  # it is about to be read
 
     def produce(out: Path) -> None:
         ctx.on_step(f"relinking and compiling the dependencies of {rec.app.name} (once per "
                     "deps path and toolchain)")
         relinked.make(inputs, out, logical=ctx.store.logical(path), runner=ctx.sandbox)
 
-    ctx.store.add(path, produce, inputs={"stage": "relinked", "fingerprint": inputs.fingerprint()},
+    ctx.store.add(path, produce, substitute=False,
+                  inputs={"stage": "relinked", "fingerprint": inputs.fingerprint()},
                   on_wait=lambda p: ctx.on_step(f"waiting for another venvseal building {p.name}"))
     return path
 
@@ -240,8 +248,18 @@ def run_build(rec: Recipe, ctx: Context, *, out_link: Path | None = None,
     tc = tc or resolve_toolchain(rec, ctx)
     # The deps path is checked for edits only when a stage reads it (run_relinked, and
     # below); a reused closure is checked itself.
-    deps_result = run_deps(rec, ctx, update_hash=update_hash, tc=tc, check=False, lock=lock)
-    linked = run_relinked(rec, ctx, tc, deps_result.path)
+    deps_result = run_deps(rec, ctx, update_hash=update_hash, tc=tc, check=False, lock=lock,
+                           defer=True)
+    realised: list[DepsResult] = []
+
+    def need_deps() -> StorePath:
+        """The deps path in the store, fetched or built the first time a stage reads it."""
+        if deps_result.deferred and not realised:
+            realised.append(run_deps(rec, ctx, update_hash=update_hash, tc=tc, check=False,
+                                     lock=lock))
+        return deps_result.path
+
+    linked = run_relinked(rec, ctx, tc, deps_result.path, need_deps)
     fetched = tuple(
         assemble.Fetched(name=f.name, path=r.path, logical=ctx.store.logical(r.path),
                          install=f.install)
@@ -251,7 +269,8 @@ def run_build(rec: Recipe, ctx: Context, *, out_link: Path | None = None,
                                       network_env=ctx.network_env)])
     inputs = assemble.collect_inputs(rec, tc, deps_result.path, linked, fetched, lock)
     path = ctx.store.make_path(f"{rec.app.name}-{rec.app.version}", inputs.fingerprint())
-    if not ctx.store.is_valid(path):
+    fresh = ctx.store.substitute(path) is None  # neither valid nor fetched
+    if fresh:
         # The assembly copies from the fetched paths. It only links to the relinked deps:
         # a damaged one is repaired for every closure at once, and verify re-hashes it.
         for used in (f.path for f in fetched):
@@ -262,7 +281,7 @@ def run_build(rec: Recipe, ctx: Context, *, out_link: Path | None = None,
         ctx.on_step(f"assembling {path.name} offline")
         built = assemble.assemble(inputs, out, logical=ctx.store.logical(path),
                                   runner=ctx.sandbox,
-                                  wheel_cache=partial(_cached_wheel, ctx, deps_result.path))
+                                  wheel_cache=partial(_cached_wheel, ctx, need_deps))
         ctx.on_step("verifying the closure (imports, commands, dynamic loader)")
         report.append(verify.verify(rec, out, logical=built.layout.logical,
                                     site_packages=built.layout.site_packages,
@@ -270,19 +289,21 @@ def run_build(rec: Recipe, ctx: Context, *, out_link: Path | None = None,
                                     spec=built.spec, jobs=ctx.jobs))
 
     ctx.store.add(path, produce, references=[linked, *(f.path for f in fetched)],
+                  substitute=False,  # tried above
                   on_wait=lambda p: ctx.on_step(f"waiting for another venvseal building {p.name}"))
     if not report and path not in ctx.store.substituted:
         ctx.store.check_intact(path)  # reused: refuse it if it was edited since
     if out_link is not None:
         ctx.store.add_root(out_link, path)
-    return BuildResult(path=path, deps=deps_result, relinked=linked,
+    return BuildResult(path=path, deps=realised[0] if realised else deps_result,
+                       relinked=linked,
                        fetched=tuple(f.path for f in fetched),
                        reused=not report, verified=report[0] if report else None,
                        substituted=tuple(ctx.store.substituted))
 
 
-def _cached_wheel(ctx: Context, deps_path: StorePath, name: str, key: str,
-                  build: Callable[[Path], Path]) -> Path:
+def _cached_wheel(ctx: Context, need_deps: Callable[[], StorePath], name: str, key: str,
+                  build: Callable[[Path, Path], Path]) -> Path:
     """A project's wheel, kept in the store under ``key`` so an app edit does not rebuild
     the workspace members it did not touch. Never substituted: a local build is quicker
     than asking a cache for every member."""
@@ -290,11 +311,12 @@ def _cached_wheel(ctx: Context, deps_path: StorePath, name: str, key: str,
 
     def produce(out: Path) -> None:
         # Building reads the deps path's build environment: it must be as sealed.
+        deps_path = need_deps()
         ctx.store.check_intact(deps_path, within=deps.BUILD_ENV)
         ctx.on_step(f"building {name} into a wheel")
         out.mkdir()
         with ctx.store.scratch() as work:
-            wheel = build(work)
+            wheel = build(work, deps_path)
             os.rename(wheel, out / wheel.name)
 
     ctx.store.add(path, produce, substitute=False, inputs={"stage": "wheel", "key": key})
