@@ -4,7 +4,8 @@ Layout (all on one file system, so renames are atomic)::
 
     <root>/<32 nix32>-<name>       store paths (file, symlink or directory), read-only
     <root>/.meta/<basename>.json   what the store knows of a path: narHash, narSize, ...
-    <root>/.tmp/                   build dirs and temp files, named <basename>~<pid>~<random>
+    <root>/.tmp/                   build dirs and temp files, named <basename>~<pid>~<random>;
+                                   a build dir holds the output and a link per reference
     <root>/.locks/<basename>.lock  one flock(2) file per path; .gc.lock for the collector
     <root>/.roots/                 gc roots: symlinks to out-links
 
