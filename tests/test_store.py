@@ -281,6 +281,24 @@ def test_sealing_never_touches_a_hard_linked_file_outside(store: Store, tmp_path
     assert (path / "file").stat().st_ino != after.st_ino
 
 
+def test_relative_links_into_a_reference_resolve_during_the_build(store: Store) -> None:
+    # As the closure's links into the relinked deps do (forest.py): the build dir holds a
+    # link per reference beside the output, so ../<ref>/... resolves there as in the store.
+    lib = store.add(store.make_path("lib", "fp"), tree_producer("lib")).path
+    seen: list[str] = []
+
+    def produce(out: Path) -> None:
+        out.mkdir()
+        (out / "linked").symlink_to(f"../{lib.name}/lib/data.txt")
+        seen.append((out / "linked").read_text())
+
+    app = store.add(store.make_path("app", "fp"), produce, references=[lib]).path
+    assert seen == [(lib / "lib/data.txt").read_text()]
+    assert (app / "linked").read_text() == seen[0]
+    assert sorted(os.listdir(app)) == ["linked"]  # the reference link stays outside
+    assert os.listdir(store.root / ".tmp") == []
+
+
 def test_meta_records_the_nar_hash(store: Store) -> None:
     lib = store.add(store.make_path("lib", "fp"), tree_producer("lib"))
     info = store.add(store.make_path("app", "fp"), tree_producer(), references=[lib.path])
