@@ -228,6 +228,23 @@ def test_apply_patch_leaves_the_linked_file_alone(tmp_path: Path, patch_tool: st
     assert 'BASE_DIR = "/srv/app"' in (out / SITE / "app/settings.py").read_text()
 
 
+def test_a_file_a_patch_creates_in_a_linked_folder_stays_out_of_the_deps(
+        tmp_path: Path, patch_tool: str) -> None:
+    deps, forest = linked_closure(tmp_path)
+    out = forest.out
+    diff = write(tmp_path / "new.diff", f"""\
+--- /dev/null
++++ b/{SITE}/app/extra.py
+@@ -0,0 +1 @@
++EXTRA = 1
+""")
+    changed = apply_patch(patch_sub(diff), out, where="substitute[0]", closure=forest)
+    assert (out / SITE / "app/extra.py").read_text() == "EXTRA = 1\n"
+    assert not (out / SITE / "app").is_symlink()
+    assert not (deps.parent / "extra.py").exists()
+    assert changed == {out / SITE / "app/extra.py"}
+
+
 def test_patch_that_does_not_apply_is_an_error(tmp_path: Path, patch_tool: str) -> None:
     out = closure(tmp_path)
     diff = write(tmp_path / "stale.diff", PATCH.replace("-BASE_DIR = os.getcwd()",

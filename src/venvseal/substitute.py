@@ -37,6 +37,9 @@ class Editable(Protocol):
     def own_file(self, path: Path) -> Path:
         """Make ``path`` a writable file of the closure's own; return it."""
 
+    def own_dir(self, path: Path) -> Path:
+        """Make the folder ``path`` the closure's own (created if absent); return it."""
+
 
 def closure_file(out: Path, rel: str, site_packages: str, *, where: str,
                  closure: Editable) -> Path:
@@ -89,6 +92,8 @@ def apply_patch(sub: Substitute, out: Path, *, where: str, closure: Editable) ->
                                   "closure; fix the patch or its strip level")
         if path.is_file():
             closure.own_file(path)
+        else:  # a file the patch creates: its folder must not be a link into the deps
+            closure.own_dir(path.parent)
         targets.append(path)
     tool = process.find_tool("patch", "patch")
     try:
