@@ -161,7 +161,7 @@ def test_missing_lock_says_to_run_uv_lock(tmp_path: Path) -> None:
     message = str(info.value)
     assert str(tmp_path / "uv.lock") in message
     assert "'uv lock'" in message
-    assert info.value.exit_code == 1
+    assert info.value.exit_code == 2  # bad input, like a bad recipe
 
 
 # Each row: what is wrong, the file's bytes, a fragment the message must contain.

@@ -10,7 +10,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from venvseal.errors import VenvsealError
+from venvseal.errors import EXIT_USAGE, VenvsealError
 
 # Sources that point at the local file system rather than an index, git or a URL.
 LOCAL_SOURCES = ("editable", "virtual", "directory", "path")
@@ -20,7 +20,9 @@ SOURCE_KINDS = ("registry", "git", "url", *LOCAL_SOURCES)
 
 
 class LockError(VenvsealError):
-    """uv.lock is missing, unreadable or stale."""
+    """uv.lock is missing, unreadable or stale: bad input (exit 2)."""
+
+    exit_code = EXIT_USAGE
 
     def __init__(self, file: Path, message: str) -> None:
         self.file = file

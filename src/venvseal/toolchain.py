@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from venvseal.errors import VenvsealError
+from venvseal.errors import EXIT_USAGE, VenvsealError
 from venvseal.recipe import Toolchain
 
 # Debian's package database: one file that changes whenever any package does.
@@ -22,7 +22,9 @@ MAX_LINKS = 40
 
 
 class ToolchainError(VenvsealError):
-    """The toolchain root or its interpreter cannot be used."""
+    """The recipe's toolchain root or interpreter cannot be used: bad input (exit 2)."""
+
+    exit_code = EXIT_USAGE
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
