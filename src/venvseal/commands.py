@@ -198,7 +198,8 @@ def cmd_build(args: argparse.Namespace, ui: Ui) -> int:
         data["verified"] = {"imports": res.verified.imports, "commands": res.verified.commands,
                             "elf_files": res.verified.elf_files}
         ui.info(f"verified: {res.verified.imports} imports, {res.verified.commands} commands, "
-                f"{res.verified.elf_files} ELF files resolved by the dynamic loader")
+                f"{res.verified.elf_files} ELF files of the closure's own resolved by the "
+                "dynamic loader (the dependencies' were, when the relinked deps were made)")
     ui.result(data, str(res.path))
     return EXIT_OK
 

@@ -217,7 +217,10 @@ def run_relinked(rec: Recipe, ctx: Context, tc: toolchain.ResolvedToolchain,
     def produce(out: Path) -> None:
         ctx.on_step(f"relinking and compiling the dependencies of {rec.app.name} (once per "
                     "deps path and toolchain)")
-        relinked.make(inputs, out, logical=ctx.store.logical(path), runner=ctx.sandbox)
+        made = relinked.make(inputs, out, logical=ctx.store.logical(path), runner=ctx.sandbox)
+        ctx.on_step(f"relinked deps: {made.elf_files} ELF files resolved by the dynamic loader "
+                    f"({made.edited} relinked); {made.compiled} modules compiled, "
+                    f"{made.not_compiled} files skipped as not Python for this interpreter")
 
     ctx.store.add(path, produce, substitute=False,
                   inputs={"stage": "relinked", "fingerprint": inputs.fingerprint()},
