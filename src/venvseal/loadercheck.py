@@ -9,6 +9,7 @@ every dependency and prints ``NAME => not found`` for each one it cannot load. (
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -87,6 +88,19 @@ def loader_check(files: Sequence[PurePosixPath], *, runner: Sandbox, spec: Sandb
     """
     traced = trace(files, runner=runner, spec=spec, loader=loader)
     return {file: list(t.missing) for file, t in traced.items()}
+
+
+def unresolved_lines(files: Sequence[PurePosixPath], ignored: Sequence[str], *,
+                     runner: Sandbox, spec: SandboxSpec) -> str | None:
+    """``loader_check``, less the sonames ``ignored`` (fnmatch globs) allows: one line per
+    file with what stays unresolved, or None if everything resolves."""
+    unresolved = loader_check(files, runner=runner, spec=spec) if files else {}
+    missing = {f: kept for f, libs in unresolved.items()
+               if (kept := [lib for lib in libs
+                            if not any(fnmatch.fnmatchcase(lib, p) for p in ignored)])}
+    if not missing:
+        return None
+    return "\n".join(f"  {f} -> {', '.join(libs)}" for f, libs in sorted(missing.items()))
 
 
 def parse_trace(output: str, files: Sequence[PurePosixPath]) -> dict[PurePosixPath, Trace]:

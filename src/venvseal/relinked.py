@@ -18,7 +18,6 @@ it whole, and images ship it as one layer.
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import json
 from collections.abc import Callable, Sequence
@@ -122,12 +121,8 @@ def check_loader(tree: Path, logical: PurePosixPath, ignore_missing: Sequence[st
                  runner: Sandbox, spec: SandboxSpec) -> int:
     """Every ELF file under ``tree`` (seen at ``logical``) resolves; how many there are."""
     files = [logical / p.relative_to(tree).as_posix() for p in find_elf_files(tree)]
-    unresolved = loadercheck.loader_check(files, runner=runner, spec=spec)
-    missing = {f: kept for f, libs in unresolved.items()
-               if (kept := [lib for lib in libs
-                            if not any(fnmatch.fnmatchcase(lib, p) for p in ignore_missing)])}
-    if missing:
-        lines = "\n".join(f"  {f} -> {', '.join(libs)}" for f, libs in sorted(missing.items()))
+    lines = loadercheck.unresolved_lines(files, ignore_missing, runner=runner, spec=spec)
+    if lines is not None:
         raise RelinkError(f"the dynamic loader cannot resolve:\n{lines}\ninstall each library "
                           "in the toolchain, or add the soname to [assemble] ignore-missing")
     return len(files)

@@ -7,7 +7,6 @@ the toolchain's dynamic loader. Any failure fails the build and nothing enters t
 from __future__ import annotations
 
 import csv
-import fnmatch
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -93,14 +92,8 @@ def _run_command(command: str | tuple[str, ...], i: int, *, runner: Sandbox, spe
 
 def _check_loader(elf_files: Sequence[PurePosixPath], ignored: Sequence[str], *,
                   runner: Sandbox, spec: SandboxSpec) -> list[str]:
-    unresolved = loadercheck.loader_check(elf_files, runner=runner, spec=spec)
-    missing = {f: kept for f, libs in unresolved.items()
-               if (kept := [lib for lib in libs
-                            if not any(fnmatch.fnmatchcase(lib, p) for p in ignored)])}
-    if not missing:
-        return []
-    lines = "\n".join(f"  {f} -> {', '.join(libs)}" for f, libs in sorted(missing.items()))
-    return [f"verify: the dynamic loader cannot resolve:\n{lines}"]
+    lines = loadercheck.unresolved_lines(elf_files, ignored, runner=runner, spec=spec)
+    return [] if lines is None else [f"verify: the dynamic loader cannot resolve:\n{lines}"]
 
 
 def verify(rec: Recipe, closure: Path, *, logical: PurePosixPath, site_packages: str,
