@@ -67,15 +67,16 @@ def top_level_modules(site_packages: Path, skip: Sequence[str] = ()) -> list[str
 
 
 def _run_imports(modules: Sequence[str], *, runner: Sandbox, spec: SandboxSpec,
-                 python: str) -> list[str]:
-    """Import ``modules`` in one process; a line per failed import (or the output's tail)."""
+                 python: str) -> tuple[list[str], str | None]:
+    """Import ``modules`` in one process: a line per failed import, and the output's tail
+    if the process failed without naming a module (it crashed, or could not start)."""
     try:
         runner.run(spec, [python, "-c", IMPORTER, *modules], what="verify imports")
     except CommandError as err:
         bad = [ln.removeprefix(FAILED).strip() for ln in err.output_tail.splitlines()
                if ln.startswith(FAILED)]
-        return bad or [err.output_tail]
-    return []
+        return bad, None if bad else err.output_tail
+    return [], None
 
 
 def _run_command(command: str | tuple[str, ...], i: int, *, runner: Sandbox, spec: SandboxSpec,
@@ -105,6 +106,7 @@ def verify(rec: Recipe, closure: Path, *, logical: PurePosixPath, site_packages:
     dealt round-robin into ``jobs`` processes, each importing the explicit ``imports`` first.
     Every failure is reported, in one VerifyError.
     """
+    jobs = max(1, jobs)
     python = str(logical / "bin" / "python")
     env = {**spec.env, "PATH": f"{logical}/bin:{spec.env.get('PATH', '/usr/bin:/bin')}"}
     # Read-only: a check must not change the closure it checks, nor the store paths it
@@ -126,14 +128,17 @@ def verify(rec: Recipe, closure: Path, *, logical: PurePosixPath, site_packages:
     elf_files = [logical / p.relative_to(closure).as_posix() for p in find_elf_files(closure)]
     loader = [partial(_check_loader, elf_files, rec.assemble.ignore_missing, runner=runner,
                       spec=job)]
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        results = list(pool.map(lambda task: task(), [*imports, *commands, *loader]))
-    bad_imports = [line for r in results[:len(imports)] for line in r]
-    problems = [line for r in results[len(imports):] for line in r]
-    if bad_imports:
-        detail = "\n".join(f"  {b}" for b in bad_imports)
-        problems.insert(0, f"verify: {len(bad_imports)} import(s) failed in the closure:\n"
-                           f"{detail}")
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        imported = [pool.submit(task) for task in imports]
+        checked = [pool.submit(task) for task in [*commands, *loader]]
+        outcomes = [f.result() for f in imported]
+        problems = [line for f in checked for line in f.result()]
+    bad = [line for lines, _ in outcomes for line in lines]
+    tails = [tail for _, tail in outcomes if tail is not None]
+    if bad or tails:
+        detail = "\n".join(f"  {b}" for b in bad + tails)
+        problems.insert(0, f"verify: {'some' if tails else len(bad)} import(s) failed in the "
+                           f"closure:\n{detail}")
     if problems:
         raise VerifyError("\n".join(problems))
     return VerifyReport(imports=len(first) + len(rest), commands=len(rec.verify.commands),
