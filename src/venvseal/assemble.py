@@ -20,7 +20,7 @@ from typing import Protocol
 
 from venvseal import entrypoints, relinked, sandbox, sources, substitute, wheels
 from venvseal.deps import BUILD_ENV
-from venvseal.errors import CommandError, VenvsealError
+from venvseal.errors import VenvsealError
 from venvseal.forest import Forest
 from venvseal.lock import Lock
 from venvseal.normalise import PYTHON_HOME_PLACEHOLDER, remove_build_litter, update_records
@@ -297,12 +297,9 @@ def compile_bytecode(inputs: AssembleInputs, layout: Layout, *, runner: Sandbox,
         if "__pycache__" in dirs and any(f.endswith(".py") and not os.path.islink(
                 os.path.join(folder, f)) for f in files):
             layout.forest.own_dir(Path(folder) / "__pycache__")
-    try:
-        relinked.compile_bytecode([layout.logical / layout.site_packages],
-                                  python=inputs.toolchain.python, runner=runner, spec=spec)
-    except CommandError as err:
-        raise AssembleError(f"compiling the bytecode of {layout.logical.name} failed:\n"
-                            f"{err.output_tail}") from err
+    relinked.compile_bytecode([layout.logical / layout.site_packages],
+                              python=inputs.toolchain.python, what=layout.logical.name,
+                              runner=runner, spec=spec)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -59,7 +59,7 @@ print(done, failed)
 
 
 class RelinkError(VenvsealError):
-    """The relinked deps cannot be made: the loader cannot resolve some ELF file."""
+    """The loader cannot resolve some ELF file, or the interpreter cannot compile bytecode."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -108,11 +108,17 @@ def relink(tree: Path, tc: ResolvedToolchain, ignore_missing: Sequence[str], *,
     return {change.path for change in plan.edits}
 
 
-def compile_bytecode(folders: Sequence[PurePosixPath], *, python: PurePosixPath,
+def compile_bytecode(folders: Sequence[PurePosixPath], *, python: PurePosixPath, what: str,
                      runner: Sandbox, spec: SandboxSpec) -> tuple[int, int]:
-    """Compile the modules under ``folders`` (paths in the sandbox); (compiled, not)."""
-    done = runner.run(spec, [str(python), "-I", "-c", COMPILER, *map(str, folders)],
-                      what="compiling bytecode")
+    """Compile the modules under ``folders`` (paths in the sandbox) of the store path named
+    ``what``; (compiled, not Python for this interpreter)."""
+    try:
+        done = runner.run(spec, [str(python), "-I", "-c", COMPILER, *map(str, folders)],
+                          what="compiling bytecode")
+    except CommandError as err:  # a file that does not compile is counted, not raised
+        raise RelinkError(f"compiling the bytecode of {what} failed: the interpreter {python} "
+                          "itself failed; check that [toolchain] python runs in the "
+                          f"toolchain root:\n{err.output_tail}") from err
     compiled, failed = done.output.split()[-2:]
     return int(compiled), int(failed)
 
@@ -137,12 +143,8 @@ def make(inputs: RelinkInputs, out: Path, *, logical: PurePosixPath, runner: San
     spec = SandboxSpec(root=inputs.toolchain.root, env=env, network=False,
                        mounts=(Mount(host=out, target=logical, writable=True),),
                        cwd=sandbox.BUILD_ROOT)
-    try:
-        compiled, failed = compile_bytecode([logical], python=inputs.toolchain.python,
-                                            runner=runner, spec=spec)
-    except CommandError as err:
-        raise RelinkError(f"compiling the bytecode of {inputs.deps.name} failed:\n"
-                          f"{err.output_tail}") from err
+    compiled, failed = compile_bytecode([logical], python=inputs.toolchain.python,
+                                        what=logical.name, runner=runner, spec=spec)
     elf_files = check_loader(out, logical, inputs.ignore_missing, runner=runner, spec=spec)
     return Relinked(edited=len(edited), elf_files=elf_files, compiled=compiled,
                     not_compiled=failed)
