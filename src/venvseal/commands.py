@@ -226,7 +226,7 @@ def cmd_closure(args: argparse.Namespace, ui: Ui) -> int:
         res = pipeline.run_build(rec, ctx, tc=tc)
         ctx.on_step(f"tracing what {res.path.name} needs from {tc.root} at run time")
         found = runtime.runtime_closure(rec, tc, res.path, runner=ctx.sandbox,
-                                        references=[res.relinked, *res.fetched])
+                                        references=res.references)
         whole = runtime.root_size(tc.root)
     files = [f for f in found.files if f.kind == "file"]
     ui.table(f"runtime closure of {res.path.name} from the toolchain root {tc.root}",
@@ -298,7 +298,7 @@ def _image_blobs(rec: Recipe, args: argparse.Namespace, ui: Ui, store: Store,
     res = pipeline.run_build(rec, ctx, tc=tc)
     ctx.on_step(f"finding what {res.path.name} needs from the toolchain root at run time")
     runtime = closure.runtime_closure(rec, tc, res.path, runner=ctx.sandbox,
-                                      references=[res.relinked, *res.fetched])
+                                      references=res.references)
     ctx.on_step("writing the image's layers")
     return res, image.build_blobs(rec, res, runtime, scratch)
 

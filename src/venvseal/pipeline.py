@@ -130,11 +130,12 @@ def _reuse_deps(rec: Recipe, ctx: Context, key: str, *, update_hash: bool,
         # (built elsewhere from the same inputs, if the declared hash is kept up to date).
         fixed = ctx.store.make_fixed_path(deps_name(rec), declared)
         # (A valid fixed path that these inputs did not make is checked by building.)
-        if not ctx.store.is_valid(fixed) and defer:
-            return DepsResult(path=fixed, hash=declared, reused=True, deferred=True)
-        if not ctx.store.is_valid(fixed) and ctx.store.substitute(fixed, declared) is not None:
-            ctx.store.record_output(key, fixed)
-            return DepsResult(path=fixed, hash=declared, reused=True)
+        if not ctx.store.is_valid(fixed):
+            if defer:
+                return DepsResult(path=fixed, hash=declared, reused=True, deferred=True)
+            if ctx.store.substitute(fixed, declared) is not None:
+                ctx.store.record_output(key, fixed)
+                return DepsResult(path=fixed, hash=declared, reused=True)
     return None
 
 
@@ -209,7 +210,8 @@ def run_relinked(rec: Recipe, ctx: Context, tc: toolchain.ResolvedToolchain,
 
     inputs = relinked.RelinkInputs(deps=deps_path, toolchain=tc,
                                    ignore_missing=tuple(rec.assemble.ignore_missing))
-    path = ctx.store.make_path(relinked_name(rec), inputs.fingerprint())
+    fingerprint = inputs.fingerprint()
+    path = ctx.store.make_path(relinked_name(rec), fingerprint)
     if ctx.store.substitute(path) is not None:  # valid already, or fetched
         return path
     ctx.store.check_intact(need_deps())  # it is about to be read
@@ -223,7 +225,7 @@ def run_relinked(rec: Recipe, ctx: Context, tc: toolchain.ResolvedToolchain,
                     f"{made.not_compiled} files skipped as not Python for this interpreter")
 
     ctx.store.add(path, produce, substitute=False,
-                  inputs={"stage": "relinked", "fingerprint": inputs.fingerprint()},
+                  inputs={"stage": "relinked", "fingerprint": fingerprint},
                   on_wait=lambda p: ctx.on_step(f"waiting for another venvseal building {p.name}"))
     return path
 
@@ -239,6 +241,11 @@ class BuildResult:
     reused: bool
     verified: VerifyReport | None = None
     substituted: tuple[StorePath, ...] = ()  # paths fetched from a substituter, not built
+
+    @property
+    def references(self) -> tuple[StorePath, ...]:
+        """The store paths the closure refers to, which must stand beside it to run."""
+        return (self.relinked, *self.fetched)
 
 
 def run_build(rec: Recipe, ctx: Context, *, out_link: Path | None = None,
