@@ -20,10 +20,9 @@ Nothing here writes into the deps path: every change goes through :meth:`Forest.
 from __future__ import annotations
 
 import os
-import shutil
-import stat
 from pathlib import Path, PurePosixPath
 
+from venvseal import fsutil
 from venvseal.errors import VenvsealError
 
 TOP = PurePosixPath()  # the closure's own top folder, as a relative path
@@ -93,11 +92,7 @@ class Forest:
         """
         rel = self.relative(path)
         self.unfold(rel.parent)
-        source = self.base / rel if self.is_link(rel) else path
-        copy = path.with_name(f".{path.name}.venvseal-edit")
-        shutil.copyfile(source, copy)
-        os.chmod(copy, stat.S_IMODE(os.stat(source).st_mode) | 0o200)
-        os.replace(copy, path)
+        fsutil.copy_over(self.base / rel if self.is_link(rel) else path, path, writable=True)
         if rel.suffix == ".py":
             self.drop_bytecode(rel)
         return path

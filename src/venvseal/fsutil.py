@@ -68,9 +68,18 @@ def seal_tree(root: Path, *, mtime: int) -> None:
 
 def _unshare(path: str) -> None:
     """Replace the hard-linked file ``path`` with a private copy of it."""
-    copy = temp_name(path)
-    shutil.copy2(path, copy, follow_symlinks=False)
-    os.replace(copy, path)
+    copy_over(Path(path), Path(path))
+
+
+def copy_over(source: Path, dest: Path, *, writable: bool = False) -> None:
+    """Replace ``dest`` atomically with a copy of the regular file ``source``: a new inode
+    with ``source``'s mode (plus owner write with ``writable``), so nothing that shared
+    ``dest``'s old inode by hard link changes."""
+    temp = Path(temp_name(str(dest)))
+    shutil.copy2(source, temp, follow_symlinks=False)
+    if writable:
+        os.chmod(temp, stat.S_IMODE(os.stat(temp).st_mode) | 0o200)
+    os.replace(temp, dest)
 
 
 def make_private(path: Path) -> Path:
@@ -79,10 +88,7 @@ def make_private(path: Path) -> Path:
     Root may write read-only files, so a hard link into a sealed store path must be broken,
     never written through.
     """
-    copy = path.with_name(f".{path.name}.venvseal-edit")
-    shutil.copyfile(path, copy)
-    os.chmod(copy, (path.stat().st_mode & 0o777) | 0o200)
-    os.replace(copy, path)
+    copy_over(path, path, writable=True)
     return path
 
 
