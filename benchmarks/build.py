@@ -43,12 +43,16 @@ def prepare(project: Path, work: Path) -> Path:
     return copy
 
 
-def build(project: Path, store: Path, cache: Path) -> float:
+def venvseal(*argv: str | Path) -> float:
+    """Wall seconds of one venvseal command (its output is discarded)."""
     start = time.perf_counter()
-    subprocess.run([str(VENVSEAL), "--store", str(store), "build", "--uv-cache", str(cache),
-                    str(project)], check=True, stdout=subprocess.DEVNULL,
+    subprocess.run([str(VENVSEAL), *map(str, argv)], check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
     return time.perf_counter() - start
+
+
+def build(project: Path, store: Path, cache: Path) -> float:
+    return venvseal("--store", store, "build", "--uv-cache", cache, project)
 
 
 def main() -> int:

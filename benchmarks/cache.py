@@ -26,14 +26,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from build import REPO, VENVSEAL, prepare, remove
-
-
-def venvseal(*argv: str | Path) -> float:
-    start = time.perf_counter()
-    subprocess.run([str(VENVSEAL), *map(str, argv)], check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
-    return time.perf_counter() - start
+from build import REPO, prepare, remove, venvseal
 
 
 def start_registry(work: Path) -> tuple[subprocess.Popen[bytes], str]:
