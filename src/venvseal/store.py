@@ -366,8 +366,10 @@ class Store:
     def substitute(self, path: StorePath, expected: Sha256 | None = None) -> PathInfo | None:
         """``path``'s info if it is valid, or made valid by a substituter; else None.
 
-        For callers that build outside :meth:`add` (into scratch space, when the final path
-        is known only after the build) but know the path to try first: a fixed output's.
+        For callers that want a path fetched before they commit to building it: a fixed
+        output built in scratch space (its final path is known only after the build), or a
+        path whose build needs inputs not realised yet (the relinked deps and the closure
+        need the deps path, which a cache hit never fetches).
         """
         info = self._pin_valid(path, None)
         if info is None and self._substitute(path, expected):
