@@ -330,6 +330,26 @@ def deps_cmd(project: Path, store: Path, cache: Path, *extra: str) -> Run:
     return venvseal("--json", "deps", "--store", store, "--uv-cache", cache, *extra, project)
 
 
+# What tests that build the whole app append to its recipe: its own package copied in, and
+# checks that import everything and run it.
+ASSEMBLY = """
+[[assemble.copy]]
+from = "src/{name}"
+to = "@site-packages@/{name}"
+
+[verify]
+imports = ["six", "idna", "member", "{name}"]
+commands = ["@python@ -c 'import {name}; {name}.main()'"]
+"""
+
+
+def add_assembly(project: Path, name: str = "demo") -> Path:
+    """``project`` (from :func:`make_app` with a member) with :data:`ASSEMBLY` in its recipe."""
+    with (project / "venvseal.toml").open("a") as f:
+        f.write(ASSEMBLY.format(name=name))
+    return project
+
+
 def make_app(root: Path, lock_cache: Path, *, name: str = "demo",
              dependencies: tuple[str, ...] = ("six==1.16.0", "idna==3.10"),
              member: bool = True, cext: str | None = None, cext_layout: str = "folder",

@@ -55,22 +55,13 @@ from conftest import (
     venvseal_process,
     write,
 )
-from test_deps import make_app
+from test_deps import add_assembly, make_app
 
 from venvseal.elf import locate_patchelf
 from venvseal.nar import nar_hash
 
 pytestmark = pytest.mark.slow
 
-ASSEMBLY = """
-[[assemble.copy]]
-from = "src/demo"
-to = "@site-packages@/demo"
-
-[verify]
-imports = ["six", "idna", "member", "demo"]
-commands = ["@python@ -c 'import demo; demo.main()'"]
-"""
 LIBZ = next((p for p in ("/usr/lib/x86_64-linux-gnu/libz.so.1", "/lib/x86_64-linux-gnu/libz.so.1")
              if os.path.exists(p)), "/usr/lib/x86_64-linux-gnu/libz.so.1")
 EM_AARCH64 = 183  # ELF e_machine
@@ -158,9 +149,7 @@ class Base:
 def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Base]:
     root = tmp_path_factory.mktemp("hostile")
     cache = root / "uv-cache"
-    project = make_app(root / "app", cache)
-    with (project / "venvseal.toml").open("a") as f:
-        f.write(ASSEMBLY)
+    project = add_assembly(make_app(root / "app", cache))
     store = root / "store"
     built = venvseal("--json", "--store", store, "build", "--update-hash", "--uv-cache", cache,
                      project)

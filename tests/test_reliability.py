@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from conftest import venvseal
-from test_deps import make_app
+from test_deps import add_assembly, make_app
 
 from venvseal.nar import nar_hash
 from venvseal.store import Store
@@ -31,15 +31,6 @@ pytestmark = pytest.mark.slow
 SEED = int(os.environ.get("VENVSEAL_CRASH_SEED", "20261122"))
 TRIALS = int(os.environ.get("VENVSEAL_CRASH_TRIALS", "20"))
 
-ASSEMBLY = """
-[[assemble.copy]]
-from = "src/{name}"
-to = "@site-packages@/{name}"
-
-[verify]
-imports = ["six", "idna", "member", "{name}"]
-commands = ["@python@ -c 'import {name}; {name}.main()'"]
-"""
 
 
 @dataclass(frozen=True)
@@ -59,9 +50,7 @@ def build_process(project: Path, store: Path, cache: Path, *extra: str) -> subpr
 
 
 def make(root: Path, cache: Path, name: str) -> App:
-    project = make_app(root / name, cache, name=name)
-    with (project / "venvseal.toml").open("a") as f:
-        f.write(ASSEMBLY.format(name=name))
+    project = add_assembly(make_app(root / name, cache, name=name), name)
     first = venvseal("--json", "--store", root / "ref-store", "build", "--update-hash",
                      "--uv-cache", cache, project)
     assert first.code == 0, first.err
