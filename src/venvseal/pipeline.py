@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from venvseal import deps, recipe, toolchain
 from venvseal.diagnose import DiskFullError
+from venvseal.errors import StoreError
 from venvseal.hashes import Sha256
 from venvseal.lock import Lock, read_lock
 from venvseal.nar import nar_hash
@@ -291,7 +292,7 @@ def run_build(rec: Recipe, ctx: Context, *, out_link: Path | None = None,
         ctx.on_step(f"assembling {path.name} offline")
         built = assemble.assemble(inputs, out, logical=ctx.store.logical(path),
                                   runner=ctx.sandbox,
-                                  wheel_cache=partial(_cached_wheel, ctx, need_deps))
+                                  wheel_cache=partial(cached_wheel, ctx, need_deps))
         ctx.on_step("verifying the closure (imports, commands, dynamic loader)")
         report.append(verify.verify(rec, out, logical=built.layout.logical,
                                     site_packages=built.layout.site_packages,
@@ -312,7 +313,7 @@ def run_build(rec: Recipe, ctx: Context, *, out_link: Path | None = None,
                        substituted=tuple(ctx.store.substituted))
 
 
-def _cached_wheel(ctx: Context, need_deps: Callable[[], StorePath], name: str, key: str,
+def cached_wheel(ctx: Context, need_deps: Callable[[], StorePath], name: str, key: str,
                   build: Callable[[Path, Path], Path]) -> Path:
     """A project's wheel, kept in the store under ``key`` so an app edit does not rebuild
     the workspace members it did not touch. Never substituted: a local build is quicker
@@ -330,7 +331,12 @@ def _cached_wheel(ctx: Context, need_deps: Callable[[], StorePath], name: str, k
             os.rename(wheel, out / wheel.name)
 
     ctx.store.add(path, produce, substitute=False, inputs={"stage": "wheel", "key": key})
-    return next(path.glob("*.whl"))
+    found = list(path.glob("*.whl"))
+    if len(found) != 1:  # a reused path someone changed (a deletion leaves no other mark)
+        raise StoreError(f"{path} should hold one wheel and holds {len(found)}: it was "
+                         "changed after it was made; run 'venvseal gc', which removes it "
+                         "(no root keeps it), then build again")
+    return found[0]
 
 
 def run_closure(tc: toolchain.ResolvedToolchain, ctx: Context, path: StorePath,

@@ -1,0 +1,56 @@
+"""The orchestrator's own pieces that need no sandbox: the store's cache of members' wheels.
+
+Whole pipelines run in test_build_e2e.py, test_assemble.py and test_authentik_e2e.py.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from conftest import write
+
+from venvseal import deps, pipeline
+from venvseal.errors import StoreError
+from venvseal.sandbox import Sandbox
+from venvseal.store import Store, StorePath
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> pipeline.Context:
+    store = Store(tmp_path / "store")
+    return pipeline.Context(store=store, sandbox=Sandbox("/nonexistent/bwrap"),
+                            uv_cache=tmp_path / "uv-cache",
+                            network=deps.Network(resolv_conf=None, ca_file=None))
+
+
+def test_a_wheel_is_built_once_per_key(ctx: pipeline.Context, tmp_path: Path) -> None:
+    deps_path = StorePath(tmp_path / "deps")
+    builds: list[Path] = []
+
+    def build(work: Path, deps_host: Path) -> Path:
+        builds.append(deps_host)
+        return write(work / "member-0.1-py3-none-any.whl", "a wheel\n")
+
+    first = pipeline.cached_wheel(ctx, lambda: deps_path, "member", "k1", build)
+    again = pipeline.cached_wheel(ctx, lambda: deps_path, "member", "k1", build)
+    other = pipeline.cached_wheel(ctx, lambda: deps_path, "member", "k2", build)
+    assert first == again != other
+    assert first.read_text() == "a wheel\n" and first.name == "member-0.1-py3-none-any.whl"
+    assert builds == [deps_path, deps_path]  # k1 once, k2 once
+
+
+def test_a_wheel_path_emptied_after_it_was_made_is_refused(ctx: pipeline.Context,
+                                                          tmp_path: Path) -> None:
+    def build(work: Path, _deps: Path) -> Path:
+        return write(work / "member-0.1-py3-none-any.whl", "a wheel\n")
+
+    wheel = pipeline.cached_wheel(ctx, lambda: StorePath(tmp_path), "member", "k1", build)
+    os.chmod(wheel.parent, 0o755)
+    wheel.unlink()
+    with pytest.raises(StoreError) as info:
+        pipeline.cached_wheel(ctx, lambda: StorePath(tmp_path), "member", "k1", build)
+    message = str(info.value)
+    assert str(wheel.parent) in message and "holds 0" in message
+    assert "run 'venvseal gc'" in message
