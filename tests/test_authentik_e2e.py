@@ -52,6 +52,9 @@ class Built:
         self.project = work / "authentik"
         self.store_root = work / "store"
         self.uv_cache = cache_root() / "uv"
+        assert (FIXTURE / "pyproject.toml").is_file(), (
+            f"no authentik-deps fixture at {FIXTURE}: the shared test data must sit beside "
+            "the repository's folder (../shared), as in CI")
         subprocess.run([str(REPO / "examples" / "authentik" / "prepare"), str(self.project),
                         str(FIXTURE)], check=True)
         self._seed_toolchain()
