@@ -28,10 +28,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import deps_stage
 
-from venvseal import elf, fsutil, refs
-from venvseal.buildid import find_elf_files
-from venvseal.nar import nar_hash
-from venvseal.store import Store
+from venvseal import fsutil
+from venvseal.elf import patchelf as elf
+from venvseal.elf import refs
+from venvseal.elf.buildid import find_elf_files
+from venvseal.store.core import Store
+from venvseal.store.nar import nar_hash
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = REPO.parent / "shared" / "fixtures" / "authentik-deps"

@@ -31,10 +31,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from venvseal import deps, pipeline, recipe, sandbox, toolchain
-from venvseal.deps import Network
-from venvseal.sandbox import Mount, Sandbox, SandboxSpec
-from venvseal.store import Store
+from venvseal import pipeline
+from venvseal.deps import stage as deps
+from venvseal.deps.stage import Network
+from venvseal.recipe import model as recipe
+from venvseal.store.core import Store
+from venvseal.toolchain import resolve as toolchain
+from venvseal.toolchain import sandbox
+from venvseal.toolchain.sandbox import Mount, Sandbox, SandboxSpec
 
 REPO = Path(__file__).resolve().parent.parent
 # Where a Debian toolchain root is made once and copied from (outside the timings).

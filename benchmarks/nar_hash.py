@@ -57,7 +57,8 @@ LARGE_SO_MB = (
 )
 
 OURS_SNIPPET = (
-    "import sys\nfrom venvseal.nar import nar_hash\nprint(nar_hash(sys.argv[1]).hash.base16)\n"
+    "import sys\nfrom venvseal.store.nar import nar_hash\n"
+    "print(nar_hash(sys.argv[1]).hash.base16)\n"
 )
 
 

@@ -16,16 +16,16 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 import pytest
-from conftest import Run, venvseal, venvseal_process
-from postgres import postgres_server
-from test_build_e2e import elf_files
+from support import Run, venvseal, venvseal_process
+from support.demo import elf_files
+from support.postgres import postgres_server
 
-from venvseal.buildid import find_elf_files
-from venvseal.loadercheck import loader_check
-from venvseal.recipe import load_recipe
-from venvseal.sandbox import Mount, Sandbox, SandboxSpec, fixed_env
-from venvseal.store import STORE_DIR, Store, StorePath
-from venvseal.verify import top_level_modules
+from venvseal.assemble.verify import top_level_modules
+from venvseal.elf.buildid import find_elf_files
+from venvseal.elf.loadercheck import loader_check
+from venvseal.recipe.model import load_recipe
+from venvseal.store.core import STORE_DIR, Store, StorePath
+from venvseal.toolchain.sandbox import Mount, Sandbox, SandboxSpec, fixed_env
 
 pytestmark = pytest.mark.slow
 

@@ -21,89 +21,33 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import (
+from support import (
     PYTHON,
-    Run,
     store_paths,
     store_state,
-    uv_lock,
     venvseal,
-    venvseal_process,
 )
-from postgres import Postgres, postgres_server
+from support.demo import DEMO, Demo, elf_files
+from support.postgres import Postgres, postgres_server
 
-from venvseal.buildid import find_elf_files
-from venvseal.store import Store, StorePath
+from venvseal.elf.buildid import find_elf_files
+from venvseal.store.core import Store, StorePath
 
 pytestmark = pytest.mark.slow
 
-DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo"
 SITE = "lib/python3.11/site-packages"
 HOST_LOADER = "/lib64/ld-linux-x86-64.so.2"
-ELF_MAGIC = b"\x7fELF"
 
 
-def committed_rev() -> str:
-    match = re.search(r'^rev = "([0-9a-f]{40})"', (DEMO / "venvseal.toml").read_text(), re.M)
-    assert match is not None, "examples/demo/venvseal.toml pins no git rev"
-    return match[1]
 
 
-def copy_demo(dest: Path) -> Path:
-    """A copy of the example as a fresh clone has it: no build/, no result, no uv.lock."""
-    shutil.copytree(DEMO, dest, ignore=shutil.ignore_patterns(
-        "build", "result", "uv.lock", "__pycache__", "*.pyc"))
-    return dest
 
 
-@dataclass(frozen=True)
-class Demo:
-    """The example's copy, its store and uv cache, and its first build."""
-
-    project: Path
-    store: Path
-    cache: Path
-    out_link: Path
-    first: Run
-    seconds: float
-
-    @property
-    def path(self) -> Path:
-        return Path(self.first.json()["path"])
-
-    def build(self, project: Path | None = None, *extra: str | Path,
-              store: Path | None = None) -> Run:
-        return venvseal("--json", "build", "--store", store or self.store, "--uv-cache",
-                        self.cache, *extra, project or self.project)
-
-    def run(self, *argv: str, env: dict[str, str] | None = None) -> Run:
-        flags = [f"--env={k}={v}" for k, v in (env or {}).items()]
-        return venvseal_process("run", self.project, "--store", self.store, "--uv-cache",
-                                self.cache, *flags, "--", *argv)
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
-    base = tmp_path_factory.mktemp("demo")
-    project = copy_demo(base / "demo")
-    made = subprocess.run([str(project / "make-extras-repo")], capture_output=True, text=True,
-                          check=False)
-    assert made.returncode == 0, made.stderr
-    assert made.stdout.strip() == committed_rev(), "make-extras-repo made another commit"
-    cache = base / "uv-cache"
-    uv_lock(project, cache)
-    out_link = base / "result"
-    start = time.monotonic()
-    first = venvseal("--json", "build", "--store", base / "store", "--uv-cache", cache,
-                     "--out-link", out_link, project)
-    seconds = time.monotonic() - start
-    print(f"\ndemo: first build (deps from a cold store) took {seconds:.1f} s")
-    return Demo(project=project, store=base / "store", cache=cache, out_link=out_link,
-                first=first, seconds=seconds)
 
 
 def test_build_succeeds_with_the_committed_recipe(demo: Demo) -> None:
@@ -237,18 +181,6 @@ def test_substitutions_are_applied(demo: Demo) -> None:
     assert (demo.path / "app/manage.py").read_bytes() == (DEMO / "manage.py").read_bytes()
 
 
-def elf_files(tree: Path) -> list[Path]:
-    """Every ELF file seen through ``tree``, its links into other store paths followed (as
-    the dynamic loader opens them: ``$ORIGIN`` is the folder the path goes through)."""
-    found: dict[str, Path] = {}
-    for folder, _dirs, files in sorted(os.walk(tree, followlinks=True)):
-        for name in sorted(files):
-            path = Path(folder, name)
-            if path.is_file() and os.path.realpath(path) not in found:
-                with path.open("rb") as f:
-                    if f.read(4) == ELF_MAGIC:
-                        found[os.path.realpath(path)] = path
-    return sorted(found.values())
 
 
 def test_every_elf_file_resolves_with_the_host_loader(demo: Demo) -> None:

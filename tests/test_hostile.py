@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from conftest import (
+from support import (
     ERROR_PREFIX,
     PYTHON,
     Run,
@@ -55,10 +55,10 @@ from conftest import (
     venvseal_process,
     write,
 )
-from test_deps import add_assembly, make_app
+from support.apps import add_assembly, make_app
 
-from venvseal.elf import locate_patchelf
-from venvseal.nar import nar_hash
+from venvseal.elf.patchelf import locate_patchelf
+from venvseal.store.nar import nar_hash
 
 pytestmark = pytest.mark.slow
 
@@ -615,7 +615,7 @@ def big_app(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 CHECK_STORE = """\
 import json, os, sys
 from pathlib import Path
-from venvseal.nar import nar_hash
+from venvseal.store.nar import nar_hash
 root = Path(sys.argv[1])
 entries = sorted(e.name for e in root.iterdir() if not e.name.startswith("."))
 bad = []

@@ -9,12 +9,13 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import write
+from support import write
 
-from venvseal import deps, pipeline
+from venvseal import pipeline
+from venvseal.deps import stage as deps
 from venvseal.errors import StoreError
-from venvseal.sandbox import Sandbox
-from venvseal.store import Store, StorePath
+from venvseal.store.core import Store, StorePath
+from venvseal.toolchain.sandbox import Sandbox
 
 
 @pytest.fixture

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import venvseal
-from test_deps import add_assembly, make_app
+from support import venvseal
+from support.apps import add_assembly, make_app
 
-from venvseal.nar import nar_hash
-from venvseal.store import Store
+from venvseal.store.core import Store
+from venvseal.store.nar import nar_hash
 
 pytestmark = pytest.mark.slow
 

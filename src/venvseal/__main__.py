@@ -1,5 +1,5 @@
 import sys
 
-from venvseal.cli import main
+from venvseal.cli.main import main
 
 sys.exit(main())

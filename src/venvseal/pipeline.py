@@ -13,26 +13,28 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from venvseal import deps, recipe, toolchain
-from venvseal.diagnose import DiskFullError
+from venvseal.deps import stage as deps
+from venvseal.deps.diagnose import DiskFullError
 from venvseal.errors import StoreError
 from venvseal.hashes import Sha256
-from venvseal.lock import Lock, read_lock
-from venvseal.nar import nar_hash
-from venvseal.recipe import Recipe
-from venvseal.sandbox import Sandbox
-from venvseal.store import (
+from venvseal.recipe import model as recipe
+from venvseal.recipe.model import Recipe
+from venvseal.recipe.uvlock import Lock, read_lock
+from venvseal.store.core import (
     HashMismatchError,
     Store,
     StoreFullError,
     StorePath,
     UndeclaredHashError,
 )
+from venvseal.store.nar import nar_hash
+from venvseal.toolchain import resolve as toolchain
+from venvseal.toolchain.sandbox import Sandbox
 
 if TYPE_CHECKING:  # these pull in pyelftools, needed only when building or comparing
-    from venvseal.normalise import NormaliseReport
-    from venvseal.treediff import Difference
-    from venvseal.verify import VerifyReport
+    from venvseal.assemble.verify import VerifyReport
+    from venvseal.deps.normalise import NormaliseReport
+    from venvseal.deps.treediff import Difference
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,7 +83,7 @@ def resolve_toolchain(rec: Recipe, ctx: Context) -> toolchain.ResolvedToolchain:
     """The recipe's toolchain, its Debian root file system made first if it names one."""
     if rec.toolchain.debian is None:
         return toolchain.resolve(rec.toolchain)
-    from venvseal import debian
+    from venvseal.toolchain import debian
 
     root = debian.realise(rec.toolchain.debian, ctx.store, on_step=ctx.on_step)
     return toolchain.resolve(rec.toolchain, root=root)
@@ -184,7 +186,7 @@ def _pinned(rec: Recipe, path: StorePath, got: Sha256, *, reused: bool,
 
 def check_deps(rec: Recipe, ctx: Context) -> CheckResult:
     """Build the deps stage again from a cold uv cache and compare with the pinned build."""
-    from venvseal.treediff import compare_trees
+    from venvseal.deps.treediff import compare_trees
 
     first = run_deps(rec, ctx)
     inputs = deps.collect_inputs(rec, resolve_toolchain(rec, ctx))
@@ -207,7 +209,7 @@ def run_relinked(rec: Recipe, ctx: Context, tc: toolchain.ResolvedToolchain,
                  deps_path: StorePath, need_deps: Callable[[], StorePath]) -> StorePath:
     """The deps venv relinked against ``tc`` and compiled (relinked.py): reused, fetched
     from a substituter, or made (``need_deps()`` realises the deps path first)."""
-    from venvseal import relinked
+    from venvseal.assemble import relinked
 
     inputs = relinked.RelinkInputs(deps=deps_path, toolchain=tc,
                                    ignore_missing=tuple(rec.assemble.ignore_missing))
@@ -253,7 +255,9 @@ def run_build(rec: Recipe, ctx: Context, *, out_link: Path | None = None,
               update_hash: bool = False,
               tc: toolchain.ResolvedToolchain | None = None) -> BuildResult:
     """deps -> fetches -> offline assembly -> verify -> store (-> out-link)."""
-    from venvseal import assemble, fetch, verify
+    from venvseal.assemble import stage as assemble
+    from venvseal.assemble import verify
+    from venvseal.fetch import realise as fetch
 
     lock = read_lock(rec.project)  # read once: the deps and the assembly stage both use it
     tc = tc or resolve_toolchain(rec, ctx)
@@ -342,9 +346,9 @@ def cached_wheel(ctx: Context, need_deps: Callable[[], StorePath], name: str, ke
 def run_closure(tc: toolchain.ResolvedToolchain, ctx: Context, path: StorePath,
                 argv: list[str], *, env: Mapping[str, str]) -> int:
     """Run ``argv`` with the closure at its logical path and the toolchain as /; its status."""
-    from venvseal import sandbox as sb
-    from venvseal.store import STORE_DIR
-    from venvseal.substitute import expand
+    from venvseal.assemble.textedit import expand
+    from venvseal.store.core import STORE_DIR
+    from venvseal.toolchain import sandbox as sb
 
     logical = ctx.store.logical(path)
     values = {"out": str(logical), "python": str(logical / "bin" / "python")}

@@ -1,0 +1,152 @@
+"""The relinked deps: the pinned venv made runnable on one toolchain, shared by its closures.
+
+The deps stage's output is pinned by its hash, so it stays as uv left it (normalised): its
+ELF files keep their wheel's run paths and it has no bytecode. This stage derives a store
+path from it, offline, once per deps path and toolchain:
+
+1. the venv is hard-linked (without the build environment);
+2. every ELF file is relinked against the toolchain (auto-patchelf, :mod:`venvseal.elf`);
+3. every module's bytecode is compiled. The store is read-only, so Python could never write
+   it at run time and would compile every imported module at every start. The pycs are
+   checked-hash ones (PEP 552): valid whatever the files' times, and each the same bytes
+   from every build;
+4. the dynamic loader must resolve every ELF file (:mod:`venvseal.loadercheck`).
+
+Closures link to it (:mod:`venvseal.forest`) rather than copying it, so an app edit reuses
+it whole, and images ship it as one layer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from venvseal import fsutil
+from venvseal.deps.normalise import update_records
+from venvseal.deps.stage import BUILD_ENV
+from venvseal.elf import loadercheck
+from venvseal.elf.buildid import find_elf_files
+from venvseal.errors import CommandError, VenvsealError
+from venvseal.store.core import StorePath
+from venvseal.toolchain import sandbox
+from venvseal.toolchain.resolve import ResolvedToolchain
+from venvseal.toolchain.sandbox import Mount, Sandbox, SandboxSpec
+
+STAGE_VERSION = "relinked-2"  # bump whenever the same inputs would give other bytes
+# Compiles every .py file that is a regular file in a real folder under each argument,
+# in sorted order; a file that is not valid Python for this interpreter (a template, a
+# test for another version) is left without bytecode, as installers do. Prints the counts.
+COMPILER = """\
+import os, py_compile, sys
+done = failed = 0
+mode = py_compile.PycInvalidationMode.CHECKED_HASH
+for top in sys.argv[1:]:
+    for folder, dirs, files in os.walk(top):
+        dirs[:] = sorted(d for d in dirs
+                         if d != "__pycache__" and not os.path.islink(os.path.join(folder, d)))
+        for name in sorted(files):
+            path = os.path.join(folder, name)
+            if not name.endswith(".py") or os.path.islink(path):
+                continue
+            try:
+                py_compile.compile(path, doraise=True, invalidation_mode=mode)
+                done += 1
+            except (py_compile.PyCompileError, SyntaxError, ValueError, UnicodeError):
+                failed += 1
+print(done, failed)
+"""
+
+
+class RelinkError(VenvsealError):
+    """The loader cannot resolve some ELF file, or the interpreter cannot compile bytecode."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RelinkInputs:
+    """What the relinked deps depend on; ``fingerprint`` names its store path."""
+
+    deps: StorePath
+    toolchain: ResolvedToolchain
+    ignore_missing: tuple[str, ...]
+
+    def fingerprint(self) -> str:
+        tc = self.toolchain
+        doc = {
+            "stage": STAGE_VERSION,
+            "deps": self.deps.name,
+            "toolchain": [tc.identity, str(tc.python), [str(d) for d in tc.library_dirs],
+                          [str(p) for p in tc.path]],
+            "ignore-missing": list(self.ignore_missing),
+        }
+        blob = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Relinked:
+    """What making the relinked deps did."""
+
+    edited: int  # ELF files whose run path changed
+    elf_files: int
+    compiled: int  # modules with bytecode
+    not_compiled: int  # .py files that are not valid Python for the toolchain
+
+
+def relink(tree: Path, tc: ResolvedToolchain, ignore_missing: Sequence[str], *,
+           edit: Callable[[Path], Path]) -> set[Path]:
+    """auto-patchelf every ELF file under ``tree``; ``edit(path)`` makes a file writable
+    first. Returns the files changed."""
+    from venvseal.elf import patchelf as elf  # pyelftools: imported only when something is relinked
+
+    plan = elf.plan_patchelf(tree, toolchain_root=tc.root, library_dirs=tc.library_dirs,
+                             ignore_missing=ignore_missing)
+    for change in plan.edits:
+        edit(change.path)
+    if plan.edits:  # an app without ELF files of its own needs no patchelf
+        elf.apply_plan(plan, patchelf=elf.locate_patchelf())
+    return {change.path for change in plan.edits}
+
+
+def compile_bytecode(folders: Sequence[PurePosixPath], *, python: PurePosixPath, what: str,
+                     runner: Sandbox, spec: SandboxSpec) -> tuple[int, int]:
+    """Compile the modules under ``folders`` (paths in the sandbox) of the store path named
+    ``what``; (compiled, not Python for this interpreter)."""
+    try:
+        done = runner.run(spec, [str(python), "-I", "-c", COMPILER, *map(str, folders)],
+                          what="compiling bytecode")
+    except CommandError as err:  # a file that does not compile is counted, not raised
+        raise RelinkError(f"compiling the bytecode of {what} failed: the interpreter {python} "
+                          "itself failed; check that [toolchain] python runs in the "
+                          f"toolchain root:\n{err.output_tail}") from err
+    compiled, failed = done.output.split()[-2:]
+    return int(compiled), int(failed)
+
+
+def check_loader(tree: Path, logical: PurePosixPath, ignore_missing: Sequence[str], *,
+                 runner: Sandbox, spec: SandboxSpec) -> int:
+    """Every ELF file under ``tree`` (seen at ``logical``) resolves; how many there are."""
+    files = [logical / p.relative_to(tree).as_posix() for p in find_elf_files(tree)]
+    lines = loadercheck.unresolved_lines(files, ignore_missing, runner=runner, spec=spec)
+    if lines is not None:
+        raise RelinkError(f"the dynamic loader cannot resolve:\n{lines}\ninstall each library "
+                          "in the toolchain, or add the soname to [assemble] ignore-missing")
+    return len(files)
+
+
+def make(inputs: RelinkInputs, out: Path, *, logical: PurePosixPath, runner: Sandbox) -> Relinked:
+    """Build the relinked deps into ``out`` (created here), to run at ``logical``."""
+    fsutil.link_tree(inputs.deps, out, skip=(BUILD_ENV,))
+    edited = relink(out, inputs.toolchain, inputs.ignore_missing, edit=fsutil.make_private)
+    update_records(out, (), edited)
+    env = sandbox.fixed_env(inputs.toolchain.path)
+    spec = SandboxSpec(root=inputs.toolchain.root, env=env, network=False,
+                       mounts=(Mount(host=out, target=logical, writable=True),),
+                       cwd=sandbox.BUILD_ROOT)
+    compiled, failed = compile_bytecode([logical], python=inputs.toolchain.python,
+                                        what=logical.name, runner=runner, spec=spec)
+    elf_files = check_loader(out, logical, inputs.ignore_missing, runner=runner, spec=spec)
+    return Relinked(edited=len(edited), elf_files=elf_files, compiled=compiled,
+                    not_compiled=failed)

@@ -1,0 +1,342 @@
+"""Make the venv uv installed into the same bytes every time the same inputs go in.
+
+The deps stage's output is content-addressed, so anything that varies between two runs of
+``uv sync`` must go or be made canonical before it is hashed:
+
+- files uv or pip write per run (``bin/`` with its absolute shebangs and interpreter symlinks,
+  uv's ``.lock``, ``CACHEDIR.TAG`` and ``.gitignore``, the ``uv_cache.json`` of a path
+  install, bytecode);
+- ``pyvenv.cfg``, which names the build interpreter's directory and uv's version;
+- ELF debug info, which records uv's random sdist directory (DW_AT_comp_dir), and the GNU
+  build-id the linker computed over it (see :mod:`venvseal.buildid`);
+- any other mention of the sandbox's build root or a Nix store path (see :mod:`venvseal.refs`);
+- the RECORD of each installed distribution, which must list what is now on disk
+  (binary distribution format spec, "The RECORD file").
+
+:func:`normalise_venv` runs these steps in order; each step plans from a sorted walk first
+and then acts, and the report says what changed.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import os
+import re
+import shutil
+import stat
+import tempfile
+from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from venvseal.elf.buildid import find_elf_files, set_deterministic_build_id
+from venvseal.elf.refs import DEFAULT_BUILD_ROOT, RefReport, assert_clean, scan, strip_references
+from venvseal.errors import LocatedError
+
+# The assemble stage replaces this with the runtime interpreter's directory.
+PYTHON_HOME_PLACEHOLDER = "@python-home@"
+# pyvenv.cfg keys kept after ``home``, in this order; uv's ``uv``, ``prompt`` and any other go.
+PYVENV_KEYS = ("implementation", "version_info", "include-system-site-packages")
+# Written by uv per run at the venv's root (uv: crates/uv-virtualenv, cache-dir tag and lock).
+ROOT_LITTER = ("bin", ".lock", "CACHEDIR.TAG", ".gitignore")
+# Written by uv into the dist-info of a local (path) install: the sources' mtimes at install
+# time, for its own freshness check (uv: crates/uv-cache-info), so it differs per run.
+DIST_INFO_LITTER = ("uv_cache.json",)
+BYTECODE_SUFFIXES = (".pyc", ".pyo")
+
+StripDebug = Callable[[Sequence[Path]], None]
+
+
+class NormaliseError(LocatedError):
+    """The venv cannot be normalised; names the file and what to do."""
+
+    def __init__(self, path: Path, problem: str, hint: str) -> None:
+        self.path = path
+        super().__init__(str(path), problem, hint)
+
+
+@dataclass(frozen=True, slots=True)
+class NormaliseReport:
+    """What :func:`normalise_venv` did."""
+
+    removed_files: int  # files and symlinks deleted (bin/, uv's markers, bytecode)
+    stripped_elf: int  # ELF files handed to strip_debug
+    references: RefReport  # build-time references found, and then replaced
+    files_changed: int  # kept files whose bytes changed (ELF edits, reference replacement)
+    records_rewritten: int  # dist-info RECORD files updated
+    conflicts: tuple[Conflict, ...] = ()  # files two distributions installed differently
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """A file that several distributions install with different contents: removed."""
+
+    path: str  # relative to the venv
+    distributions: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return (f"{self.path} is installed by {' and '.join(self.distributions)} with different "
+                "contents; removed, so the output does not depend on install order")
+
+
+def normalise_venv(venv: Path, *, strip_debug: StripDebug,
+                   build_root: bytes = DEFAULT_BUILD_ROOT) -> NormaliseReport:
+    """Normalise the venv at ``venv`` in place; see the module docstring for the steps.
+
+    ``strip_debug`` runs ``strip --strip-debug`` on the files it is given (once, with every
+    ELF file as ``venv / relative path``, sorted; not called when there are none).
+    ``build_root`` is the sandbox's build-time prefix whose every mention is replaced.
+    """
+    try:
+        _check_venv(venv)
+        removed = remove_build_litter(venv)
+        conflicts = remove_conflicts(venv)
+        removed |= {venv / c.path for c in conflicts}
+        break_hard_links(venv)
+        write_pyvenv_cfg(venv)
+        elf_files = find_elf_files(venv)
+        before = {path: _sha256(path) for path in elf_files}
+        if elf_files:
+            strip_debug(elf_files)
+        references = scan(venv, (build_root,))
+        replaced = {venv / path for path in strip_references(venv, references)}
+        # The build-id hashes the file's final bytes, so it comes after the references are
+        # replaced: a random build path left in .rodata (__FILE__) would otherwise make it differ.
+        for path in elf_files:
+            set_deterministic_build_id(path)
+        changed = replaced | {path for path in elf_files if _sha256(path) != before[path]}
+        rewritten = update_records(venv, removed, changed)
+        assert_clean(venv, (build_root,))
+    except OSError as err:
+        where = Path(err.filename) if err.filename else venv
+        raise NormaliseError(where, err.strerror or str(err),
+                             "check that the venv is complete and writable") from err
+    return NormaliseReport(len(removed), len(elf_files), references, len(changed), rewritten,
+                           conflicts)
+
+
+def remove_conflicts(venv: Path) -> tuple[Conflict, ...]:
+    """Delete every file that RECORDs of several distributions list with different hashes.
+
+    uv installs wheels in parallel (and, even serially, in an order that varies with the
+    cache), so which copy survives differs between runs: authentik's pyrad and
+    django-tenants both ship a different ``docs/Makefile``. The same content listed twice
+    (old-style namespace ``__init__.py`` files) is not a conflict and stays.
+    """
+    owners: dict[str, dict[str, set[str]]] = {}
+    for record in find_records(venv):
+        dist = record.parent.name.split("-", 1)[0]
+        for _line, row in _rows(record.read_text(encoding="utf-8")):
+            if row and len(row) == 3 and row[1]:
+                target = os.path.normpath(record.parent.parent / row[0])
+                owners.setdefault(target, {}).setdefault(row[1], set()).add(dist)
+    conflicts = []
+    for target, by_hash in sorted(owners.items()):
+        if len(by_hash) > 1:
+            dists = tuple(sorted(d for ds in by_hash.values() for d in ds))
+            conflicts.append(Conflict(os.path.relpath(target, venv), dists))
+            if os.path.lexists(target):
+                os.unlink(target)
+    return tuple(conflicts)
+
+
+def _check_venv(venv: Path) -> None:
+    if not (venv / "pyvenv.cfg").is_file():
+        raise NormaliseError(venv, "not a virtual environment (no pyvenv.cfg)",
+                             "point venvseal at the directory uv sync created")
+
+
+def remove_build_litter(venv: Path) -> frozenset[Path]:
+    """Delete ``bin/``, uv's markers and all bytecode; return every file removed."""
+    doomed = list(_litter(venv))
+    removed = frozenset(file for top in doomed for file in _files_under(top))
+    for top in doomed:
+        if top.is_dir() and not top.is_symlink():
+            shutil.rmtree(top)
+        else:
+            top.unlink()
+    return removed
+
+
+def _litter(venv: Path) -> Iterator[Path]:
+    """Top-level paths to delete, sorted: root markers, __pycache__, bytecode, uv's markers."""
+    for name in ROOT_LITTER:
+        if os.path.lexists(venv / name):
+            yield venv / name
+    for dirpath, dirnames, filenames in os.walk(venv):
+        dirnames.sort()
+        here = Path(dirpath)
+        if here == venv:
+            dirnames[:] = [d for d in dirnames if d not in ROOT_LITTER]
+        # A linked __pycache__ (forest.py) is the deps path's bytecode, not this run's.
+        for name in [d for d in dirnames
+                     if d == "__pycache__" and not os.path.islink(here / d)]:
+            dirnames.remove(name)
+            yield here / name
+        dist_info = here.name.endswith(".dist-info")
+        yield from (here / f for f in sorted(filenames)
+                    if f.endswith(BYTECODE_SUFFIXES) or (dist_info and f in DIST_INFO_LITTER))
+
+
+def _files_under(top: Path) -> Iterator[Path]:
+    """``top`` itself if it is not a directory, else every non-directory below it."""
+    if top.is_symlink() or not top.is_dir():
+        yield top
+        return
+    for dirpath, dirnames, filenames in os.walk(top):
+        dirnames.sort()
+        here = Path(dirpath)
+        yield from (here / f for f in sorted(filenames))
+        # os.walk lists symlinks to directories with the directories and does not enter them.
+        yield from (here / d for d in dirnames if (here / d).is_symlink())
+
+
+def break_hard_links(venv: Path) -> int:
+    """Give every multiply-linked regular file its own inode; return how many were copied.
+
+    uv links installed files from its cache by default, and the edits that follow write in
+    place (``strip`` too writes through hard links, binutils smart_rename): unlinking first
+    keeps the cache intact. The NAR format does not record hard links, so the hash is the same.
+    """
+    linked = [path for path in _regular_files(venv) if path.lstat().st_nlink > 1]
+    for path in linked:
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".venvseal-")
+        os.close(fd)
+        shutil.copy2(path, temp)
+        os.replace(temp, path)
+    return len(linked)
+
+
+def _regular_files(root: Path) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = Path(dirpath, name)
+            if stat.S_ISREG(path.lstat().st_mode):
+                yield path
+
+
+def canonical_pyvenv_cfg(text: str) -> str:
+    """``pyvenv.cfg`` with ``home`` replaced by the placeholder and only PYVENV_KEYS kept.
+
+    Parsed as CPython's site.py does: ``key = value`` lines, keys stripped and lower-cased,
+    a later line overriding an earlier one.
+    """
+    values = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            values[key.strip().lower()] = value.strip()
+    lines = [f"home = {PYTHON_HOME_PLACEHOLDER}"]
+    lines += [f"{key} = {values[key]}" for key in PYVENV_KEYS if key in values]
+    return "\n".join(lines) + "\n"
+
+
+def write_pyvenv_cfg(venv: Path) -> None:
+    """Rewrite ``venv/pyvenv.cfg`` in canonical form."""
+    cfg = venv / "pyvenv.cfg"
+    canonical = canonical_pyvenv_cfg(cfg.read_text(encoding="utf-8"))
+    cfg.write_bytes(canonical.encode("utf-8"))
+
+
+def update_records(venv: Path, removed: Collection[Path], changed: Collection[Path]) -> int:
+    """Bring every dist-info RECORD in line with the files; return how many were rewritten.
+
+    Lines of removed files are dropped; lines of changed files get a fresh hash and size.
+    Every other byte (line order, quoting, line endings, RECORD's own line) is kept.
+    """
+    removed_keys = {os.path.normpath(p) for p in removed}
+    changed_keys = {os.path.normpath(p) for p in changed}
+    count = 0
+    for record in find_records(venv):
+        old = record.read_bytes().decode("utf-8")
+        new = fix_record(record, old, removed_keys, changed_keys)
+        if new != old:
+            # Replace rather than write in place: a RECORD may be a hard link into another
+            # store path (the assembly stage links the deps venv), which must not change.
+            temp = record.with_name(".RECORD.venvseal-tmp")
+            temp.write_bytes(new.encode("utf-8"))
+            os.replace(temp, record)
+            count += 1
+    return count
+
+
+# Where installers put dist-info folders: a venv's site-packages, and the top of a --target
+# folder (the deps stage's build environment). Globbing these is much faster than walking
+# a 31,000-file venv, which matters because RECORDs are updated after every change.
+RECORD_GLOBS = ("lib/python*/site-packages/*.dist-info/RECORD", "*.dist-info/RECORD",
+                "*/*.dist-info/RECORD")
+
+
+def find_records(venv: Path) -> list[Path]:
+    """Every ``*.dist-info/RECORD`` an installer put in ``venv``, sorted; symlinked folders
+    (``lib64 -> lib``) are not followed."""
+    found = set()
+    for pattern in RECORD_GLOBS:
+        for record in venv.glob(pattern):
+            rel = record.relative_to(venv).parts
+            if not any((venv.joinpath(*rel[:i])).is_symlink() for i in range(1, len(rel))) \
+                    and stat.S_ISREG(_lstat_mode(record)):
+                found.add(record)
+    return sorted(found)
+
+
+def _lstat_mode(path: Path) -> int:
+    try:
+        return path.lstat().st_mode
+    except FileNotFoundError:
+        return 0
+
+
+def fix_record(record: Path, text: str, removed: set[str], changed: set[str]) -> str:
+    """The RECORD ``text`` with removed files' lines dropped and changed files' lines rehashed.
+
+    ``removed`` and ``changed`` hold normalised absolute paths; RECORD paths are relative to
+    the directory holding the ``.dist-info`` (``../../../bin/x`` for scripts).
+    """
+    base = record.parent.parent
+    own = os.path.normpath(record)
+    out = []
+    for line, row in _rows(text):
+        target = os.path.normpath(base / row[0]) if row else ""
+        if target in removed:
+            continue
+        if target in changed and target != own and len(row) == 3:
+            line = _rehashed(line, row[1], Path(target))
+        out.append(line)
+    return "".join(out)
+
+
+def _rows(text: str) -> Iterator[tuple[str, list[str]]]:
+    """Each CSV row of ``text`` with its exact source text (a quoted field may span lines)."""
+    physical = re.findall(r"[^\n]*\n|[^\n]+\Z", text)
+    reader = csv.reader(iter(physical))
+    consumed = 0
+    for row in reader:
+        yield "".join(physical[consumed:reader.line_num]), row
+        consumed = reader.line_num
+
+
+def _rehashed(line: str, old_hash: str, path: Path) -> str:
+    """``line`` with its hash and size fields recomputed for ``path``, path field untouched.
+
+    Hash and size never need CSV quoting (urlsafe base64 and digits), so the last two
+    comma-separated fields are replaced textually and the path keeps its original quoting.
+    """
+    body = line.rstrip("\r\n")
+    ending = line[len(body):]
+    path_field = body.rsplit(",", 2)[0]
+    algorithm = old_hash.partition("=")[0] or "sha256"
+    if algorithm not in hashlib.algorithms_guaranteed or algorithm.startswith("shake"):
+        algorithm = "sha256"
+    with open(path, "rb") as f:
+        digest = hashlib.file_digest(f, algorithm).digest()
+    encoded = base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+    return f"{path_field},{algorithm}={encoded},{path.stat().st_size}{ending}"
+
+
+def _sha256(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").digest()

@@ -1,0 +1,139 @@
+"""Debian toolchains: a root file system made by debootstrap, kept in the store.
+
+``[toolchain] debian = { suite, packages, variant }`` names a root file system. It is made
+once with debootstrap from the mirror the host's apt already uses, pruned of what only a
+running system needs (device nodes, caches, logs), sealed into the store, and reused by both
+stages as the sandbox root. Its identity (the installed package versions, from the dpkg
+database) is part of every key, so a toolchain made on another day gives other store paths.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from venvseal import fsutil, process
+from venvseal.errors import CommandError, VenvsealError
+from venvseal.recipe.model import DebianSpec
+from venvseal.store.core import Store, StorePath
+
+APT_DIR = Path("/etc/apt")
+# Only a booted system needs these; the sandbox supplies /dev, /proc and /tmp itself.
+PRUNED = ("dev", "proc", "sys", "run", "tmp", "var/cache/apt", "var/lib/apt/lists",
+          "var/log", "var/cache/debconf", "var/cache/ldconfig")
+TOOLCHAIN_VERSION = "debian-1"
+
+
+class DebianError(VenvsealError):
+    """The Debian root file system cannot be made."""
+
+
+def _deb822_mirrors(text: str) -> Iterator[tuple[str, list[str]]]:
+    for stanza in text.split("\n\n"):
+        fields: dict[str, str] = {}
+        for line in stanza.splitlines():
+            if line.startswith("#") or ":" not in line or line[:1].isspace():
+                continue
+            key, _, value = line.partition(":")
+            fields[key.strip().lower()] = value.strip()
+        if "deb" in fields.get("types", "").split():
+            for uri in fields.get("uris", "").split():
+                yield uri, fields.get("suites", "").split()
+
+
+def _one_line_mirrors(text: str) -> Iterator[tuple[str, list[str]]]:
+    for line in text.splitlines():
+        parts = line.split("#", 1)[0].split()
+        if len(parts) >= 3 and parts[0] == "deb":
+            rest = [p for p in parts[1:] if not p.startswith("[")]
+            if len(rest) >= 2:
+                yield rest[0], [rest[1]]
+
+
+def apt_mirror(apt_dir: Path = APT_DIR) -> str:
+    """The Debian mirror the host's apt uses (not its security archive)."""
+    candidates: list[tuple[str, list[str]]] = []
+    listing = apt_dir / "sources.list"
+    if listing.is_file():
+        candidates += _one_line_mirrors(listing.read_text(encoding="utf-8", errors="replace"))
+    parts = apt_dir / "sources.list.d"
+    for file in sorted(parts.glob("*.sources")) if parts.is_dir() else []:
+        candidates += _deb822_mirrors(file.read_text(encoding="utf-8", errors="replace"))
+    for file in sorted(parts.glob("*.list")) if parts.is_dir() else []:
+        candidates += _one_line_mirrors(file.read_text(encoding="utf-8", errors="replace"))
+    for uri, suites in candidates:
+        if not any(s.endswith("-security") for s in suites) and "security" not in uri:
+            return uri
+    raise DebianError(f"no Debian mirror found in {apt_dir}/sources.list or sources.list.d; "
+                      "configure apt, or use [toolchain] root = a prepared root folder")
+
+
+def fingerprint(spec: DebianSpec) -> str:
+    """What names the toolchain's store path: suite, variant and the sorted package list."""
+    return json.dumps({"v": TOOLCHAIN_VERSION, "suite": spec.suite, "variant": spec.variant,
+                       "packages": sorted(spec.packages)}, sort_keys=True)
+
+
+def store_name(spec: DebianSpec) -> str:
+    return f"debian-{spec.suite}-{spec.variant}-root"
+
+
+def prune(root: Path) -> None:
+    """Empty what only a running system needs, and drop special files the store refuses."""
+    for rel in PRUNED:
+        target = root / rel
+        if target.is_dir() and not target.is_symlink():
+            fsutil.remove_tree(target)
+            target.mkdir(mode=0o755)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in filenames:
+            path = Path(dirpath, name)
+            mode = path.lstat().st_mode
+            if not (os.path.islink(path) or (mode & 0o170000) == 0o100000):
+                path.unlink()  # sockets, fifos, devices: a build never needs them on disk
+        dirnames.sort()
+
+
+def debootstrap(spec: DebianSpec, target: Path, *, mirror: str) -> None:
+    """Run debootstrap (on the host, as root, with network) into ``target``."""
+    tool = process.find_tool("debootstrap", "debootstrap")
+    argv = [tool, f"--variant={spec.variant}", "--components=main"]
+    if spec.packages:
+        argv.append("--include=" + ",".join(sorted(spec.packages)))
+    argv += [spec.suite, str(target), mirror]
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "DEBIAN_FRONTEND":
+           "noninteractive", "HOME": "/root"}
+    try:
+        process.run(argv, what=f"debootstrap {spec.suite}", env=env)
+    except CommandError as err:
+        missing = [ln.strip() for ln in err.output_tail.splitlines()
+                   if "Couldn't find these debs" in ln]
+        if missing:  # the one line that matters; the rest is debootstrap's progress
+            raise DebianError(f"debootstrap of Debian {spec.suite} failed: {missing[-1]}; "
+                              "check [toolchain] debian.packages names (apt-cache policy "
+                              "NAME)") from err
+        raise DebianError(f"debootstrap of Debian {spec.suite} failed; check the network, the "
+                          f"suite name and that you run as root:\n{err.output_tail}") from err
+
+
+def realise(spec: DebianSpec, store: Store, *, on_step: Callable[[str], None],
+            mirror: str | None = None) -> StorePath:
+    """The toolchain's store path, made with debootstrap the first time it is asked for."""
+    path = store.make_path(store_name(spec), fingerprint(spec))
+    if store.is_valid(path):
+        return path
+    chosen = mirror or apt_mirror()
+
+    def produce(out: Path) -> None:
+        on_step(f"making the Debian {spec.suite} root file system with debootstrap "
+                f"({len(spec.packages)} packages; about a minute)")
+        debootstrap(spec, out, mirror=chosen)
+        prune(out)
+        shutil.rmtree(out / "debootstrap", ignore_errors=True)
+
+    store.add(path, produce, inputs={"stage": "toolchain", "debian": json.loads(
+        fingerprint(spec))})
+    return path
