@@ -69,7 +69,8 @@ def context(args: argparse.Namespace, ui: Ui, store: Store) -> pipeline.Context:
     return pipeline.Context(store=store, sandbox=Sandbox.locate(), uv_cache=cache,
                             network=host_network(os.environ),
                             network_env=network_env(os.environ), on_step=ui.info,
-                            jobs=len(os.sched_getaffinity(0)))
+                            jobs=len(os.sched_getaffinity(0)),
+                            debian_mirror=os.environ.get("VENVSEAL_DEBIAN_MIRROR") or None)
 
 
 # Host variables a networked fetch may need; nothing else from the host reaches a build.
@@ -262,7 +263,9 @@ def cmd_lock(args: argparse.Namespace, ui: Ui) -> int:
 def cmd_toolchain(args: argparse.Namespace, ui: Ui) -> int:
     rec = load(args)
     with open_store(args) as store:
-        tc = pipeline.resolve_toolchain(rec, context(args, ui, store))
+        ctx = context(args, ui, store)
+        pin = args.lock or args.update_lock
+        tc = (pipeline.lock_toolchain if pin else pipeline.resolve_toolchain)(rec, ctx)
     ui.result({"root": str(tc.root), "python": str(tc.python), "identity": tc.identity},
               str(tc.root))
     return EXIT_OK
@@ -386,8 +389,7 @@ def cmd_cache_push(args: argparse.Namespace, ui: Ui) -> int:
         # when this build did not need it here (everything reused or fetched).
         deps_path = pipeline.run_deps(rec, ctx, tc=tc).path
         paths = [res.path, deps_path, *res.fetched]  # references (relinked) go too
-        if rec.toolchain.debian is not None:
-            paths.append(store.parse_path(str(tc.root)))
+        paths += pipeline.toolchain_paths(rec, store, tc)  # a Debian root, its pinned .debs
         pushed = cache.push_paths(store, paths, target, client=client, on_step=ui.info)
     sent = sum(p.bytes_sent for p in pushed)
     lines = [f"{'pushed' if p.uploaded else 'present'} {p.path.name}" for p in pushed]

@@ -125,9 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
     _uv_cache_arg(p)
 
     p = command("toolchain", commands.cmd_toolchain,
-                "prepare the recipe's toolchain (a Debian root is made once, with "
-                "debootstrap) and print its root folder")
+                "prepare the recipe's toolchain (a Debian root is made once: from the .debs "
+                "pinned in venvseal.lock, else with debootstrap) and print its root folder")
     _recipe_arg(p)
+    p.add_argument("--lock", action="store_true",
+                   help="pin a Debian root: resolve its packages against the mirror now and "
+                        "record each .deb's version and sha256 in venvseal.lock")
+    p.add_argument("--update-lock", action="store_true",
+                   help="the same as --lock, to pin today's versions again after a change")
 
     p = command("check", commands.cmd_check,
                 "rebuild the deps stage from a cold uv cache and compare the two builds")
