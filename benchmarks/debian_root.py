@@ -32,7 +32,7 @@ def timed(make: Callable[[Path], None], work: Path, name: str) -> tuple[float, s
     start = time.monotonic()
     make(out)
     seconds = time.monotonic() - start
-    debroot._drop_volatile(out)
+    debian.prune(out)
     return seconds, nar_hash(out).hash.sri
 
 
@@ -54,7 +54,7 @@ def main() -> int:
             for i in range(args.runs):
                 makers: dict[str, Callable[[Path], None]] = {
                     "debootstrap": lambda out: debian.debootstrap(spec, out, mirror=mirror),
-                    "mmdebstrap": lambda out: debroot._mmdebstrap(spec, out, mirror, hooks=[]),
+                    "mmdebstrap": lambda out: debian.mmdebstrap(spec, out, mirror, hooks=[]),
                     "pinned": lambda out: _pinned(spec, pin, Path(local), out),
                 }
                 for name, make in makers.items():
@@ -80,7 +80,7 @@ def _fresh(path: Path) -> Path:
 
 def _pinned(spec: DebianSpec, pin: debroot.DebianPin, debs: Path, out: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="venvseal-repo-") as repo:
-        debroot._mmdebstrap(spec, out, debroot._local_repo(pin, debs, Path(repo)), hooks=[])
+        debian.mmdebstrap(spec, out, debroot._local_repo(pin, debs, Path(repo)), hooks=[])
 
 
 if __name__ == "__main__":

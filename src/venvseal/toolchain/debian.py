@@ -1,7 +1,8 @@
-"""Debian toolchains: a root file system made by debootstrap, kept in the store.
+"""Debian toolchains: a root file system made by mmdebstrap, kept in the store.
 
-``[toolchain] debian = { suite, packages, variant }`` names a root file system. It is made
-once with debootstrap from the mirror the host's apt already uses, pruned of what only a
+``[toolchain] debian = { suite, packages, variant }`` names a root file system. Unpinned, it
+is made once with mmdebstrap from the mirror the host's apt already uses (1.8x faster than
+debootstrap here: benchmarks/debian_root.py), pruned of what only a
 running system needs (device nodes, caches, logs), sealed into the store, and reused by both
 stages as the sandbox root. Its identity (the installed package versions, from the dpkg
 database) is part of every key, so a toolchain made on another day gives other store paths.
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -24,7 +24,12 @@ APT_DIR = Path("/etc/apt")
 # Only a booted system needs these; the sandbox supplies /dev, /proc and /tmp itself.
 PRUNED = ("dev", "proc", "sys", "run", "tmp", "var/cache/apt", "var/lib/apt/lists",
           "var/log", "var/cache/debconf", "var/cache/ldconfig")
-TOOLCHAIN_VERSION = "debian-1"
+# What mmdebstrap leaves that depends on the run or the host, not on the packages: removed,
+# or emptied where the sandbox mounts the host's over it (a mount point must exist).
+_VOLATILE = ("etc/apt/sources.list", "etc/apt/sources.list.d", "var/lib/apt/extended_states")
+_EMPTIED = ("etc/hostname", "etc/resolv.conf")
+TOOLCHAIN_VERSION = "debian-2"  # 2: made with mmdebstrap (1: debootstrap)
+SOURCE_DATE_EPOCH = "315532800"
 
 
 class DebianError(VenvsealError):
@@ -82,12 +87,24 @@ def store_name(spec: DebianSpec) -> str:
 
 
 def prune(root: Path) -> None:
-    """Empty what only a running system needs, and drop special files the store refuses."""
+    """Empty what only a running system needs, drop what depends on the host or the run
+    rather than on the packages, and drop special files the store refuses."""
     for rel in PRUNED:
         target = root / rel
         if target.is_dir() and not target.is_symlink():
             fsutil.remove_tree(target)
             target.mkdir(mode=0o755)
+    for rel in _VOLATILE:
+        target = root / rel
+        if target.is_dir() and not target.is_symlink():
+            fsutil.remove_tree(target)
+        elif target.is_symlink() or target.exists():
+            target.unlink()
+    for rel in _EMPTIED:
+        target = root / rel
+        if target.is_symlink() or target.exists():
+            target.unlink()
+            target.write_bytes(b"")
     for dirpath, dirnames, filenames in os.walk(root):
         for name in filenames:
             path = Path(dirpath, name)
@@ -95,6 +112,31 @@ def prune(root: Path) -> None:
             if not (os.path.islink(path) or (mode & 0o170000) == 0o100000):
                 path.unlink()  # sockets, fifos, devices: a build never needs them on disk
         dirnames.sort()
+
+
+def tool_env() -> dict[str, str]:
+    return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "HOME": "/root",
+            "DEBIAN_FRONTEND": "noninteractive", "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH}
+
+
+def mmdebstrap(spec: DebianSpec, target: Path, source: str, *, hooks: list[str],
+                keep_debs: bool = False) -> None:
+    tool = process.find_tool("mmdebstrap", "mmdebstrap")
+    argv = [tool, "--quiet", f"--variant={spec.variant}", "--components=main", "--mode=root"]
+    if keep_debs:  # the essential set's .debs too, which mmdebstrap removes after unpacking
+        argv += ["--skip=download/empty", "--skip=essential/unlink"]
+    if spec.packages:
+        argv.append("--include=" + ",".join(sorted(spec.packages)))
+    argv += [f"--customize-hook={hook}" for hook in hooks]
+    argv += [spec.suite, str(target), source]
+    try:
+        process.run(argv, what=f"mmdebstrap {spec.suite}", env=tool_env())
+    except CommandError as err:
+        raise DebianError(
+            f"mmdebstrap of Debian {spec.suite} failed; check [toolchain] debian.packages "
+            f"(apt-cache policy NAME), the network and that you run as root:\n"
+            f"{err.output_tail}") from err
+
 
 
 def debootstrap(spec: DebianSpec, target: Path, *, mirror: str) -> None:
@@ -128,11 +170,10 @@ def realise(spec: DebianSpec, store: Store, *, on_step: Callable[[str], None],
     chosen = mirror or apt_mirror()
 
     def produce(out: Path) -> None:
-        on_step(f"making the Debian {spec.suite} root file system with debootstrap "
+        on_step(f"making the Debian {spec.suite} root file system with mmdebstrap "
                 f"({len(spec.packages)} packages; about a minute)")
-        debootstrap(spec, out, mirror=chosen)
+        mmdebstrap(spec, out, chosen, hooks=[])
         prune(out)
-        shutil.rmtree(out / "debootstrap", ignore_errors=True)
 
     store.add(path, produce, inputs={"stage": "toolchain", "debian": json.loads(
         fingerprint(spec))})

@@ -23,48 +23,20 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from venvseal import fsutil, process
-from venvseal.errors import CommandError, VenvsealError
+from venvseal import process
+from venvseal.errors import VenvsealError
 from venvseal.recipe.model import DebianSpec
 from venvseal.store.core import Store, StorePath
 from venvseal.store.nar import nar_hash
-from venvseal.toolchain.debian import prune
+from venvseal.toolchain.debian import mmdebstrap, prune, tool_env
 from venvseal.toolchain.debpin import DebianPin, PinnedDeb, file_sha256, pinned_debs
 
 ROOT_VERSION = "debian-pinned-1"
-SOURCE_DATE_EPOCH = "315532800"
-# What mmdebstrap leaves that depends on the run or the host, not on the packages.
-_VOLATILE = ("etc/hostname", "etc/resolv.conf", "etc/apt/sources.list",
-             "etc/apt/sources.list.d", "var/lib/apt/extended_states")
 _DOWNLOAD_TIMEOUT = 120  # seconds per read
 
 
 class DebianPinError(VenvsealError):
     """A pinned Debian root cannot be made."""
-
-
-def _env() -> dict[str, str]:
-    return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "HOME": "/root",
-            "DEBIAN_FRONTEND": "noninteractive", "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH}
-
-
-def _mmdebstrap(spec: DebianSpec, target: Path, source: str, *, hooks: list[str],
-                keep_debs: bool = False) -> None:
-    tool = process.find_tool("mmdebstrap", "mmdebstrap")
-    argv = [tool, "--quiet", f"--variant={spec.variant}", "--components=main", "--mode=root"]
-    if keep_debs:  # the essential set's .debs too, which mmdebstrap removes after unpacking
-        argv += ["--skip=download/empty", "--skip=essential/unlink"]
-    if spec.packages:
-        argv.append("--include=" + ",".join(sorted(spec.packages)))
-    argv += [f"--customize-hook={hook}" for hook in hooks]
-    argv += [spec.suite, str(target), source]
-    try:
-        process.run(argv, what=f"mmdebstrap {spec.suite}", env=_env())
-    except CommandError as err:
-        raise DebianPinError(
-            f"mmdebstrap of Debian {spec.suite} failed; check [toolchain] debian.packages "
-            f"(apt-cache policy NAME), the network and that you run as root:\n"
-            f"{err.output_tail}") from err
 
 
 def lock(spec: DebianSpec, *, mirror: str, work: Path,
@@ -78,7 +50,7 @@ def lock(spec: DebianSpec, *, mirror: str, work: Path,
              'dpkg-query --admindir="$1"/var/lib/dpkg -W '
              "-f='${Package}\\t${Version}\\t${Architecture}\\n' > "
              + shlex.quote(str(installed))]
-    _mmdebstrap(spec, work / "root", mirror, hooks=hooks, keep_debs=True)
+    mmdebstrap(spec, work / "root", mirror, hooks=hooks, keep_debs=True)
     rows = [tuple(line.split("\t")) for line in installed.read_text().splitlines() if line]
     indexes = [p.read_text(encoding="utf-8", errors="replace")
                for p in sorted(lists.glob("*_Packages"))]
@@ -166,8 +138,8 @@ def realise_root(spec: DebianSpec, pin: DebianPin, store: Store, *, mirror: str 
                 "with mmdebstrap")
         with tempfile.TemporaryDirectory(prefix="venvseal-repo-") as tmp:
             source = _local_repo(pin, Path(debs), Path(tmp))
-            _mmdebstrap(spec, out, source, hooks=[])
-        _drop_volatile(out)
+            mmdebstrap(spec, out, source, hooks=[])
+        prune(out)
 
     store.add(path, produce, inputs={"stage": "toolchain", "pinned": pin.fingerprint()})
     return path
@@ -185,21 +157,11 @@ def _local_repo(pin: DebianPin, debs: Path, repo: Path) -> str:
     index.mkdir(parents=True)
     # apt-ftparchive writes indexes to stdout only; a shell sends them to their files.
     process.run(["sh", "-c", f'"$0" packages pool > {shlex.quote(str(index / "Packages"))}', tool],
-                what="apt-ftparchive packages", cwd=repo, env=_env())
+                what="apt-ftparchive packages", cwd=repo, env=tool_env())
     opts = [f"-oAPT::FTPArchive::Release::{k}={v}" for k, v in (
         ("Suite", pin.suite), ("Codename", pin.suite), ("Components", "main"),
         ("Architectures", arch))]
     release = repo / "dists" / pin.suite / "Release"
     process.run(["sh", "-c", f'"$0" "$@" > {shlex.quote(str(release))}', tool, *opts, "release",
-                 f"dists/{pin.suite}"], what="apt-ftparchive release", cwd=repo, env=_env())
+                 f"dists/{pin.suite}"], what="apt-ftparchive release", cwd=repo, env=tool_env())
     return f"deb [trusted=yes] copy://{repo} {pin.suite} main"
-
-
-def _drop_volatile(root: Path) -> None:
-    prune(root)
-    for rel in _VOLATILE:
-        target = root / rel
-        if target.is_dir() and not target.is_symlink():
-            fsutil.remove_tree(target)
-        elif target.exists() or target.is_symlink():
-            target.unlink()
