@@ -1,0 +1,68 @@
+"""Words for people: sizes, what each build stage did, and errors as problems."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from venvseal import pipeline
+from venvseal.errors import VenvsealError
+
+
+def human_size(n: int) -> str:
+    """``n`` bytes written for people (binary units)."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def stage_lines(res: pipeline.BuildResult) -> list[str]:
+    """One line per stage: reused, fetched from a cache, or built and why."""
+    fetched = set(res.substituted)
+
+    def line(stage: str, path: Path, *, reused: bool, why: str) -> str:
+        if path in fetched:
+            return f"{stage}: fetched {path.name} from a cache"
+        if reused:
+            return f"{stage}: reused {path.name} (its inputs are unchanged)"
+        return f"{stage}: built {path.name} because {why}"
+
+    lines = [line("deps", res.deps.path, reused=res.deps.reused,
+                  why="uv.lock, [deps] or the toolchain changed (or this store never had it)")]
+    lines += [line("fetch", p, reused=True, why="") for p in res.fetched if p in fetched]
+    lines.append(line("closure", res.path, reused=res.reused,
+                      why="the app's source, the recipe or a stage before it changed"))
+    return lines
+
+
+def error_lines(err: BaseException, message: str) -> list[str]:
+    """The message as lines to print: continuation lines indented, and a failed import's
+    traceback (older verify output joins its lines with ' | ') unfolded."""
+    from venvseal.assemble.verify import VerifyError
+
+    out: list[str] = []
+    for line in message.splitlines() or [message]:
+        if isinstance(err, VerifyError) and " | " in line:
+            head, *rest = line.split(" | ")
+            out.append(head)
+            indent = " " * (len(head) - len(head.lstrip()) + 4)
+            out += [indent + part.strip() for part in rest]
+        else:
+            out.append(line)
+    return out
+
+
+def problems(err: BaseException, message: str) -> list[dict[str, Any]]:
+    """The error as a list of problems, each with its ``file``, ``key`` and ``message``
+    (``None`` where the error has no file or key)."""
+    listed = getattr(err, "problems", None)
+    file = getattr(err, "file", None) or getattr(err, "recipe_file", None)
+    if listed is not None and isinstance(err, VenvsealError):
+        return [{"file": str(file) if file else None, "key": getattr(p, "where", "") or None,
+                 "message": getattr(p, "message", str(p))} for p in listed]
+    key = getattr(err, "key", None)
+    return [{"file": str(file) if file else None, "key": key if isinstance(key, str) else None,
+             "message": message}]
