@@ -47,9 +47,10 @@ def error_lines(err: BaseException, message: str) -> list[str]:
     for line in message.splitlines() or [message]:
         if isinstance(err, VerifyError) and " | " in line:
             head, *rest = line.split(" | ")
-            out.append(head)
-            indent = " " * (len(head) - len(head.lstrip()) + 4)
-            out += [indent + part.strip() for part in rest]
+            margin = head[:len(head) - len(head.lstrip())]
+            module, _, first = head.strip().partition(" ")
+            out.append(f"{margin}{module}:")
+            out += [f"{margin}    {part.strip()}" for part in [first, *rest] if part.strip()]
         else:
             out.append(line)
     return out
