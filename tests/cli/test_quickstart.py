@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import tarfile
 import time
@@ -15,12 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import EXCLUDE_NEWER, PYTHON, free_port
-
-from venvseal.toolchain.resolve import uv_binary
+from support import PYTHON, free_port
 
 REPO = Path(__file__).resolve().parents[2]
-APP_SOURCE = REPO / "tests" / "fixtures" / "hello-app" / "hello_init.py"
 # Until the assembly installs a project's own package (the root of a `uv init --package`
 # app), the closure gets it by a copy, and runs it through its Python.
 ROOT_PROJECT_COPY = """
@@ -79,20 +75,6 @@ class Terminal:
     def close(self) -> None:
         subprocess.run(["tmux", "-L", self.socket, "kill-server"], check=False,
                        capture_output=True)
-
-
-@pytest.fixture
-def hello_app(tmp_path: Path) -> Path:
-    """A fresh `uv init --package` app serving HTTP with the standard library, locked."""
-    env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}
-    subprocess.run([str(uv_binary()), "init", "--package", "--vcs", "none", "--python",
-                    PYTHON, "--name", "hello", str(tmp_path / "hello")], check=True, env=env,
-                   capture_output=True)
-    app = tmp_path / "hello"
-    shutil.copy(APP_SOURCE, app / "src" / "hello" / "__init__.py")
-    with (app / "pyproject.toml").open("a") as f:
-        f.write(f'\n[tool.uv]\nexclude-newer = "{EXCLUDE_NEWER}"\n')
-    return app
 
 
 @pytest.fixture

@@ -55,7 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ui = Ui(json_mode="--json" in ours, env=os.environ)
     session: Session | None = None
     try:
-        args = build_parser().parse_args(ours)
+        try:
+            args = build_parser().parse_args(ours)
+        except SystemExit as done:  # --help and --version print, then "exit"
+            return done.code if isinstance(done.code, int) else EXIT_OK
         verbose, ui.json_mode = args.verbose, args.json
         args.argv = command_argv
         if command_argv and args.command not in _RUNS:
