@@ -125,6 +125,14 @@ def test_quickstart_in_a_terminal(terminal: Terminal, hello_app: Path) -> None:
     assert "hello: got signal 2, shutting down gracefully" in screen
     assert "hello: stopped" in screen and "RUN-END=0" in screen, screen
 
+    terminal.type("venvseal shell")
+    terminal.wait_for(r"a shell in \S+-hello-0\.1\.0", timeout=120)
+    terminal.type("python -c 'import sys; print(\"in\", sys.prefix)'; exit 3")
+    terminal.wait_for(r"(?m)^in /venvseal/store/\S+-hello-0\.1\.0$", timeout=60)
+    terminal.wait_for(r"(?m)^exit$", timeout=60)
+    code, out = terminal.command("echo shell-status=$?")
+    assert "shell-status=3" in out, out
+
     code, out = terminal.command("venvseal closure | head -n 2")
     assert code == 0 and "internal error" not in out and "BrokenPipe" not in out, out
 
