@@ -40,11 +40,21 @@ def test_hash_flow_and_stage_lines(locked_hello_app: Path, tmp_path: Path) -> No
     assert f'updated {recipe}: deps.hash = "{declared.group(1)}" (was "")' in err
     assert "closure: built" in err and "run it with: venvseal run" in err
 
-    code, err = build(app, store)
+    code, err = build(app, store, "--out-link", str(app / "result"))
     assert code == 0, err
     assert re.search(r"(?m)^deps: reused \S+-hello-deps \(its inputs are unchanged\)$", err)
     assert re.search(r"(?m)^closure: reused \S+-hello-0.1.0", err)
     assert "updated" not in err  # nothing rewritten, nothing said
+
+    before = (app / "result").readlink().name
+    source = app / "src" / "hello" / "__init__.py"
+    source.write_text(source.read_text() + "\n# an edit\n")
+    recipe.write_text(recipe.read_text() + '\n[[assemble.copy]]\nfrom = "src/hello"\n'
+                      'to = "share/hello"\n')
+    code, err = build(app, store, "--out-link", str(app / "result"))
+    assert code == 0, err
+    assert (f"because the app's files or the recipe changed (the dependencies are the same "
+            f"as {before}'s)") in err
 
     recipe.write_text(recipe.read_text().replace(declared.group(1), OTHER_HASH))
     code, err = build(app, store)

@@ -16,10 +16,13 @@ import pytest
 from support import venvseal, write
 
 from venvseal.assemble.verify import VerifyError
-from venvseal.cli.render import error_lines
+from venvseal.cli.render import error_lines, stage_lines
 from venvseal.cli.session import store_root
 from venvseal.cli.ui import plain_table
 from venvseal.errors import VenvsealError
+from venvseal.hashes import parse_sha256
+from venvseal.pipeline import BuildResult, DepsResult
+from venvseal.store.core import PathInfo, StorePath
 
 HOME = Path("/home/u")
 
@@ -143,3 +146,53 @@ def test_signals_reach_the_sandboxed_app(signum: int) -> None:
     out, _ = proc.communicate(timeout=30)
     assert out == f"app: graceful stop on {int(signum)}\n"
     assert proc.returncode == 7  # the app's own status
+
+
+def _result(*, deps_reused: bool, reused: bool, relinked: str = "r1",
+            fetched: tuple[str, ...] = (), substituted: tuple[str, ...] = ()) -> BuildResult:
+    def sp(name: str) -> StorePath:
+        return StorePath(Path(f"/s/{name}"))
+
+    digest = parse_sha256("sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=")
+    return BuildResult(path=sp("app-1"), deps=DepsResult(path=sp("deps"), hash=digest,
+                                                         reused=deps_reused),
+                       relinked=sp(relinked), fetched=tuple(map(sp, fetched)), reused=reused,
+                       substituted=tuple(map(sp, substituted)))
+
+
+def _info(name: str, *refs: str) -> PathInfo:
+    digest = parse_sha256("sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=")
+    return PathInfo(path=StorePath(Path(f"/s/{name}")), nar_hash=digest, nar_size=1,
+                    references=tuple(StorePath(Path(f"/s/{r}")) for r in refs))
+
+
+# Each row: the build, the closure the out-link named before, the lines expected.
+STAGE_LINES = [
+    ("all reused", _result(deps_reused=True, reused=True), None,
+     ["deps: reused deps (its inputs are unchanged)",
+      "closure: reused app-1 (its inputs are unchanged)"]),
+    ("first build", _result(deps_reused=False, reused=False), None,
+     ["deps: built deps because uv.lock, pyproject.toml, [deps] or the toolchain changed",
+      "closure: built app-1 because its inputs are new to this store"]),
+    ("app edit", _result(deps_reused=True, reused=False), _info("app-0", "r1"),
+     ["deps: reused", "closure: built app-1 because the app's files or the recipe changed "
+      "(the dependencies are the same as app-0's)"]),
+    ("new dependencies", _result(deps_reused=False, reused=False, relinked="r2"),
+     _info("app-0", "r1"), ["closure: built app-1 because the dependencies changed (its "
+                            "relinked deps are now r2; app-0 had others)"]),
+    ("new fetch", _result(deps_reused=True, reused=False, fetched=("f2",)),
+     _info("app-0", "r1", "f1"), ["closure: built app-1 because a [[fetch]] source changed"]),
+    ("from a cache", _result(deps_reused=True, reused=True, fetched=("f1",),
+                             substituted=("app-1", "f1")), None,
+     ["deps: reused", "fetch: fetched f1 from a cache", "closure: fetched app-1 from a cache"]),
+]
+
+
+@pytest.mark.parametrize(("case", "res", "previous", "expected"), STAGE_LINES,
+                         ids=[r[0] for r in STAGE_LINES])
+def test_each_stage_says_reused_or_why_it_ran(case: str, res: BuildResult,
+                                              previous: PathInfo | None,
+                                              expected: list[str]) -> None:
+    lines = stage_lines(res, previous)
+    for fragment in expected:
+        assert any(line.startswith(fragment) for line in lines), (fragment, lines)

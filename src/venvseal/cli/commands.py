@@ -13,9 +13,9 @@ from venvseal.cli.render import human_size, stage_lines
 from venvseal.cli.session import Session
 from venvseal.cli.ui import Ui
 from venvseal.deps.stage import lock_project as deps_lock
-from venvseal.errors import EXIT_BUILD, EXIT_OK, UsageError
+from venvseal.errors import EXIT_BUILD, EXIT_OK, UsageError, VenvsealError
 from venvseal.store import nar
-from venvseal.store.core import STORE_DIR, Store
+from venvseal.store.core import STORE_DIR, PathInfo, Store
 
 if TYPE_CHECKING:  # image and registry load only for the image and push commands
     from venvseal.cli.session import Opened
@@ -75,6 +75,7 @@ def cmd_deps(s: Session) -> int:
 def cmd_build(s: Session) -> int:
     out_link = s.args.out_link.absolute() if s.args.out_link is not None else None
     with s.open() as o:
+        previous = _linked(o.store, out_link)
         res = o.build(out_link=out_link, update_hash=s.args.update_hash)
         root = o.store.root
     data: dict[str, object] = {
@@ -84,7 +85,7 @@ def cmd_build(s: Session) -> int:
         "out_link": str(out_link) if out_link else None,
         "substituted": [str(p) for p in res.substituted]}
     _hash_notice(s.ui, o, res.deps)
-    for line in stage_lines(res):
+    for line in stage_lines(res, previous):
         s.ui.info(line)
     if res.verified is not None:
         data["verified"] = {"imports": res.verified.imports, "commands": res.verified.commands,
@@ -98,6 +99,16 @@ def cmd_build(s: Session) -> int:
                   "'Running a closure on the host')")
     s.ui.result(data, str(res.path))
     return EXIT_OK
+
+
+def _linked(store: Store, out_link: Path | None) -> PathInfo | None:
+    """What ``out_link`` names in ``store`` now, if it names a valid path."""
+    if out_link is None or not out_link.is_symlink():
+        return None
+    try:
+        return store.query(store.parse_path(str(out_link)))
+    except VenvsealError:  # it names something else: nothing to compare with
+        return None
 
 
 def _recipe_arg(s: Session) -> str:

@@ -7,6 +7,7 @@ from typing import Any
 
 from venvseal import pipeline
 from venvseal.errors import VenvsealError
+from venvseal.store.core import PathInfo
 
 
 def human_size(n: int) -> str:
@@ -19,8 +20,9 @@ def human_size(n: int) -> str:
     raise AssertionError("unreachable")
 
 
-def stage_lines(res: pipeline.BuildResult) -> list[str]:
-    """One line per stage: reused, fetched from a cache, or built and why."""
+def stage_lines(res: pipeline.BuildResult, previous: PathInfo | None = None) -> list[str]:
+    """One line per stage: reused, fetched from a cache, or built and why. ``previous`` is
+    the closure the out-link named before this build, if any: what changed since."""
     fetched = set(res.substituted)
 
     def line(stage: str, path: Path, *, reused: bool, why: str) -> str:
@@ -31,11 +33,23 @@ def stage_lines(res: pipeline.BuildResult) -> list[str]:
         return f"{stage}: built {path.name} because {why}"
 
     lines = [line("deps", res.deps.path, reused=res.deps.reused,
-                  why="uv.lock, [deps] or the toolchain changed (or this store never had it)")]
+                  why="uv.lock, pyproject.toml, [deps] or the toolchain changed (or this "
+                      "store never had it)")]
     lines += [line("fetch", p, reused=True, why="") for p in res.fetched if p in fetched]
-    lines.append(line("closure", res.path, reused=res.reused,
-                      why="the app's source, the recipe or a stage before it changed"))
+    lines.append(line("closure", res.path, reused=res.reused, why=_closure_why(res, previous)))
     return lines
+
+
+def _closure_why(res: pipeline.BuildResult, previous: PathInfo | None) -> str:
+    if previous is None or previous.path == res.path:
+        return "its inputs are new to this store (no --out-link named an earlier build)"
+    if res.relinked not in previous.references:
+        return (f"the dependencies changed (its relinked deps are now {res.relinked.name}; "
+                f"{previous.path.name} had others)")
+    if set(res.fetched) - set(previous.references):
+        return "a [[fetch]] source changed"
+    return (f"the app's files or the recipe changed (the dependencies are the same as "
+            f"{previous.path.name}'s)")
 
 
 def error_lines(err: BaseException, message: str) -> list[str]:
