@@ -61,3 +61,7 @@ def test_hash_flow_and_stage_lines(locked_hello_app: Path, tmp_path: Path) -> No
     assert code == 1
     assert "hash mismatch" in err and f"declared in {recipe} at deps.hash" in err
     assert "'venvseal build --update-hash'" in err
+    doc = venvseal("--json", "build", app, "--store", store, "--uv-cache", CACHE).json()
+    assert doc["problems"][0]["file"] == str(recipe)
+    assert doc["problems"][0]["key"] == "deps.hash"
+    assert "hash mismatch" in doc["problems"][0]["message"]

@@ -39,13 +39,15 @@ def _split(argv: list[str]) -> tuple[list[str], list[str]]:
     return argv, []
 
 
-def _hint(err: VenvsealError, session: Session | None) -> str:
-    """What to do next, for errors whose own message cannot know the recipe."""
+def _hint(err: VenvsealError, session: Session | None) -> tuple[str, tuple[str, str] | None]:
+    """What to do next, and where (file, key), for errors whose own message cannot know
+    the recipe."""
     if isinstance(err, HashMismatchError) and session and session.recipe_file is not None:
-        return (f"\nthe hash is declared in {session.recipe_file} at "
-                f"{session.key_prefix}deps.hash; if a dependency changed on purpose, run "
-                "'venvseal build --update-hash' to declare the new one")
-    return ""
+        key = f"{session.key_prefix}deps.hash"
+        return (f"\nthe hash is declared in {session.recipe_file} at {key}; if a dependency "
+                "changed on purpose, run 'venvseal build --update-hash' to declare the new "
+                "one"), (str(session.recipe_file), key)
+    return "", None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -75,7 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VenvsealError as err:
         if verbose:
             traceback.print_exc()
-        ui.fail(err, str(err) + _hint(err, session), err.exit_code)
+        hint, where = _hint(err, session)
+        ui.fail(err, str(err) + hint, err.exit_code, where=where)
         return err.exit_code
     except KeyboardInterrupt:
         ui.fail(None, "interrupted", 130)

@@ -64,16 +64,20 @@ class Ui:
         if not self.json_mode:
             print(message, file=sys.stderr, flush=True)
 
-    def fail(self, err: BaseException | None, message: str, code: int) -> None:
+    def fail(self, err: BaseException | None, message: str, code: int, *,
+             where: tuple[str, str] | None = None) -> None:
         """Report a failure on stderr: each line prefixed with ``error:``, indented lines
         (details, tracebacks) as they are. JSON mode also prints, on stdout, the problems,
-        each with its ``file``, ``key`` and ``message``."""
+        each with its ``file``, ``key`` (``where`` gives them when the error cannot) and
+        ``message``."""
         from venvseal.cli.render import error_lines, problems
 
         if self.json_mode:
-            doc = {"ok": False, "error": message, "exit_code": code,
-                   "problems": problems(err, message) if err is not None else
-                   [{"file": None, "key": None, "message": message}]}
+            found = (problems(err, message) if err is not None else
+                     [{"file": None, "key": None, "message": message}])
+            if where is not None:
+                found = [{**p, "file": where[0], "key": where[1]} for p in found]
+            doc = {"ok": False, "error": message, "exit_code": code, "problems": found}
             self._safe_print(json.dumps(doc, indent=2))
         for line in error_lines(err, message) if err is not None else [message]:
             text = line if line[:1].isspace() else f"venvseal: error: {line}"
