@@ -61,3 +61,40 @@ def test_scripts_run_on_a_host_whose_store_is_at_venvseal_store(
     assert host.returncode == 0 and host.stdout == "Hello from greet!\n", host.stderr
     through = venvseal_process("run", app, "--store", tmp_path / "store", "--", "greet")
     assert through.code == 0 and through.out == "Hello from greet!\n", through.err
+
+
+@pytest.mark.slow
+def test_run_cwd_and_bind_reach_host_folders(workspace_app: Path, tmp_path: Path) -> None:
+    app = workspace_app
+    uv_lock(app, CACHE)
+    assert venvseal("init", app, "--no-hash").code == 0
+    no_imports(app)
+    store = tmp_path / "store"
+    assert venvseal("build", app, "--store", store, "--uv-cache", CACHE,
+                    "--update-hash").code == 0
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "in.txt").write_text("from the host\n")
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        done = venvseal_process("run", app, "--store", store, "--uv-cache", CACHE, *argv)
+        return done.code, done.out, done.err
+
+    # --cwd: the app's own folder, writable (a SQLite file next to the app)
+    code, out, err = run("--cwd", str(app), "--", "python", "-c",
+                         "import os, sqlite3; sqlite3.connect('app.db').execute('create table "
+                         "t(x)').connection.commit(); print(os.getcwd())")
+    assert code == 0, err
+    assert out == f"{app}\n" and (app / "app.db").stat().st_size > 0
+    # --bind HOST:DEST:ro: readable, not writable
+    code, out, err = run("--bind", f"{data}:/data:ro", "--", "python", "-c",
+                         "print(open('/data/in.txt').read(), end='')")
+    assert (code, out) == (0, "from the host\n"), err
+    code, out, err = run("--bind", f"{data}:/data:ro", "--", "python", "-c",
+                         "open('/data/out.txt', 'w')")
+    assert code == 1 and "Read-only file system" in err and not (data / "out.txt").exists()
+    # --bind HOST (same path inside), writable
+    code, out, err = run("--bind", str(data), "--", "python", "-c",
+                         f"open('{data}/out.txt', 'w').write('made inside')")
+    assert code == 0, err
+    assert (data / "out.txt").read_text() == "made inside"
