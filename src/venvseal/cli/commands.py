@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from venvseal import operations, pipeline
 from venvseal.cli import foreground
-from venvseal.cli.render import human_size, stage_lines
+from venvseal.cli.render import human_size, normalise_data, normalise_lines, stage_lines
 from venvseal.cli.session import Session
 from venvseal.cli.ui import Ui
 from venvseal.deps.stage import lock_project as deps_lock
@@ -55,18 +55,9 @@ def cmd_deps(s: Session) -> int:
     data: dict[str, object] = {"path": str(res.path), "hash": res.hash.sri, "reused": res.reused,
                                "hash_updated": res.hash_updated}
     if res.report is not None:
-        refs = res.report.references
-        data["normalise"] = {
-            "removed_files": res.report.removed_files, "stripped_elf": res.report.stripped_elf,
-            "references": [r.text.decode("utf-8", "replace") for r in refs.references],
-            "files_changed": res.report.files_changed,
-            "records_rewritten": res.report.records_rewritten,
-            "conflicts": [str(c) for c in res.report.conflicts]}
-        for conflict in res.report.conflicts:
-            s.ui.info(f"warning: {conflict}")
-        s.ui.info(f"normalised: {res.report.removed_files} files removed, "
-                  f"{res.report.stripped_elf} ELF files stripped, {refs.summary()}, "
-                  f"{res.report.files_changed} files changed")
+        data["normalise"] = normalise_data(res.report)
+        for line in normalise_lines(res.report):
+            s.ui.info(line)
     _hash_notice(s.ui, o, res)
     s.ui.result(data, str(res.path))
     return EXIT_OK

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from venvseal import pipeline
 from venvseal.errors import VenvsealError
 from venvseal.store.core import PathInfo
+
+if TYPE_CHECKING:  # pyelftools loads with it: only the deps command needs it
+    from venvseal.deps.normalise import NormaliseReport
 
 
 def human_size(n: int) -> str:
@@ -50,6 +53,24 @@ def _closure_why(res: pipeline.BuildResult, previous: PathInfo | None) -> str:
         return "a [[fetch]] source changed"
     return (f"the app's files or the recipe changed (the dependencies are the same as "
             f"{previous.path.name}'s)")
+
+
+def normalise_data(report: NormaliseReport) -> dict[str, object]:
+    """What the deps stage's normalisation did, for --json."""
+    return {"removed_files": report.removed_files, "stripped_elf": report.stripped_elf,
+            "references": [r.text.decode("utf-8", "replace")
+                           for r in report.references.references],
+            "files_changed": report.files_changed,
+            "records_rewritten": report.records_rewritten,
+            "conflicts": [str(c) for c in report.conflicts]}
+
+
+def normalise_lines(report: NormaliseReport) -> list[str]:
+    """The same for people: a warning per conflict, then a summary."""
+    return [*(f"warning: {c}" for c in report.conflicts),
+            f"normalised: {report.removed_files} files removed, {report.stripped_elf} ELF "
+            f"files stripped, {report.references.summary()}, {report.files_changed} files "
+            "changed"]
 
 
 def error_lines(err: BaseException, message: str) -> list[str]:

@@ -66,8 +66,8 @@ class Ui:
 
     def fail(self, err: BaseException | None, message: str, code: int, *,
              where: tuple[str, str] | None = None) -> None:
-        """Report a failure on stderr: each line prefixed with ``error:``, indented lines
-        (details, tracebacks) as they are. JSON mode also prints, on stdout, the problems,
+        """Report a failure on stderr: each line prefixed with ``error:``, details (a failed
+        import's traceback) indented after it. JSON mode also prints, on stdout, the problems,
         each with its ``file``, ``key`` (``where`` gives them when the error cannot) and
         ``message``."""
         from venvseal.cli.render import error_lines, problems
@@ -80,8 +80,7 @@ class Ui:
             doc = {"ok": False, "error": message, "exit_code": code, "problems": found}
             self._safe_print(json.dumps(doc, indent=2))
         for line in error_lines(err, message) if err is not None else [message]:
-            text = line if line[:1].isspace() else f"venvseal: error: {line}"
-            print(text, file=sys.stderr)
+            print(f"venvseal: error: {line}", file=sys.stderr)
 
     def _safe_print(self, text: str) -> None:
         try:
