@@ -118,12 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
                 "network; everything after '--' is the command, verbatim ('@out@' and "
                 "'@python@' in it are expanded); Ctrl-C and SIGTERM reach the command")
     _run_args(p)
-    p.epilog = "example: venvseal run . --cwd . -- @python@ -m myapp --port 8000"
+    p.usage = "venvseal run [RECIPE] [options] -- COMMAND [ARG...]"
+    p.epilog = "example: venvseal run --cwd . -- @python@ -m myapp --port 8000"
 
     p = command("shell", commands.cmd_shell,
                 "build (or reuse) the closure, then open an interactive shell in it, in the "
                 "sandbox with network (the closure's bin/ first on PATH)")
     _run_args(p)
+    p.usage = "venvseal shell [RECIPE] [options]"
 
     p = command("image", commands.cmd_image,
                 "build (or reuse) the closure and write it as an OCI image archive that "
