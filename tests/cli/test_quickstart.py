@@ -27,9 +27,10 @@ to = "@site-packages@/hello"
 
 
 class Terminal:
-    """A tmux session of our own (its own server socket), driven by keys and read back."""
+    """A tmux session of our own (its own server, its socket in the test's folder), driven
+    by keys and read back."""
 
-    def __init__(self, socket: str, cwd: Path, env: dict[str, str]) -> None:
+    def __init__(self, socket: Path, cwd: Path, env: dict[str, str]) -> None:
         self.socket = socket
         # Through env(1): tmux applies the session's PATH only after finding the shell.
         shell = shlex.join(["env", *(f"{k}={v}" for k, v in env.items()), "bash", "--norc",
@@ -40,7 +41,7 @@ class Terminal:
         self.marks = 0
 
     def _tmux(self, *args: str) -> str:
-        return subprocess.run(["tmux", "-L", self.socket, *args], check=True,
+        return subprocess.run(["tmux", "-S", str(self.socket), *args], check=True,
                               capture_output=True, text=True).stdout
 
     def screen(self) -> str:
@@ -73,8 +74,9 @@ class Terminal:
         return code, screen[max(0, before - 200):]
 
     def close(self) -> None:
-        subprocess.run(["tmux", "-L", self.socket, "kill-server"], check=False,
+        subprocess.run(["tmux", "-S", str(self.socket), "kill-server"], check=False,
                        capture_output=True)
+        self.socket.unlink(missing_ok=True)
 
 
 @pytest.fixture
@@ -84,7 +86,7 @@ def terminal(hello_app: Path, tmp_path: Path) -> Iterator[Terminal]:
            "TERM": "xterm-256color", "VENVSEAL_STORE": str(tmp_path / "store"),
            "VENVSEAL_UV_CACHE": str(cache / "uv"), "UV_CACHE_DIR": str(cache / "uv"),
            "UV_PYTHON_DOWNLOADS": "never", "PS1": "$ "}
-    term = Terminal(f"venvseal-test-{os.getpid()}", hello_app, env)
+    term = Terminal(tmp_path / "tmux.sock", hello_app, env)
     try:
         yield term
     finally:
