@@ -37,7 +37,7 @@ from venvseal.store.nar import nar_hash
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = REPO.parent / "shared" / "fixtures" / "authentik-deps"
-PEAK_RSS = ("import resource, sys\nfrom venvseal.cli import main\ncode = main(sys.argv[1:])\n"
+PEAK_RSS = ("import resource, sys\nfrom venvseal.cli.main import main\ncode = main(sys.argv[1:])\n"
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
             "sys.exit(code)\n")
 

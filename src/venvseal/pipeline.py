@@ -389,20 +389,3 @@ def cached_wheel(ctx: Context, need_deps: Callable[[], StorePath], name: str, ke
                          "changed after it was made; run 'venvseal gc', which removes it "
                          "(no root keeps it), then build again")
     return found[0]
-
-
-def run_closure(tc: toolchain.ResolvedToolchain, ctx: Context, path: StorePath,
-                argv: list[str], *, env: Mapping[str, str]) -> int:
-    """Run ``argv`` with the closure at its logical path and the toolchain as /; its status."""
-    from venvseal.assemble.textedit import expand
-    from venvseal.store.core import STORE_DIR
-    from venvseal.toolchain import sandbox as sb
-
-    logical = ctx.store.logical(path)
-    values = {"out": str(logical), "python": str(logical / "bin" / "python")}
-    full_env = {**sb.fixed_env(tc.path), **env,
-                "PATH": f"{logical}/bin:" + ":".join(map(str, tc.path))}
-    spec = sb.SandboxSpec(root=tc.root, mounts=(sb.Mount(host=ctx.store.root, target=STORE_DIR),),
-                          env=full_env, network=True, cwd=logical,
-                          resolv_conf=ctx.network.resolv_conf)
-    return ctx.sandbox.call(spec, [expand(a, values) for a in argv])

@@ -7,6 +7,7 @@ stay clean.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -37,8 +38,17 @@ class Ui:
                 print(line)
 
     def table(self, title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-        """A table for people (nothing in JSON mode: the data goes through ``result``)."""
+        """A table for people (nothing in JSON mode: the data goes through ``result``).
+
+        Drawn to the terminal's width on a terminal; piped, one unwrapped line per row with
+        the columns aligned, for grep, cut and head.
+        """
         if self.json_mode or not rows:
+            return
+        if not sys.stdout.isatty():
+            print(title)
+            for line in plain_table(columns, rows):
+                print(line)
             return
         from rich.table import Table
 
@@ -54,12 +64,43 @@ class Ui:
         if not self.json_mode:
             print(message, file=sys.stderr, flush=True)
 
-    def error(self, message: str, code: int) -> None:
-        """Report a failure: each line prefixed with ``error:``; JSON mode also on stdout."""
+    def fail(self, err: BaseException | None, message: str, code: int, *,
+             where: tuple[str, str] | None = None) -> None:
+        """Report a failure on stderr: each line prefixed with ``error:``, details (a failed
+        import's traceback) indented after it. JSON mode also prints, on stdout, the problems,
+        each with its ``file``, ``key`` (``where`` gives them when the error cannot) and
+        ``message``."""
+        from venvseal.cli.render import error_lines, problems
+
         if self.json_mode:
-            print(json.dumps({"ok": False, "error": message, "exit_code": code}, indent=2))
-        for line in message.splitlines() or [message]:
+            found = (problems(err, message) if err is not None else
+                     [{"file": None, "key": None, "message": message}])
+            if where is not None:
+                found = [{**p, "file": where[0], "key": where[1]} for p in found]
+            doc = {"ok": False, "error": message, "exit_code": code, "problems": found}
+            self._safe_print(json.dumps(doc, indent=2))
+        for line in error_lines(err, message) if err is not None else [message]:
             print(f"venvseal: error: {line}", file=sys.stderr)
+
+    def _safe_print(self, text: str) -> None:
+        try:
+            print(text, flush=True)
+        except BrokenPipeError:
+            self.broken_pipe()
+
+    def flush(self) -> None:
+        """Flush stdout now, so a reader that left shows as BrokenPipeError here."""
+        sys.stdout.flush()
+
+    @staticmethod
+    def broken_pipe() -> None:
+        """stdout's reader is gone: point stdout at /dev/null so the interpreter's last
+        flush does not complain (Python docs, 'Note on SIGPIPE')."""
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):  # not a real file (tests)
+            pass
 
     @contextmanager
     def progress(self, description: str, total: int | None = None,
@@ -85,3 +126,14 @@ class Ui:
         with Progress(*columns, console=self._console(stderr=True), transient=True) as bar:
             task = bar.add_task(description, total=total)
             yield lambda n: bar.advance(task, n)
+
+
+def plain_table(columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    """Rows as aligned lines, never wrapped; the last column is not padded."""
+    widths = [max(len(r[i]) for r in [columns, *rows]) for i in range(len(columns) - 1)]
+
+    def line(row: tuple[str, ...]) -> str:
+        cells = [cell.ljust(w) for cell, w in zip(row, widths, strict=False)]
+        return "  ".join([*cells, row[-1]])
+
+    return [line(columns), *map(line, rows)]

@@ -384,18 +384,36 @@ def parse_recipe(data: Mapping[str, object], *, file: Path, key_prefix: str = ""
 
 
 def _app(top: Table, base: Path, prefix: str) -> App:
-    missing = f'required table missing; add [{prefix}app] with name = "myapp" and version = "1.0"'
-    t = top.get_table("app", _APP_KEYS, missing=missing)
-    if t is None:
-        return App(name="", version="", project=base)
-    name = t.check("name", t.get("name", str, example='"myapp"'), _app_name)
-    version = t.check("version", t.get("version", str, example='"1.0.0"'), _app_version)
-    project = t.get("project", str)
+    given = top.get_table("app", _APP_KEYS) or Table({}, "app", top.problems, _APP_KEYS)
+    project = given.get("project", str)
     if project is not None and (project == "" or project.startswith("/")):
-        t.add("project", "must be a folder relative to the recipe's folder, such as '.' or 'app'")
+        given.add("project", "must be a folder relative to the recipe's folder, such as '.' "
+                  "or 'app'")
         project = None
     folder = _real(base / (project or "."))
+    # name and version default to the project's own [project] ones, as uv reads them.
+    meta = project_metadata(folder)
+    if not top.has("app") and len(meta) < 2:
+        top.add("app", f'required table missing; add [{prefix}app] with name = "myapp" and '
+                'version = "1.0" (or give [project] name and version in pyproject.toml)')
+        return App(name="", version="", project=folder)
+    own = {k: v for k, v in given.data.items() if k in _APP_KEYS}
+    t = Table({**meta, **own}, "app", top.problems, _APP_KEYS)
+    name = t.check("name", t.get("name", str, example='"myapp"'), _app_name)
+    version = t.check("version", t.get("version", str, example='"1.0.0"'), _app_version)
     return App(name=name or "", version=version or "", project=folder)
+
+
+def project_metadata(folder: Path) -> dict[str, str]:
+    """``[project]``'s static name and version in ``folder``'s pyproject.toml (what is there
+    of them; a missing or unreadable file gives none: uv reports it when it reads it)."""
+    try:
+        table = read_toml(folder / PYPROJECT_FILE).get("project")
+    except RecipeError:
+        return {}
+    if not isinstance(table, Mapping):
+        return {}
+    return {k: table[k] for k in ("name", "version") if isinstance(table.get(k), str)}
 
 
 def _toolchain(t: Table | None, base: Path) -> Toolchain:
@@ -598,12 +616,17 @@ def find_recipe(arg: Path | None, cwd: Path | None = None) -> tuple[Path, str]:
     """The recipe file and its key prefix for ``arg``, a file or folder.
 
     A folder is searched for venvseal.toml or a pyproject.toml with [tool.venvseal]. A
-    relative ``arg`` is taken from ``cwd`` when given; ``arg`` None means ``cwd`` itself.
+    relative ``arg`` is taken from ``cwd`` when given; ``arg`` None means the nearest folder
+    from ``cwd`` up that holds a recipe.
     The library never reads the process's working folder: the caller passes it.
     """
     if arg is None:
         if cwd is None:
             raise ValueError("find_recipe needs a path or cwd")
+        # As uv and git do: the nearest folder from here up that holds a recipe.
+        for folder in (cwd, *cwd.parents):
+            if _holds_recipe(folder):
+                return _in_folder(folder)
         arg = cwd
     path = cwd / arg if cwd is not None else arg
     if path.is_dir():
@@ -616,6 +639,15 @@ def find_recipe(arg: Path | None, cwd: Path | None = None) -> tuple[Path, str]:
         raise RecipeError(str(path), [Problem("", "a recipe is a .toml file; pass venvseal.toml, "
                           "a pyproject.toml with [tool.venvseal], or their folder")])
     return path, ""
+
+
+def _holds_recipe(folder: Path) -> bool:
+    pyproject = folder / PYPROJECT_FILE
+    try:
+        return (folder / RECIPE_FILE).is_file() or (
+            pyproject.is_file() and _has_tool_table(read_toml(pyproject)))
+    except (RecipeError, OSError):  # unreadable: let _in_folder say so, if it is the one
+        return pyproject.is_file()
 
 
 def _in_folder(folder: Path) -> tuple[Path, str]:

@@ -1,0 +1,100 @@
+"""The starter recipe: which toolchain, members, imports and entrypoint, and why."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from support import write
+
+from venvseal.errors import UsageError
+from venvseal.recipe.model import parse_recipe, read_toml
+from venvseal.recipe.starter import HostPython, plan_starter, satisfies, top_level_packages
+from venvseal.recipe.uvlock import Lock, LockedPackage
+
+HOST = HostPython(path="/usr/bin/python3.11", version=(3, 11))
+
+
+@pytest.mark.parametrize(("version", "spec", "ok"), [
+    ((3, 11), ">=3.11", True), ((3, 11), ">=3.12", False), ((3, 14), ">=3.12,<3.15", True),
+    ((3, 15), ">=3.12,<3.15", False), ((3, 11), "==3.11.*", True), ((3, 12), "==3.11.*", False),
+    ((3, 13), "~=3.12", True), ((4, 0), "~=3.12", False), ((3, 11), "!=3.11.*", False),
+    ((3, 11), None, True), ((3, 11), "", True), ((3, 11), ">3.10", True),
+    ((3, 11), "<=3.11", True), ((3, 11), "<3.11", False),
+])
+def test_requires_python(version: tuple[int, int], spec: str | None, ok: bool) -> None:
+    assert satisfies(version, spec) is ok
+
+
+def lock(requires: str | None, members: tuple[tuple[str, str], ...] = ()) -> Lock:
+    packages = tuple(LockedPackage(name=n, version="1", source_kind="editable", source=src,
+                                   has_sdist=False, has_wheels=False)
+                     for n, src in (("app", "."), *members))
+    return Lock(file=Path("uv.lock"), digest="", requires_python=requires, exclude_newer=None,
+                members=tuple(p.name for p in packages), packages=packages)
+
+
+APP = '[project]\nname = "app"\nversion = "2.0"\n[project.scripts]\nzz = "app:b"\napp = "app:a"\n'
+
+
+# Each row: requires-python, the host's python, the toolchain lines, the reason's fragment.
+TOOLCHAINS = [
+    (">=3.11", HOST, ['python = "/usr/bin/python3.11"'], "meets requires-python (>=3.11)"),
+    (">=3.12", HOST, ['debian = { suite = "trixie", packages = ["python3.13", '
+                      '"python3.13-dev"] }', 'python = "/usr/bin/python3.13"'],
+     "the host's Python 3.11 does not"),
+    (">=3.14", HOST, ['suite = "sid"', 'python = "/usr/bin/python3.14"'], "sid is the oldest"),
+    (">=3.11", None, ['suite = "bookworm"'], "the host has no python3"),
+]
+
+
+@pytest.mark.parametrize(("requires", "host", "lines", "why"), TOOLCHAINS)
+def test_toolchain_is_the_hosts_python_or_a_debian_suite(
+        tmp_path: Path, requires: str, host: HostPython | None, lines: list[str],
+        why: str) -> None:
+    write(tmp_path / "pyproject.toml", APP)
+    starter = plan_starter(tmp_path, lock(requires), host=host)
+    for line in lines:
+        assert line in starter.text
+    toolchain = next(c for c in starter.choices if c.what.startswith("toolchain"))
+    assert why in toolchain.why
+
+
+def test_no_python_meets_requires_python(tmp_path: Path) -> None:
+    write(tmp_path / "pyproject.toml", APP)
+    with pytest.raises(UsageError, match=r"requires-python \(>=3.99\).*\[toolchain\]"):
+        plan_starter(tmp_path, lock(">=3.99"), host=HOST)
+
+
+def test_members_packages_and_entrypoint(tmp_path: Path) -> None:
+    write(tmp_path / "pyproject.toml", APP)
+    write(tmp_path / "src" / "app" / "__init__.py", "")
+    write(tmp_path / "tests" / "__init__.py", "")
+    write(tmp_path / "libs" / "core" / "core" / "__init__.py", "")
+    starter = plan_starter(tmp_path, lock(">=3.11", (("core", "libs/core"),)), host=HOST)
+    assert 'workspace = ["core"]' in starter.text
+    assert 'imports = ["app", "core"]' in starter.text
+    assert 'entrypoint = ["@out@/bin/app"]' in starter.text  # first by name of two
+    assert "[app]" not in starter.text  # name and version come from [project]
+    recipe = parse_recipe(read_toml(write(tmp_path / "venvseal.toml", starter.text)),
+                          file=tmp_path / "venvseal.toml")
+    assert (recipe.app.name, recipe.app.version) == ("app", "2.0")
+    assert recipe.verify.imports == ("app", "core")
+
+
+def test_a_dynamic_version_gets_an_app_table(tmp_path: Path) -> None:
+    write(tmp_path / "pyproject.toml", '[project]\nname = "app"\ndynamic = ["version"]\n')
+    starter = plan_starter(tmp_path, lock(None), host=HOST, prefix="tool.venvseal.")
+    assert '[tool.venvseal.app]\nname = "app"\nversion = "0.0.0"' in starter.text
+    assert "[tool.venvseal.toolchain]" in starter.text
+
+
+@pytest.mark.parametrize(("files", "expected"), [
+    (["src/a/__init__.py", "src/b/__init__.py", "c/__init__.py"], ["a", "b"]),
+    (["pkg/__init__.py", "tests/__init__.py", "docs/__init__.py"], ["pkg"]),
+    (["src/not-a-name/__init__.py", "x.py"], []),
+])
+def test_top_level_packages(tmp_path: Path, files: list[str], expected: list[str]) -> None:
+    for f in files:
+        write(tmp_path / f, "")
+    assert top_level_packages(tmp_path) == expected
