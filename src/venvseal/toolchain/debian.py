@@ -122,7 +122,11 @@ def tool_env() -> dict[str, str]:
 def mmdebstrap(spec: DebianSpec, target: Path, source: str, *, hooks: list[str],
                 keep_debs: bool = False) -> None:
     tool = process.find_tool("mmdebstrap", "mmdebstrap")
-    argv = [tool, "--quiet", f"--variant={spec.variant}", "--components=main", "--mode=root"]
+    # Valid-Until is not checked (debootstrap never did): a mirror or snapshot serving an
+    # older sid has an expired Release file; its signature is still checked, and a pinned
+    # root's every .deb is checked against the sha256 in venvseal.lock.
+    argv = [tool, "--quiet", f"--variant={spec.variant}", "--components=main", "--mode=root",
+            '--aptopt=Acquire::Check-Valid-Until "false"']
     if keep_debs:  # the essential set's .debs too, which mmdebstrap removes after unpacking
         argv += ["--skip=download/empty", "--skip=essential/unlink"]
     if spec.packages:
