@@ -3,11 +3,20 @@
 Every build step sees the same paths whatever the host: the toolchain's root file system
 read-only as ``/``, and everything build-time under :data:`BUILD_ROOT`. Network exists only
 when the spec asks for it (the fixed-output stages).
+
+Every step runs as :data:`SANDBOX_UID` in its own user namespace, with no capabilities, even
+when venvseal runs as root: an sdist's ``setup.py`` is not root. Its ``/etc`` is curated
+(:data:`ETC_ENTRIES`): the loader cache, name service and locale files the toolchain needs,
+a ``passwd``/``group`` naming only the sandbox user, and the resolver and CA certificates
+only in networked steps; never ``shadow``, ``gshadow``, ssh keys, sudoers or git/pip
+configuration.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -27,6 +36,25 @@ CA_FILE = BUILD_ROOT / "etc" / "ca.crt"
 # Top-level folders of the toolchain root that build steps may see. Home folders, /var,
 # /srv, /mnt and the like are left out so a host root never exposes the user's files.
 ROOT_ENTRIES = ("bin", "etc", "lib", "lib32", "lib64", "libx32", "opt", "sbin", "usr")
+
+# The user every build step runs as (bwrap maps the caller's uid to it). A file it writes on
+# a writable mount is owned on the host by whoever runs venvseal, as before.
+SANDBOX_UID = 1000
+SANDBOX_USER = "venvseal"
+PASSWD = f"{SANDBOX_USER}:x:{SANDBOX_UID}:{SANDBOX_UID}::{HOME_DIR}:/bin/sh\n"
+GROUP = f"{SANDBOX_USER}:x:{SANDBOX_UID}:\n"
+
+# What of the toolchain root's /etc a step sees: the dynamic loader's cache (without it the
+# multiarch libraries are not found), Debian's alternatives (cc, c++, ...), name service and
+# network database files, time zone, locale aliases, platform identification and Debian
+# python's sitecustomize. Nothing holding a secret or a host's configuration of tools.
+ETC_ENTRIES = ("alternatives", "debian_version", "gai.conf", "host.conf", "hosts",
+               "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "locale.alias", "localtime",
+               "mime.types", "networks", "nsswitch.conf", "os-release", "protocols",
+               "python3", "services", "ssl/openssl.cnf", "timezone")
+ETC_PATTERNS = ("python3.*",)  # Debian's /etc/python3.X/sitecustomize.py
+# Only in networked steps: CA certificates (the resolver comes from SandboxSpec.resolv_conf).
+ETC_NETWORK_ENTRIES = ("ca-certificates.conf", "ssl/certs")
 
 # 1980-01-01: the earliest time a zip file can store; wheels and archives accept it.
 SOURCE_DATE_EPOCH = "315532800"
@@ -68,30 +96,71 @@ class SandboxSpec:
     resolv_conf: Path | None = None  # the host's resolver config, for networked steps
 
 
+def _bind(host: Path, target: str) -> list[str]:
+    """Arguments showing ``host`` read-only at ``target``; a link stays a link."""
+    if host.is_symlink():
+        return ["--symlink", str(host.readlink()), target]
+    return ["--ro-bind", str(host), target]
+
+
 def _root_args(root: Path) -> list[str]:
     args = ["--tmpfs", "/"]
     for name in ROOT_ENTRIES:
         entry = root / name
-        if entry.is_symlink():
-            args += ["--symlink", str(entry.readlink()), f"/{name}"]
-        elif entry.is_dir():
-            args += ["--ro-bind", str(entry), f"/{name}"]
+        if name == "etc" and entry.is_dir() and not entry.is_symlink():
+            continue  # curated by _etc_args
+        if entry.is_symlink() or entry.is_dir():
+            args += _bind(entry, f"/{name}")
     return args
 
 
-def bwrap_argv(bwrap: str, spec: SandboxSpec, argv: Sequence[str]) -> list[str]:
-    """The full bubblewrap command line for running ``argv`` under ``spec`` (pure)."""
-    args = [bwrap, *_root_args(spec.root)]
+def _etc_args(spec: SandboxSpec, identity: Path) -> list[str]:
+    """A curated ``/etc``: the allowed entries of the root's, and the sandbox user."""
+    etc = spec.root / "etc"
+    if etc.is_symlink() or not etc.is_dir():
+        return []
+    args = ["--tmpfs", "/etc", "--dir", "/etc/ssl"]
+    names = [*ETC_ENTRIES, *(ETC_NETWORK_ENTRIES if spec.network else ()),
+             *sorted(p.name for pattern in ETC_PATTERNS for p in etc.glob(pattern))]
+    for name in names:
+        host = etc / name
+        if not host.parent.is_symlink() and (host.is_symlink() or host.exists()):
+            args += _bind(host, f"/etc/{name}")
+    args += ["--ro-bind", str(identity / "passwd"), "/etc/passwd",
+             "--ro-bind", str(identity / "group"), "/etc/group"]
+    if spec.network and spec.resolv_conf is not None:
+        args += ["--ro-bind", str(spec.resolv_conf), "/etc/resolv.conf"]
+    return [*args, "--remount-ro", "/etc"]  # as read-only as the root's own /etc was
+
+
+@contextlib.contextmanager
+def identity_files() -> Iterator[Path]:
+    """A temporary folder holding the sandbox's ``passwd`` and ``group`` (see bwrap_argv)."""
+    with tempfile.TemporaryDirectory(prefix="venvseal-etc-") as folder:
+        for name, text in (("passwd", PASSWD), ("group", GROUP)):
+            (Path(folder) / name).write_text(text, encoding="utf-8")
+        yield Path(folder)
+
+
+def bwrap_argv(bwrap: str, spec: SandboxSpec, argv: Sequence[str], *,
+               identity: Path) -> list[str]:
+    """The full bubblewrap command line for running ``argv`` under ``spec`` (pure).
+
+    ``identity`` is a folder holding the ``passwd`` and ``group`` files to show
+    (:func:`identity_files`).
+    """
+    args = [bwrap, *_root_args(spec.root), *_etc_args(spec, identity)]
     args += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
     for d in (BUILD_ROOT, HOME_DIR, TMP_DIR):
         args += ["--dir", str(d)]
     for m in spec.mounts:
         args += ["--bind" if m.writable else "--ro-bind", str(m.host), str(m.target)]
-    args += ["--unshare-all", "--hostname", "venvseal", "--die-with-parent", "--new-session"]
+    # --unshare-user with --uid: never uid 0, and bwrap drops every capability.
+    args += ["--unshare-all", "--unshare-user", "--uid", str(SANDBOX_UID),
+             "--gid", str(SANDBOX_UID), "--hostname", "venvseal", "--die-with-parent",
+             "--new-session"]
     if spec.network:
         args.append("--share-net")
-        if spec.resolv_conf is not None and (spec.root / "etc").is_dir():
-            args += ["--ro-bind", str(spec.resolv_conf), "/etc/resolv.conf"]
     args.append("--clearenv")
     for key, value in sorted(spec.env.items()):
         args += ["--setenv", key, value]
@@ -113,12 +182,15 @@ class Sandbox:
     def run(self, spec: SandboxSpec, argv: Sequence[str], *, what: str,
             check: bool = True) -> Completed:
         """Run ``argv`` inside the sandbox; CommandError with the output's tail on failure."""
-        return process.run(bwrap_argv(self.bwrap, spec, argv), what=what, check=check)
+        with identity_files() as identity:
+            return process.run(bwrap_argv(self.bwrap, spec, argv, identity=identity),
+                               what=what, check=check)
 
     def call(self, spec: SandboxSpec, argv: Sequence[str]) -> int:
         """Run ``argv`` in the sandbox attached to this terminal; its exit status."""
         import subprocess
 
-        command = bwrap_argv(self.bwrap, spec, argv)
-        process.log.debug("$ %s", " ".join(command))
-        return subprocess.run(command, check=False).returncode
+        with identity_files() as identity:
+            command = bwrap_argv(self.bwrap, spec, argv, identity=identity)
+            process.log.debug("$ %s", " ".join(command))
+            return subprocess.run(command, check=False).returncode
