@@ -320,6 +320,27 @@ def fetch(source: str, hash_line: str = "") -> Change:
     return add_to_recipe(f'\n[[fetch]]\nname = "lib"\n{source}\n{hash_line}\n')
 
 
+def repo_with_link(name: str, target: str) -> Callable[[Path], object]:
+    """A git repository at ``<tmp>/evil`` whose one commit holds the link ``name``."""
+    def make(tmp: Path) -> None:
+        repo = tmp / "evil"
+        repo.mkdir()
+        git(repo, "init", "-q")
+        write(repo / "lib.py", "X = 1\n")
+        (repo / name).symlink_to(target)
+        git(repo, "add", "-A")
+        git(repo, "commit", "-q", "-m", "one")
+        rev = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], check=True,
+                             capture_output=True, text=True).stdout.strip()
+        (tmp / "rev").write_text(rev)
+    return make
+
+
+def fetch_evil(ctx: Ctx) -> None:
+    rev = (ctx.tmp / "rev").read_text()
+    fetch(f'git = "{ctx.tmp}/evil"\nrev = "{rev}"')(ctx)
+
+
 def debian_unknown_package(ctx: Ctx) -> None:
     if shutil.which("debootstrap") is None:
         pytest.skip("debootstrap is not installed")
@@ -470,6 +491,16 @@ HOSTILE: list[Case] = [
          both(in_tmp(lambda tmp: (tmp / "plain").mkdir()),
               fetch(f'git = "{{tmp}}/plain"\nrev = "{BAD_REV}"')), 1,
          ((f"{FETCH}: git cannot fetch {{tmp}}/plain", "check the git URL"),)),
+    Case("git fetch of a tree with a link to /etc/shadow",
+         both(in_tmp(repo_with_link("leak", "/etc/shadow")), fetch_evil), 1,
+         ((f"{FETCH}: the checkout of {{tmp}}/evil at ",
+           "is unsafe: member 'leak' is a symlink to the absolute path '/etc/shadow'",
+           "make the link relative and inside the repository"),)),
+    Case("git fetch of a tree with a link climbing out of it",
+         both(in_tmp(repo_with_link("keys", "../../x")), fetch_evil), 1,
+         ((f"{FETCH}: the checkout of {{tmp}}/evil at ",
+           "is unsafe: member 'keys' is a symlink to '../../x', which leads outside the tree",
+           "make the link relative and inside the repository"),)),
     Case("url fetch whose content differs from its hash",
          fetch('url = "{url}/src.tar.gz"', f'hash = "{OTHER_HASH}"'), 1,
          (("hash mismatch in fixed-output path '{store}/", "-lib-src'"),
