@@ -8,6 +8,7 @@ from the environment a caller passes (the allowlisted host variables), never ``o
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Mapping
 from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
@@ -130,3 +131,10 @@ def bypass_proxy(host: str, no_proxy: str) -> bool:
         if entry == "*" or (entry and (hostname == entry or hostname.endswith("." + entry))):
             return True
     return False
+
+
+class ScrubbingFormatter(logging.Formatter):
+    """A log formatter whose every line goes through :func:`scrub` (for ``-v`` logs)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub(super().format(record))

@@ -20,6 +20,7 @@ from venvseal.cli import commands
 from venvseal.cli.ui import Ui
 from venvseal.errors import EXIT_BUILD, EXIT_OK, EXIT_USAGE, UsageError, VenvsealError
 from venvseal.hashes import HASH_FORMATS
+from venvseal.netutil import ScrubbingFormatter
 
 Handler = Callable[[argparse.Namespace, Ui], int]
 
@@ -202,7 +203,7 @@ def _substituter_arg(p: argparse.ArgumentParser) -> None:
 
 def _configure_logging(verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(ScrubbingFormatter("%(message)s"))
     root = logging.getLogger("venvseal")
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.WARNING)

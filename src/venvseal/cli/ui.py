@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from venvseal.netutil import scrub
+
 if TYPE_CHECKING:  # rich costs ~100 ms to import: only progress bars and tables need it
     from rich.console import Console
 
@@ -31,10 +33,10 @@ class Ui:
     def result(self, data: Mapping[str, Any], *lines: str) -> None:
         """The command's result: ``lines`` for people, ``data`` as JSON for machines."""
         if self.json_mode:
-            print(json.dumps({"ok": True, **data}, indent=2, sort_keys=True))
+            print(scrub(json.dumps({"ok": True, **data}, indent=2, sort_keys=True)))
         else:
             for line in lines:
-                print(line)
+                print(scrub(line))
 
     def table(self, title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
         """A table for people (nothing in JSON mode: the data goes through ``result``)."""
@@ -46,16 +48,17 @@ class Ui:
         for col in columns:
             table.add_column(col, overflow="fold")
         for row in rows:
-            table.add_row(*row)
+            table.add_row(*map(scrub, row))
         self._console(stderr=False).print(table)
 
     def info(self, message: str) -> None:
         """A note for people on stderr (silent in JSON mode)."""
         if not self.json_mode:
-            print(message, file=sys.stderr, flush=True)
+            print(scrub(message), file=sys.stderr, flush=True)
 
     def error(self, message: str, code: int) -> None:
         """Report a failure: each line prefixed with ``error:``; JSON mode also on stdout."""
+        message = scrub(message)  # a URL quoted from a recipe or lock keeps its secrets
         if self.json_mode:
             print(json.dumps({"ok": False, "error": message, "exit_code": code}, indent=2))
         for line in message.splitlines() or [message]:
