@@ -893,3 +893,54 @@ def test_an_index_token_never_leaves_the_project(tmp_path: Path) -> None:
     assert "[[tool.uv.index]]" in error
     assert "s3cr3t" not in run.out and "s3cr3t" not in run.err
     assert store_snapshot(store) == before
+
+
+# Who a build step runs as ------------------------------------------------------------------
+
+WHOAMI = """\
+import os
+from setuptools import setup
+
+os.makedirs("{package}", exist_ok=True)
+with open("{package}/_who.py", "w") as f:
+    f.write("UID = %d\\nSHADOW = %r\\n" % (os.getuid(), os.path.exists("/etc/shadow")))
+setup({args})
+"""
+# A verify command and `venvseal run`: fail loudly if they are root or see /etc/shadow.
+UNPRIVILEGED = 'test "$(id -u)" != 0 && test ! -e /etc/shadow && test ! -e /etc/gshadow'
+
+
+def test_every_build_step_runs_unprivileged_without_host_secrets(tmp_path: Path) -> None:
+    cache = tmp_path / "uv-cache"
+    project = make_app(tmp_path / "app", cache, name="who",
+                       dependencies=("six==1.16.0", "whodeps"), lock=False)
+    with (project / "pyproject.toml").open("a") as f:
+        f.write('whodeps = { path = "vendor/whodeps" }\n')  # [tool.uv.sources] is last
+    write(project / "vendor/whodeps/pyproject.toml",
+          '[project]\nname = "whodeps"\nversion = "0.1.0"\nrequires-python = ">=3.11"\n\n'
+          '[build-system]\nrequires = ["setuptools==80.9.0"]\n'
+          'build-backend = "setuptools.build_meta"\n')
+    write(project / "vendor/whodeps/whodeps/__init__.py", "")
+    write(project / "vendor/whodeps/setup.py",
+          WHOAMI.format(package="whodeps", args='packages=["whodeps"]'))
+    write(project / "packages/member/setup.py", WHOAMI.format(package="src/member", args=""))
+    with (project / "venvseal.toml").open("a") as f:
+        f.write(f'\n[verify]\nimports = ["whodeps._who", "member._who"]\n'
+                f"commands = ['{UNPRIVILEGED}', "
+                '"@python@ -c \'import os; assert os.getuid() != 0\'"]\n')
+    uv_lock(project, cache)
+    store = tmp_path / "store"
+    built = venvseal("--json", "--store", store, "build", "--update-hash", "--uv-cache", cache,
+                     project)
+    assert built.code == 0, built.err
+    assert built.json()["verified"]["commands"] == 2  # the verify step's own check passed
+    deps, closure = Path(built.json()["deps"]), Path(built.json()["path"])
+    # The deps stage (networked) built whodeps; the assembly stage built the member.
+    [in_deps] = deps.rglob("whodeps/_who.py")
+    [in_closure] = closure.rglob("member/_who.py")
+    for who in (in_deps, in_closure):
+        assert who.read_text() == "UID = 1000\nSHADOW = False\n", who
+    ran = venvseal_process("run", project, "--store", store, "--uv-cache", cache, "--",
+                           "sh", "-c", f"{UNPRIVILEGED} && id -un")
+    assert (ran.code, ran.out) == (0, "venvseal\n"), ran.err
+    assert os.path.exists("/etc/shadow")  # control: the host has the file the steps lack
