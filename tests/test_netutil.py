@@ -36,6 +36,8 @@ SECRET = "s3cr3tTOKEN"
      "two: http://a:***@h1/ and git+https://***@h2/x"),
     ("no secret in https://host/x?v=1 or ssh://git@host/r", None),
     ("plain text, no URL", None),
+    ("write oci://HOST[:PORT]/REPO, e.g. oci://127.0.0.1:5000/c", None),  # cannot be parsed
+    (f"bad oci://u:{SECRET}@[x/REPO", "bad oci://***@[x/REPO"),
 ])
 def test_scrub_redacts_every_url_in_a_text(text: str, shown: str | None) -> None:
     assert scrub(text) == (text if shown is None else shown)

@@ -104,7 +104,17 @@ def scrub(text: str) -> str:
     For text that may quote a URL from a recipe or a lock file (an error message, a value
     shown by ``show``), where the URL is not known in advance.
     """
-    return _URL_IN_TEXT.sub(lambda match: redact_url(match[0]), text)
+    return _URL_IN_TEXT.sub(lambda match: _redact_quoted(match[0]), text)
+
+
+def _redact_quoted(url: str) -> str:
+    """redact_url for a URL found in text; one that cannot be parsed (``oci://HOST[:PORT]``,
+    a placeholder) keeps its text but never its user information."""
+    try:
+        urlsplit(url)
+    except ValueError:
+        return re.sub(r"^([^:/]+://)[^/]*@", rf"\1{SHOWN}@", url)
+    return redact_url(url)
 
 
 def env_value(env: Mapping[str, str], name: str) -> str:
