@@ -143,7 +143,7 @@ def test_etc_is_curated_and_never_holds_secrets(tmp_path: Path, network: bool) -
 
 def test_steps_run_as_the_sandbox_user_in_their_own_user_namespace(tmp_path: Path) -> None:
     argv = argv_of("bwrap", SandboxSpec(root=fake_root(tmp_path)), ["true"])
-    assert "--unshare-user" in argv
+    assert "--unshare-user" in argv and "--disable-userns" in argv
     assert argv[argv.index("--uid") + 1] == str(SANDBOX_UID) != "0"
     assert argv[argv.index("--gid") + 1] == str(SANDBOX_UID)
     assert "--cap-add" not in argv
@@ -344,6 +344,7 @@ for f in /etc/shadow /etc/gshadow /etc/sudoers /etc/ssh /etc/ssl/private; do
   test -e "$f" && echo "SEEN $f"
 done
 cat /etc/shadow 2>&1
+unshare --user true 2>/dev/null && echo "NESTED USER NAMESPACE"
 echo made > "$1/f"
 """
 # Runs the probe in the sandbox from another uid: as venvseal would when that user runs it.
@@ -394,6 +395,7 @@ def check_probe(out: Path, uid: int, caller: str, network: bool) -> None:
     lines = done.stdout.splitlines()
     assert lines[:2] == [str(SANDBOX_UID), "venvseal"], done.stdout
     assert "SEEN" not in done.stdout
+    assert "NESTED USER NAMESPACE" not in done.stdout  # no way to regain capabilities
     assert "cat: /etc/shadow: No such file or directory" in lines
     # What the step wrote belongs on the host to whoever ran venvseal.
     assert (out / "f").read_text() == "made\n"

@@ -155,8 +155,9 @@ def bwrap_argv(bwrap: str, spec: SandboxSpec, argv: Sequence[str], *,
         args += ["--dir", str(d)]
     for m in spec.mounts:
         args += ["--bind" if m.writable else "--ro-bind", str(m.host), str(m.target)]
-    # --unshare-user with --uid: never uid 0, and bwrap drops every capability.
-    args += ["--unshare-all", "--unshare-user", "--uid", str(SANDBOX_UID),
+    # --unshare-user with --uid: never uid 0, and bwrap drops every capability;
+    # --disable-userns: nor can the step make a user namespace of its own to regain them.
+    args += ["--unshare-all", "--unshare-user", "--disable-userns", "--uid", str(SANDBOX_UID),
              "--gid", str(SANDBOX_UID), "--hostname", "venvseal", "--die-with-parent",
              "--new-session"]
     if spec.network:
