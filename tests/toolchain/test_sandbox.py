@@ -141,6 +141,16 @@ def test_etc_is_curated_and_never_holds_secrets(tmp_path: Path, network: bool) -
         assert not [a for a in argv if secret in a], secret
 
 
+def test_a_linked_etc_is_never_followed(tmp_path: Path) -> None:
+    root = tmp_path / "root-fs"
+    (root / "usr").mkdir(parents=True)
+    (root / "etc").symlink_to("/etc")  # would lead off the root, to the host's /etc
+    argv = argv_of("bwrap", SandboxSpec(root=root, network=True), ["true"])
+    assert not [a for a in argv if a.startswith(str(root / "etc"))]
+    assert ("/etc", "/etc") not in triples(argv, "--symlink")
+    assert (str(IDENTITY / "passwd"), "/etc/passwd") in triples(argv, "--ro-bind")
+
+
 def test_steps_run_as_the_sandbox_user_in_their_own_user_namespace(tmp_path: Path) -> None:
     argv = argv_of("bwrap", SandboxSpec(root=fake_root(tmp_path)), ["true"])
     assert "--unshare-user" in argv and "--disable-userns" in argv

@@ -107,7 +107,7 @@ def _root_args(root: Path) -> list[str]:
     args = ["--tmpfs", "/"]
     for name in ROOT_ENTRIES:
         entry = root / name
-        if name == "etc" and entry.is_dir() and not entry.is_symlink():
+        if name == "etc":
             continue  # curated by _etc_args
         if entry.is_symlink() or entry.is_dir():
             args += _bind(entry, f"/{name}")
@@ -117,11 +117,11 @@ def _root_args(root: Path) -> list[str]:
 def _etc_args(spec: SandboxSpec, identity: Path) -> list[str]:
     """A curated ``/etc``: the allowed entries of the root's, and the sandbox user."""
     etc = spec.root / "etc"
-    if etc.is_symlink() or not etc.is_dir():
-        return []
     args = ["--tmpfs", "/etc", "--dir", "/etc/ssl"]
-    names = [*ETC_ENTRIES, *(ETC_NETWORK_ENTRIES if spec.network else ()),
-             *sorted(p.name for pattern in ETC_PATTERNS for p in etc.glob(pattern))]
+    names: list[str] = []
+    if etc.is_dir() and not etc.is_symlink():  # a linked /etc could lead off the root
+        names = [*ETC_ENTRIES, *(ETC_NETWORK_ENTRIES if spec.network else ()),
+                 *sorted(p.name for pattern in ETC_PATTERNS for p in etc.glob(pattern))]
     for name in names:
         host = etc / name
         if not host.parent.is_symlink() and (host.is_symlink() or host.exists()):
