@@ -720,27 +720,37 @@ def files_containing(root: Path, needle: bytes) -> list[str]:
                   if p.is_file() and not p.is_symlink() and needle in p.read_bytes())
 
 
-@pytest.fixture(scope="module")
-def env_dumping_app(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """An app whose path dependency (built in the deps stage) and workspace member (built
-    offline in the assembly stage) record the environment their build ran in."""
-    root = tmp_path_factory.mktemp("secrets")
-    cache = root / "uv-cache"
-    project = make_app(root / "app", cache, name="sec",
-                       dependencies=("six==1.16.0", "envdump"), lock=False)
+def recording_app(root: Path, cache: Path, *, name: str, dep: str, setup_py: str,
+                  verify: str) -> Path:
+    """An app (locked) whose path dependency ``dep`` (built in the deps stage) and workspace
+    member (built offline in the assembly stage) run ``setup_py`` (a template of
+    ``package`` and ``args``) when they are built; ``verify`` is its [verify] table's body."""
+    project = make_app(root / "app", cache, name=name, dependencies=("six==1.16.0", dep),
+                       lock=False)
     with (project / "pyproject.toml").open("a") as f:
-        f.write('envdump = { path = "vendor/envdump" }\n')  # [tool.uv.sources] is last
-    write(project / "vendor/envdump/pyproject.toml",
-          '[project]\nname = "envdump"\nversion = "0.1.0"\nrequires-python = ">=3.11"\n\n'
+        f.write(f'{dep} = {{ path = "vendor/{dep}" }}\n')  # [tool.uv.sources] is last
+    write(project / f"vendor/{dep}/pyproject.toml",
+          f'[project]\nname = "{dep}"\nversion = "0.1.0"\nrequires-python = ">=3.11"\n\n'
           '[build-system]\nrequires = ["setuptools==80.9.0"]\n'
           'build-backend = "setuptools.build_meta"\n')
-    write(project / "vendor/envdump/envdump/__init__.py", "")
-    write(project / "vendor/envdump/setup.py",
-          DUMP_ENV.format(package="envdump", args='packages=["envdump"]'))
-    write(project / "packages/member/setup.py", DUMP_ENV.format(package="src/member", args=""))
+    write(project / f"vendor/{dep}/{dep}/__init__.py", "")
+    write(project / f"vendor/{dep}/setup.py",
+          setup_py.format(package=dep, args=f'packages=["{dep}"]'))
+    write(project / "packages/member/setup.py", setup_py.format(package="src/member", args=""))
     with (project / "venvseal.toml").open("a") as f:
-        f.write('\n[verify]\nimports = ["envdump._env", "member._env"]\ncommands = ["env"]\n')
+        f.write(f"\n[verify]\n{verify}")
     uv_lock(project, cache)
+    return project
+
+
+@pytest.fixture(scope="module")
+def env_dumping_app(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """An app whose deps-stage and assembly-stage builds record their environment."""
+    root = tmp_path_factory.mktemp("secrets")
+    cache = root / "uv-cache"
+    project = recording_app(root, cache, name="sec", dep="envdump", setup_py=DUMP_ENV,
+                            verify='imports = ["envdump._env", "member._env"]\n'
+                                   'commands = ["env"]\n')
     return project, cache
 
 
@@ -912,23 +922,10 @@ UNPRIVILEGED = 'test "$(id -u)" != 0 && test ! -e /etc/shadow && test ! -e /etc/
 
 def test_every_build_step_runs_unprivileged_without_host_secrets(tmp_path: Path) -> None:
     cache = tmp_path / "uv-cache"
-    project = make_app(tmp_path / "app", cache, name="who",
-                       dependencies=("six==1.16.0", "whodeps"), lock=False)
-    with (project / "pyproject.toml").open("a") as f:
-        f.write('whodeps = { path = "vendor/whodeps" }\n')  # [tool.uv.sources] is last
-    write(project / "vendor/whodeps/pyproject.toml",
-          '[project]\nname = "whodeps"\nversion = "0.1.0"\nrequires-python = ">=3.11"\n\n'
-          '[build-system]\nrequires = ["setuptools==80.9.0"]\n'
-          'build-backend = "setuptools.build_meta"\n')
-    write(project / "vendor/whodeps/whodeps/__init__.py", "")
-    write(project / "vendor/whodeps/setup.py",
-          WHOAMI.format(package="whodeps", args='packages=["whodeps"]'))
-    write(project / "packages/member/setup.py", WHOAMI.format(package="src/member", args=""))
-    with (project / "venvseal.toml").open("a") as f:
-        f.write(f'\n[verify]\nimports = ["whodeps._who", "member._who"]\n'
-                f"commands = ['{UNPRIVILEGED}', "
-                '"@python@ -c \'import os; assert os.getuid() != 0\'"]\n')
-    uv_lock(project, cache)
+    project = recording_app(tmp_path, cache, name="who", dep="whodeps", setup_py=WHOAMI,
+                            verify='imports = ["whodeps._who", "member._who"]\n'
+                                   f"commands = ['{UNPRIVILEGED}', "
+                                   '"@python@ -c \'import os; assert os.getuid() != 0\'"]\n')
     store = tmp_path / "store"
     built = venvseal("--json", "--store", store, "build", "--update-hash", "--uv-cache", cache,
                      project)
