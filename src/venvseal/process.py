@@ -58,7 +58,7 @@ def find_tool(program: str, package: str, path: str | None = None) -> str:
 
 def run(argv: Sequence[str], *, what: str, env: Mapping[str, str] | None = None,
         cwd: Path | None = None, check: bool = True, stdin: str | None = None,
-        scrub: Callable[[str], str] | None = None) -> Completed:
+        scrub: Callable[[str], str] | None = None, pass_fds: Sequence[int] = ()) -> Completed:
     """Run ``argv`` to completion; raise CommandError (with the output's tail) if it fails.
 
     Every text that leaves this function for a log line or an error (the command line and
@@ -74,7 +74,7 @@ def run(argv: Sequence[str], *, what: str, env: Mapping[str, str] | None = None,
         proc = subprocess.run(
             list(argv), env=dict(env) if env is not None else None, cwd=cwd,
             input=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, errors="replace", check=False,
+            text=True, errors="replace", check=False, pass_fds=tuple(pass_fds),
         )
     except FileNotFoundError as err:
         raise CommandError(what, shown, 127, f"{shown[0]}: not found") from err

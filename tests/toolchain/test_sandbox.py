@@ -28,6 +28,7 @@ from venvseal.toolchain.sandbox import (
     PASSWD,
     SANDBOX_UID,
     SRC_DIR,
+    Identity,
     Mount,
     Sandbox,
     SandboxSpec,
@@ -64,7 +65,7 @@ def argv_of(bwrap: str, spec: SandboxSpec, argv: Sequence[str]) -> list[str]:
     return bwrap_argv(bwrap, spec, argv, identity=IDENTITY)
 
 
-IDENTITY = Path("/run/venvseal-identity")
+IDENTITY = Identity(passwd=7, group=8)
 # Files of a host's /etc that no build step may see.
 SECRETS = ("shadow", "gshadow", "shadow-", "sudoers", "sudoers.d/admins",
            "ssh/ssh_host_ed25519_key", "ssl/private/host.key", "gitconfig", "pip.conf")
@@ -127,14 +128,14 @@ def test_etc_is_curated_and_never_holds_secrets(tmp_path: Path, network: bool) -
     argv = argv_of("bwrap", SandboxSpec(root=root, network=network), ["true"])
     etc = str(root / "etc")
     shown = {target: host for host, target in triples(argv, "--ro-bind")
-             if host.startswith(etc + "/") or host.startswith(str(IDENTITY))}
+             if host.startswith(etc + "/")}
     expected = {"/etc/ld.so.cache", "/etc/nsswitch.conf", "/etc/hosts", "/etc/ssl/openssl.cnf",
-                "/etc/python3.11", "/etc/passwd", "/etc/group", "/etc/alternatives"}
+                "/etc/python3.11", "/etc/alternatives"}
     if network:
         expected.add("/etc/ssl/certs")
     assert set(shown) == expected
-    # passwd and group name only the sandbox user: they come from identity_files, not /etc.
-    assert shown["/etc/passwd"] == str(IDENTITY / "passwd")
+    # passwd and group name only the sandbox user: they come from identity_fds, not /etc.
+    assert triples(argv, "--ro-bind-data") == [("7", "/etc/passwd"), ("8", "/etc/group")]
     assert ("/usr/bin/gcc-12", "/etc/alternatives/cc") not in triples(argv, "--symlink")
     assert (str(root / "etc/alternatives"), "/etc/alternatives") in triples(argv, "--ro-bind")
     for secret in SECRETS:
@@ -148,7 +149,7 @@ def test_a_linked_etc_is_never_followed(tmp_path: Path) -> None:
     argv = argv_of("bwrap", SandboxSpec(root=root, network=True), ["true"])
     assert not [a for a in argv if a.startswith(str(root / "etc"))]
     assert ("/etc", "/etc") not in triples(argv, "--symlink")
-    assert (str(IDENTITY / "passwd"), "/etc/passwd") in triples(argv, "--ro-bind")
+    assert ("7", "/etc/passwd") in triples(argv, "--ro-bind-data")
 
 
 def test_steps_run_as_the_sandbox_user_in_their_own_user_namespace(tmp_path: Path) -> None:

@@ -15,9 +15,9 @@ configuration.
 from __future__ import annotations
 
 import contextlib
-import tempfile
+import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path, PurePosixPath
 
 from venvseal import process
@@ -114,7 +114,7 @@ def _root_args(root: Path) -> list[str]:
     return args
 
 
-def _etc_args(spec: SandboxSpec, identity: Path) -> list[str]:
+def _etc_args(spec: SandboxSpec, identity: Identity) -> list[str]:
     """A curated ``/etc``: the allowed entries of the root's, and the sandbox user."""
     etc = spec.root / "etc"
     args = ["--tmpfs", "/etc", "--dir", "/etc/ssl"]
@@ -126,28 +126,52 @@ def _etc_args(spec: SandboxSpec, identity: Path) -> list[str]:
         host = etc / name
         if not host.parent.is_symlink() and (host.is_symlink() or host.exists()):
             args += _bind(host, f"/etc/{name}")
-    args += ["--ro-bind", str(identity / "passwd"), "/etc/passwd",
-             "--ro-bind", str(identity / "group"), "/etc/group"]
+    args += ["--perms", "0444", "--ro-bind-data", str(identity.passwd), "/etc/passwd",
+             "--perms", "0444", "--ro-bind-data", str(identity.group), "/etc/group"]
     if spec.network and spec.resolv_conf is not None:
         args += ["--ro-bind", str(spec.resolv_conf), "/etc/resolv.conf"]
     return [*args, "--remount-ro", "/etc"]  # as read-only as the root's own /etc was
 
 
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """File descriptors bubblewrap reads the sandbox's ``passwd`` and ``group`` from."""
+
+    passwd: int
+    group: int
+
+
+def _pipe_of(text: str) -> int:
+    """A pipe's read end that yields ``text`` then EOF (it fits in the pipe's buffer)."""
+    read, write = os.pipe()
+    with os.fdopen(write, "w", encoding="utf-8") as sink:
+        sink.write(text)
+    return read
+
+
 @contextlib.contextmanager
-def identity_files() -> Iterator[Path]:
-    """A temporary folder holding the sandbox's ``passwd`` and ``group`` (see bwrap_argv)."""
-    with tempfile.TemporaryDirectory(prefix="venvseal-etc-") as folder:
-        for name, text in (("passwd", PASSWD), ("group", GROUP)):
-            (Path(folder) / name).write_text(text, encoding="utf-8")
-        yield Path(folder)
+def identity_fds() -> Iterator[Identity]:
+    """Pipes holding the sandbox's ``passwd`` and ``group`` (see bwrap_argv), closed after.
+
+    Pipes, not files: nothing is left behind when venvseal is killed mid-step.
+    """
+    passwd = _pipe_of(PASSWD)
+    try:
+        group = _pipe_of(GROUP)
+        try:
+            yield Identity(passwd=passwd, group=group)
+        finally:
+            os.close(group)
+    finally:
+        os.close(passwd)
 
 
 def bwrap_argv(bwrap: str, spec: SandboxSpec, argv: Sequence[str], *,
-               identity: Path) -> list[str]:
+               identity: Identity) -> list[str]:
     """The full bubblewrap command line for running ``argv`` under ``spec`` (pure).
 
-    ``identity`` is a folder holding the ``passwd`` and ``group`` files to show
-    (:func:`identity_files`).
+    ``identity`` names the descriptors holding the ``passwd`` and ``group`` to show
+    (:func:`identity_fds`); the command must be run with them passed on.
     """
     args = [bwrap, *_root_args(spec.root), *_etc_args(spec, identity)]
     args += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
@@ -183,15 +207,15 @@ class Sandbox:
     def run(self, spec: SandboxSpec, argv: Sequence[str], *, what: str,
             check: bool = True) -> Completed:
         """Run ``argv`` inside the sandbox; CommandError with the output's tail on failure."""
-        with identity_files() as identity:
+        with identity_fds() as identity:
             return process.run(bwrap_argv(self.bwrap, spec, argv, identity=identity),
-                               what=what, check=check)
+                               what=what, check=check, pass_fds=astuple(identity))
 
     def call(self, spec: SandboxSpec, argv: Sequence[str]) -> int:
         """Run ``argv`` in the sandbox attached to this terminal; its exit status."""
         import subprocess
 
-        with identity_files() as identity:
+        with identity_fds() as identity:
             command = bwrap_argv(self.bwrap, spec, argv, identity=identity)
             process.log.debug("$ %s", " ".join(command))
-            return subprocess.run(command, check=False).returncode
+            return subprocess.run(command, check=False, pass_fds=astuple(identity)).returncode
