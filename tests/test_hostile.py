@@ -320,6 +320,27 @@ def fetch(source: str, hash_line: str = "") -> Change:
     return add_to_recipe(f'\n[[fetch]]\nname = "lib"\n{source}\n{hash_line}\n')
 
 
+def repo_with_link(name: str, target: str) -> Callable[[Path], object]:
+    """A git repository at ``<tmp>/evil`` whose one commit holds the link ``name``."""
+    def make(tmp: Path) -> None:
+        repo = tmp / "evil"
+        repo.mkdir()
+        git(repo, "init", "-q")
+        write(repo / "lib.py", "X = 1\n")
+        (repo / name).symlink_to(target)
+        git(repo, "add", "-A")
+        git(repo, "commit", "-q", "-m", "one")
+        rev = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], check=True,
+                             capture_output=True, text=True).stdout.strip()
+        (tmp / "rev").write_text(rev)
+    return make
+
+
+def fetch_evil(ctx: Ctx) -> None:
+    rev = (ctx.tmp / "rev").read_text()
+    fetch(f'git = "{ctx.tmp}/evil"\nrev = "{rev}"')(ctx)
+
+
 def debian_unknown_package(ctx: Ctx) -> None:
     if shutil.which("debootstrap") is None:
         pytest.skip("debootstrap is not installed")
@@ -470,6 +491,16 @@ HOSTILE: list[Case] = [
          both(in_tmp(lambda tmp: (tmp / "plain").mkdir()),
               fetch(f'git = "{{tmp}}/plain"\nrev = "{BAD_REV}"')), 1,
          ((f"{FETCH}: git cannot fetch {{tmp}}/plain", "check the git URL"),)),
+    Case("git fetch of a tree with a link to /etc/shadow",
+         both(in_tmp(repo_with_link("leak", "/etc/shadow")), fetch_evil), 1,
+         ((f"{FETCH}: the checkout of {{tmp}}/evil at ",
+           "is unsafe: member 'leak' is a symlink to the absolute path '/etc/shadow'",
+           "make the link relative and inside the repository"),)),
+    Case("git fetch of a tree with a link climbing out of it",
+         both(in_tmp(repo_with_link("keys", "../../x")), fetch_evil), 1,
+         ((f"{FETCH}: the checkout of {{tmp}}/evil at ",
+           "is unsafe: member 'keys' is a symlink to '../../x', which leads outside the tree",
+           "make the link relative and inside the repository"),)),
     Case("url fetch whose content differs from its hash",
          fetch('url = "{url}/src.tar.gz"', f'hash = "{OTHER_HASH}"'), 1,
          (("hash mismatch in fixed-output path '{store}/", "-lib-src'"),
@@ -689,27 +720,37 @@ def files_containing(root: Path, needle: bytes) -> list[str]:
                   if p.is_file() and not p.is_symlink() and needle in p.read_bytes())
 
 
-@pytest.fixture(scope="module")
-def env_dumping_app(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """An app whose path dependency (built in the deps stage) and workspace member (built
-    offline in the assembly stage) record the environment their build ran in."""
-    root = tmp_path_factory.mktemp("secrets")
-    cache = root / "uv-cache"
-    project = make_app(root / "app", cache, name="sec",
-                       dependencies=("six==1.16.0", "envdump"), lock=False)
+def recording_app(root: Path, cache: Path, *, name: str, dep: str, setup_py: str,
+                  verify: str) -> Path:
+    """An app (locked) whose path dependency ``dep`` (built in the deps stage) and workspace
+    member (built offline in the assembly stage) run ``setup_py`` (a template of
+    ``package`` and ``args``) when they are built; ``verify`` is its [verify] table's body."""
+    project = make_app(root / "app", cache, name=name, dependencies=("six==1.16.0", dep),
+                       lock=False)
     with (project / "pyproject.toml").open("a") as f:
-        f.write('envdump = { path = "vendor/envdump" }\n')  # [tool.uv.sources] is last
-    write(project / "vendor/envdump/pyproject.toml",
-          '[project]\nname = "envdump"\nversion = "0.1.0"\nrequires-python = ">=3.11"\n\n'
+        f.write(f'{dep} = {{ path = "vendor/{dep}" }}\n')  # [tool.uv.sources] is last
+    write(project / f"vendor/{dep}/pyproject.toml",
+          f'[project]\nname = "{dep}"\nversion = "0.1.0"\nrequires-python = ">=3.11"\n\n'
           '[build-system]\nrequires = ["setuptools==80.9.0"]\n'
           'build-backend = "setuptools.build_meta"\n')
-    write(project / "vendor/envdump/envdump/__init__.py", "")
-    write(project / "vendor/envdump/setup.py",
-          DUMP_ENV.format(package="envdump", args='packages=["envdump"]'))
-    write(project / "packages/member/setup.py", DUMP_ENV.format(package="src/member", args=""))
+    write(project / f"vendor/{dep}/{dep}/__init__.py", "")
+    write(project / f"vendor/{dep}/setup.py",
+          setup_py.format(package=dep, args=f'packages=["{dep}"]'))
+    write(project / "packages/member/setup.py", setup_py.format(package="src/member", args=""))
     with (project / "venvseal.toml").open("a") as f:
-        f.write('\n[verify]\nimports = ["envdump._env", "member._env"]\ncommands = ["env"]\n')
+        f.write(f"\n[verify]\n{verify}")
     uv_lock(project, cache)
+    return project
+
+
+@pytest.fixture(scope="module")
+def env_dumping_app(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """An app whose deps-stage and assembly-stage builds record their environment."""
+    root = tmp_path_factory.mktemp("secrets")
+    cache = root / "uv-cache"
+    project = recording_app(root, cache, name="sec", dep="envdump", setup_py=DUMP_ENV,
+                            verify='imports = ["envdump._env", "member._env"]\n'
+                                   'commands = ["env"]\n')
     return project, cache
 
 
@@ -862,3 +903,41 @@ def test_an_index_token_never_leaves_the_project(tmp_path: Path) -> None:
     assert "[[tool.uv.index]]" in error
     assert "s3cr3t" not in run.out and "s3cr3t" not in run.err
     assert store_snapshot(store) == before
+
+
+# Who a build step runs as ------------------------------------------------------------------
+
+WHOAMI = """\
+import os
+from setuptools import setup
+
+os.makedirs("{package}", exist_ok=True)
+with open("{package}/_who.py", "w") as f:
+    f.write("UID = %d\\nSHADOW = %r\\n" % (os.getuid(), os.path.exists("/etc/shadow")))
+setup({args})
+"""
+# A verify command and `venvseal run`: fail loudly if they are root or see /etc/shadow.
+UNPRIVILEGED = 'test "$(id -u)" != 0 && test ! -e /etc/shadow && test ! -e /etc/gshadow'
+
+
+def test_every_build_step_runs_unprivileged_without_host_secrets(tmp_path: Path) -> None:
+    cache = tmp_path / "uv-cache"
+    project = recording_app(tmp_path, cache, name="who", dep="whodeps", setup_py=WHOAMI,
+                            verify='imports = ["whodeps._who", "member._who"]\n'
+                                   f"commands = ['{UNPRIVILEGED}', "
+                                   '"@python@ -c \'import os; assert os.getuid() != 0\'"]\n')
+    store = tmp_path / "store"
+    built = venvseal("--json", "--store", store, "build", "--update-hash", "--uv-cache", cache,
+                     project)
+    assert built.code == 0, built.err
+    assert built.json()["verified"]["commands"] == 2  # the verify step's own check passed
+    deps, closure = Path(built.json()["deps"]), Path(built.json()["path"])
+    # The deps stage (networked) built whodeps; the assembly stage built the member.
+    [in_deps] = deps.rglob("whodeps/_who.py")
+    [in_closure] = closure.rglob("member/_who.py")
+    for who in (in_deps, in_closure):
+        assert who.read_text() == "UID = 1000\nSHADOW = False\n", who
+    ran = venvseal_process("run", project, "--store", store, "--uv-cache", cache, "--",
+                           "sh", "-c", f"{UNPRIVILEGED} && id -un")
+    assert (ran.code, ran.out) == (0, "venvseal\n"), ran.err
+    assert os.path.exists("/etc/shadow")  # control: the host has the file the steps lack

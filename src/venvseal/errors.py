@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from venvseal.netutil import scrub
+
 EXIT_OK = 0
 EXIT_BUILD = 1  # a build, hash check or verification failed
 EXIT_USAGE = 2  # bad command line, recipe or input
@@ -64,7 +66,8 @@ class RecipeError(VenvsealError):
         super().__init__(str(self))
 
     def __str__(self) -> str:
-        return "\n".join(f"{self.file}: {p}" for p in self.problems)
+        # A problem may quote a URL from the recipe: its credentials are never shown.
+        return scrub("\n".join(f"{self.file}: {p}" for p in self.problems))
 
 
 class HashFormatError(UsageError):

@@ -25,13 +25,14 @@ class Bind:
 
 
 def closure_command(tc: toolchain.ResolvedToolchain, ctx: pipeline.Context, path: StorePath,
-                    argv: list[str], *, env: Mapping[str, str], cwd: Path | None = None,
-                    binds: tuple[Bind, ...] = ()) -> list[str]:
+                    argv: list[str], *, env: Mapping[str, str], identity: sb.Identity,
+                    cwd: Path | None = None, binds: tuple[Bind, ...] = ()) -> list[str]:
     """The bubblewrap command line running ``argv`` with the closure at its logical path,
     the toolchain as / and network; ``@out@`` and ``@python@`` in ``argv`` are expanded.
 
     ``cwd`` (a host folder, bound writable at its own path) is the working folder, else the
-    closure; ``binds`` are more host folders. Pure: the caller runs it (in the foreground).
+    closure; ``binds`` are more host folders. Pure: the caller runs it (in the foreground),
+    passing on ``identity``'s descriptors (:func:`venvseal.toolchain.sandbox.identity_fds`).
     """
     from venvseal.assemble.textedit import expand
 
@@ -46,7 +47,8 @@ def closure_command(tc: toolchain.ResolvedToolchain, ctx: pipeline.Context, path
     spec = sb.SandboxSpec(root=tc.root, mounts=tuple(mounts), env=full_env, network=True,
                           cwd=PurePosixPath(cwd) if cwd is not None else logical,
                           resolv_conf=ctx.network.resolv_conf)
-    return sb.bwrap_argv(ctx.sandbox.bwrap, spec, [expand(a, values) for a in argv])
+    return sb.bwrap_argv(ctx.sandbox.bwrap, spec, [expand(a, values) for a in argv],
+                         identity=identity)
 
 
 def shared_paths(rec: Recipe, ctx: pipeline.Context, tc: toolchain.ResolvedToolchain,

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from venvseal.errors import CommandError, VenvsealError
+from venvseal.netutil import scrub as scrub_urls
 
 log = logging.getLogger("venvseal.process")
 
@@ -57,20 +58,23 @@ def find_tool(program: str, package: str, path: str | None = None) -> str:
 
 def run(argv: Sequence[str], *, what: str, env: Mapping[str, str] | None = None,
         cwd: Path | None = None, check: bool = True, stdin: str | None = None,
-        scrub: Callable[[str], str] | None = None) -> Completed:
+        scrub: Callable[[str], str] | None = None, pass_fds: Sequence[int] = ()) -> Completed:
     """Run ``argv`` to completion; raise CommandError (with the output's tail) if it fails.
 
-    ``scrub`` is applied to every text that leaves this function for a log line or an error
-    (the command line and the output's tail), so a caller can keep secrets out of both.
+    Every text that leaves this function for a log line or an error (the command line and
+    the output's tail) has the credentials of any URL in it redacted (netutil.scrub), then
+    goes through ``scrub``, with which a caller removes secrets it knows of in other forms.
     """
-    clean = scrub or (lambda text: text)
+    def clean(text: str) -> str:
+        return scrub_urls(scrub(text) if scrub is not None else text)
+
     shown = [clean(arg) for arg in argv]
     log.debug("$ %s", shlex.join(shown))
     try:
         proc = subprocess.run(
             list(argv), env=dict(env) if env is not None else None, cwd=cwd,
             input=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, errors="replace", check=False,
+            text=True, errors="replace", check=False, pass_fds=tuple(pass_fds),
         )
     except FileNotFoundError as err:
         raise CommandError(what, shown, 127, f"{shown[0]}: not found") from err

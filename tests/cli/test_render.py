@@ -129,8 +129,10 @@ RUNNER = textwrap.dedent("""\
     from venvseal.cli import foreground
     from venvseal.toolchain import sandbox as sb
     spec = sb.SandboxSpec(root=Path("/"), env=sb.fixed_env([sb.PurePosixPath("/usr/bin")]))
-    argv = sb.bwrap_argv(sb.Sandbox.locate().bwrap, spec, ["/usr/bin/python3", "-c", sys.argv[1]])
-    sys.exit(foreground.call(argv))
+    with sb.identity_fds() as ids:
+        argv = sb.bwrap_argv(sb.Sandbox.locate().bwrap, spec,
+                             ["/usr/bin/python3", "-c", sys.argv[1]], identity=ids)
+        sys.exit(foreground.call(argv, pass_fds=(ids.passwd, ids.group)))
     """)
 
 

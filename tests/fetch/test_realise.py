@@ -19,15 +19,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from venvseal.fetch.realise import (
-    FetchError,
-    FetchResult,
-    UnsafeMemberError,
-    realise_fetch,
-    redact,
-    unpack,
-)
+from venvseal.fetch.archive import unpack
+from venvseal.fetch.errors import FetchError, UnsafeMemberError
+from venvseal.fetch.realise import FetchResult, realise_fetch
 from venvseal.hashes import Sha256, parse_sha256
+from venvseal.netutil import redact_url as redact
 from venvseal.recipe.model import Fetch
 from venvseal.store.core import HashMismatchError, Store, UndeclaredHashError
 
@@ -175,6 +171,47 @@ def test_git_undeclared_hash_tells_the_hash_to_declare(store: Store, repo: Repo)
     assert f'hash = "{expected.sri}"' in str(err.value)
     assert "--update-hash" not in str(err.value)
     assert_no_new_path(store)
+
+
+@pytest.mark.parametrize(("link", "target", "reason"), [
+    ("leak", "/etc/shadow", "is a symlink to the absolute path '/etc/shadow'"),
+    ("keys", "../../x", "is a symlink to '../../x', which leads outside the tree"),
+    ("sub/up", "../..", "is a symlink to '../..', which leads outside the tree"),
+    ("sub/hop", "../dir/../..", "is a symlink to '../dir/../..', which leads outside the tree"),
+    ("here", "/tmp", "is a symlink to the absolute path '/tmp'"),
+])
+def test_git_checkout_with_a_link_out_of_the_tree_is_refused(
+        store: Store, tmp_path: Path, link: str, target: str, reason: str) -> None:
+    path = make_tree(tmp_path / "hostile")
+    (path / "dir").mkdir()
+    (path / "dir" / "f").write_text("f")
+    (path / link).symlink_to(target)
+    git(path, "init", "-q")
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "-m", "hostile")
+    rev = git(path, "rev-parse", "HEAD")
+    fetch = Fetch(name="evil", git=f"file://{path}", rev=rev)  # no hash: refused before
+    with pytest.raises(FetchError) as err:
+        realise(store, fetch, index=3)
+    text = str(err.value)
+    assert text.startswith("venvseal.toml: fetch[3] (evil): the checkout of file://"), text
+    assert f"is unsafe: member {link!r} {reason}" in text
+    assert "make the link relative and inside the repository" in text
+    assert_no_new_path(store)
+    assert list((store.root / ".tmp").iterdir()) == []
+
+
+def test_git_checkout_with_links_inside_the_tree_is_kept(store: Store, tmp_path: Path) -> None:
+    path = make_tree(tmp_path / "fine")
+    (path / "sub" / "back").symlink_to("../README")
+    (path / "loop").symlink_to("loop")  # a loop is broken, not a way out
+    (path / "dangling").symlink_to("sub/missing")
+    git(path, "init", "-q")
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "-m", "fine")
+    fetch = Fetch(name="ok", git=f"file://{path}", rev=git(path, "rev-parse", "HEAD"))
+    with pytest.raises(UndeclaredHashError):  # got as far as hashing: the links were accepted
+        realise(store, fetch)
 
 
 # HTTP ------------------------------------------------------------------------------------

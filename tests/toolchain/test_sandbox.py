@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import tempfile
 import threading
 import tomllib
 from collections.abc import Iterator, Sequence
@@ -17,12 +18,17 @@ from urllib.parse import urlsplit
 
 import pytest
 
+import venvseal
 from venvseal.process import Completed
 from venvseal.toolchain.resolve import uv_binary
 from venvseal.toolchain.sandbox import (
     BUILD_ROOT,
+    GROUP,
     OUT_DIR,
+    PASSWD,
+    SANDBOX_UID,
     SRC_DIR,
+    Identity,
     Mount,
     Sandbox,
     SandboxSpec,
@@ -46,7 +52,23 @@ def fake_root(tmp_path: Path) -> Path:
         (root / name).mkdir(parents=True)
     (root / "bin").symlink_to("usr/bin")
     (root / "lib").symlink_to("usr/lib")
+    for name in (*SECRETS, "ld.so.cache", "nsswitch.conf", "hosts", "passwd", "group",
+                 "ssl/certs/ca-certificates.crt", "ssl/openssl.cnf", "python3.11/sitecustomize.py"):
+        (root / "etc" / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / "etc" / name).write_text("x\n")
+    (root / "etc" / "alternatives").mkdir()
+    (root / "etc" / "alternatives" / "cc").symlink_to("/usr/bin/gcc-12")
     return root
+
+
+def argv_of(bwrap: str, spec: SandboxSpec, argv: Sequence[str]) -> list[str]:
+    return bwrap_argv(bwrap, spec, argv, identity=IDENTITY)
+
+
+IDENTITY = Identity(passwd=7, group=8)
+# Files of a host's /etc that no build step may see.
+SECRETS = ("shadow", "gshadow", "shadow-", "sudoers", "sudoers.d/admins",
+           "ssh/ssh_host_ed25519_key", "ssl/private/host.key", "gitconfig", "pip.conf")
 
 
 def triples(argv: Sequence[str], flag: str) -> list[tuple[str, str]]:
@@ -60,11 +82,12 @@ def setenvs(argv: Sequence[str]) -> list[tuple[str, str]]:
 
 def test_root_entries_are_bound_read_only(tmp_path: Path) -> None:
     root = fake_root(tmp_path)
-    argv = bwrap_argv("bwrap", SandboxSpec(root=root), ["true"])
+    argv = argv_of("bwrap", SandboxSpec(root=root), ["true"])
     assert argv[:3] == ["bwrap", "--tmpfs", "/"]
     ro = triples(argv, "--ro-bind")
-    for name in ("usr", "etc", "opt"):
+    for name in ("usr", "opt"):
         assert (str(root / name), f"/{name}") in ro
+    assert (str(root / "etc"), "/etc") not in ro  # curated instead
     assert ("usr/bin", "/bin") in triples(argv, "--symlink")
     assert ("usr/lib", "/lib") in triples(argv, "--symlink")
     assert triples(argv, "--bind") == []  # nothing of the root is writable
@@ -73,14 +96,14 @@ def test_root_entries_are_bound_read_only(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["home", "root", "var", "srv", "mnt"])
 def test_folders_outside_the_allowed_list_never_appear(tmp_path: Path, name: str) -> None:
     root = fake_root(tmp_path)
-    argv = bwrap_argv("bwrap", SandboxSpec(root=root, network=True), ["true"])
+    argv = argv_of("bwrap", SandboxSpec(root=root, network=True), ["true"])
     hidden = str(root / name)
     assert not [a for a in argv if a == hidden or a.startswith(hidden + "/")]
     assert f"/{name}" not in argv
 
 
 def test_host_root_never_exposes_home_folders() -> None:
-    argv = bwrap_argv("/usr/bin/bwrap", SandboxSpec(root=Path("/"), network=True), ["true"])
+    argv = argv_of("/usr/bin/bwrap", SandboxSpec(root=Path("/"), network=True), ["true"])
     assert ("/usr", "/usr") in triples(argv, "--ro-bind")
     for hidden in ("/home", "/root"):
         assert not [a for a in argv if a == hidden or a.startswith(hidden + "/")]
@@ -91,7 +114,7 @@ def test_network_only_when_asked(tmp_path: Path, network: bool) -> None:
     resolv = tmp_path / "resolv.conf"
     resolv.write_text("nameserver 192.0.2.53\n")
     spec = SandboxSpec(root=fake_root(tmp_path), network=network, resolv_conf=resolv)
-    argv = bwrap_argv("bwrap", spec, ["true"])
+    argv = argv_of("bwrap", spec, ["true"])
     assert "--unshare-all" in argv
     assert ("--share-net" in argv) is network
     assert ((str(resolv), "/etc/resolv.conf") in triples(argv, "--ro-bind")) is network
@@ -99,9 +122,49 @@ def test_network_only_when_asked(tmp_path: Path, network: bool) -> None:
         assert argv.index("--share-net") > argv.index("--unshare-all")
 
 
+@pytest.mark.parametrize("network", [False, True])
+def test_etc_is_curated_and_never_holds_secrets(tmp_path: Path, network: bool) -> None:
+    root = fake_root(tmp_path)
+    argv = argv_of("bwrap", SandboxSpec(root=root, network=network), ["true"])
+    etc = str(root / "etc")
+    shown = {target: host for host, target in triples(argv, "--ro-bind")
+             if host.startswith(etc + "/")}
+    expected = {"/etc/ld.so.cache", "/etc/nsswitch.conf", "/etc/hosts", "/etc/ssl/openssl.cnf",
+                "/etc/python3.11", "/etc/alternatives"}
+    if network:
+        expected.add("/etc/ssl/certs")
+    assert set(shown) == expected
+    # passwd and group name only the sandbox user: they come from identity_fds, not /etc.
+    assert triples(argv, "--ro-bind-data") == [("7", "/etc/passwd"), ("8", "/etc/group")]
+    assert ("/usr/bin/gcc-12", "/etc/alternatives/cc") not in triples(argv, "--symlink")
+    assert (str(root / "etc/alternatives"), "/etc/alternatives") in triples(argv, "--ro-bind")
+    for secret in SECRETS:
+        assert not [a for a in argv if secret in a], secret
+
+
+def test_a_linked_etc_is_never_followed(tmp_path: Path) -> None:
+    root = tmp_path / "root-fs"
+    (root / "usr").mkdir(parents=True)
+    (root / "etc").symlink_to("/etc")  # would lead off the root, to the host's /etc
+    argv = argv_of("bwrap", SandboxSpec(root=root, network=True), ["true"])
+    assert not [a for a in argv if a.startswith(str(root / "etc"))]
+    assert ("/etc", "/etc") not in triples(argv, "--symlink")
+    assert ("7", "/etc/passwd") in triples(argv, "--ro-bind-data")
+
+
+def test_steps_run_as_the_sandbox_user_in_their_own_user_namespace(tmp_path: Path) -> None:
+    argv = argv_of("bwrap", SandboxSpec(root=fake_root(tmp_path)), ["true"])
+    assert "--unshare-user" in argv and "--disable-userns" in argv
+    assert argv[argv.index("--uid") + 1] == str(SANDBOX_UID) != "0"
+    assert argv[argv.index("--gid") + 1] == str(SANDBOX_UID)
+    assert "--cap-add" not in argv
+    assert PASSWD.split(":")[2] == str(SANDBOX_UID)
+    assert GROUP.count("\n") == 1 and PASSWD.count("\n") == 1
+
+
 def test_clearenv_precedes_exactly_the_given_environment(tmp_path: Path) -> None:
     env = {**fixed_env([PurePosixPath("/usr/bin")]), "CFLAGS": "-O2 -g0", "EMPTY": ""}
-    argv = bwrap_argv("bwrap", SandboxSpec(root=fake_root(tmp_path), env=env), ["true"])
+    argv = argv_of("bwrap", SandboxSpec(root=fake_root(tmp_path), env=env), ["true"])
     clear = argv.index("--clearenv")
     first_setenv = argv.index("--setenv")
     assert clear < first_setenv
@@ -118,7 +181,7 @@ def test_mounts_writable_or_not_after_the_root(tmp_path: Path) -> None:
         Mount(host=src, target=SRC_DIR),
         Mount(host=out, target=OUT_DIR, writable=True),
     ))
-    argv = bwrap_argv("bwrap", spec, ["true"])
+    argv = argv_of("bwrap", spec, ["true"])
     assert (str(src), str(SRC_DIR)) in triples(argv, "--ro-bind")
     assert (str(src), str(SRC_DIR)) not in triples(argv, "--bind")
     assert triples(argv, "--bind") == [(str(out), str(OUT_DIR))]
@@ -128,7 +191,7 @@ def test_mounts_writable_or_not_after_the_root(tmp_path: Path) -> None:
 
 def test_command_and_working_folder_come_last(tmp_path: Path) -> None:
     spec = SandboxSpec(root=fake_root(tmp_path), cwd=SRC_DIR)
-    argv = bwrap_argv("bwrap", spec, ["uv", "sync", "--frozen"])
+    argv = argv_of("bwrap", spec, ["uv", "sync", "--frozen"])
     assert argv[-4:] == ["--", "uv", "sync", "--frozen"]
     assert argv[-6:-4] == ["--chdir", str(SRC_DIR)]
 
@@ -282,3 +345,72 @@ def test_writable_mount_is_writable_and_read_only_mount_is_not(sandbox: Sandbox,
     assert refused.returncode != 0
     assert "Read-only file system" in refused.output
     assert list(src.iterdir()) == []
+
+
+# Who a step runs as, and which /etc it sees --------------------------------------------------
+
+PROBE = """\
+id -u; id -un
+for f in /etc/shadow /etc/gshadow /etc/sudoers /etc/ssh /etc/ssl/private; do
+  test -e "$f" && echo "SEEN $f"
+done
+cat /etc/shadow 2>&1
+unshare --user true 2>/dev/null && echo "NESTED USER NAMESPACE"
+echo made > "$1/f"
+"""
+# Runs the probe in the sandbox from another uid: as venvseal would when that user runs it.
+RUN_PROBE = """\
+import sys
+from pathlib import Path
+from venvseal.toolchain.sandbox import Mount, OUT_DIR, Sandbox, SandboxSpec
+spec = SandboxSpec(root=Path("/"), env={"PATH": "/usr/bin:/bin"}, network=sys.argv[2] == "1",
+                   mounts=(Mount(host=Path(sys.argv[1]), target=OUT_DIR, writable=True),))
+done = Sandbox.locate().run(spec, ["sh", "-c", sys.argv[3], "sh", str(OUT_DIR)], what="probe",
+                            check=False)
+print(done.output, end="")
+"""
+TEST_USER = "venvseal-sbtest"
+
+
+@pytest.fixture(scope="module")
+def unprivileged_user() -> int:
+    """The uid of a plain user made for these tests (CI runs as root on a fresh machine)."""
+    if subprocess.run(["id", "-u", TEST_USER], capture_output=True).returncode != 0:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/bin/sh",
+                        TEST_USER], check=True)
+    uid = int(subprocess.run(["id", "-u", TEST_USER], capture_output=True, text=True,
+                             check=True).stdout)
+    assert uid != 0
+    return uid
+
+
+@pytest.mark.parametrize("network", [False, True])
+@pytest.mark.parametrize("caller", ["root", "user"])
+def test_a_step_is_never_root_and_never_sees_shadow(unprivileged_user: int, caller: str,
+                                                   network: bool) -> None:
+    assert os.geteuid() == 0, "these tests run as root, as CI does"
+    uid = 0 if caller == "root" else unprivileged_user
+    with tempfile.TemporaryDirectory() as folder:  # pytest's tmp_path is root's alone
+        out = Path(folder)
+        os.chown(out, uid, -1)
+        check_probe(out, uid, caller, network)
+
+
+def check_probe(out: Path, uid: int, caller: str, network: bool) -> None:
+    prefix = [] if caller == "root" else ["/usr/sbin/runuser", "-u", TEST_USER, "--"]
+    # The system python with this checkout's source: the test venv's may not be readable.
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(venvseal.__file__).parents[1])}
+    done = subprocess.run([*prefix, PYTHON, "-c", RUN_PROBE, str(out), str(int(network)), PROBE],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[:2] == [str(SANDBOX_UID), "venvseal"], done.stdout
+    assert "SEEN" not in done.stdout
+    assert "NESTED USER NAMESPACE" not in done.stdout  # no way to regain capabilities
+    assert "cat: /etc/shadow: No such file or directory" in lines
+    # What the step wrote belongs on the host to whoever ran venvseal.
+    assert (out / "f").read_text() == "made\n"
+    assert (out / "f").stat().st_uid == uid
+    if caller == "user":  # control: the user itself cannot read the host's shadow file
+        assert subprocess.run([*prefix, "cat", "/etc/shadow"],
+                              capture_output=True).returncode != 0

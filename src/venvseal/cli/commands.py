@@ -16,6 +16,7 @@ from venvseal.deps.stage import lock_project as deps_lock
 from venvseal.errors import EXIT_BUILD, EXIT_OK, UsageError, VenvsealError
 from venvseal.store import nar
 from venvseal.store.core import STORE_DIR, PathInfo, Store
+from venvseal.toolchain.sandbox import identity_fds
 
 if TYPE_CHECKING:  # image and registry load only for the image and push commands
     from venvseal.cli.session import Opened
@@ -127,9 +128,10 @@ def _in_closure(s: Session, argv: list[str]) -> int:
             argv = ["/" + found[0]]
             s.ui.info(f"a shell in {res.path.name} (the closure is at @out@ = "
                       f"{o.store.logical(res.path)}; exit to leave)")
-        command = operations.closure_command(o.toolchain, o.ctx, res.path, argv, env=env,
-                                             cwd=cwd, binds=_binds(s))
-        return foreground.call(command)
+        with identity_fds() as identity:
+            command = operations.closure_command(o.toolchain, o.ctx, res.path, argv, env=env,
+                                                 identity=identity, cwd=cwd, binds=_binds(s))
+            return foreground.call(command, pass_fds=(identity.passwd, identity.group))
 
 
 def cmd_run(s: Session) -> int:

@@ -37,9 +37,9 @@ def _read_child_pid(fd: int) -> int | None:
     return pid if isinstance(pid, int) else None
 
 
-def call(argv: Sequence[str]) -> int:
+def call(argv: Sequence[str], *, pass_fds: Sequence[int] = ()) -> int:
     """Run the bubblewrap command line ``argv``, forwarding signals; the app's exit status
-    (128 + N when signal N ended it, as shells report it)."""
+    (128 + N when signal N ended it, as shells report it). ``pass_fds`` stay open in it."""
     read_end, write_end = os.pipe()
     command = [argv[0], "--info-fd", str(write_end), *argv[1:]]
     log.debug("$ %s", " ".join(command))
@@ -55,7 +55,7 @@ def call(argv: Sequence[str]) -> int:
 
     previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
     try:
-        with subprocess.Popen(command, pass_fds=(write_end,), process_group=0) as proc:
+        with subprocess.Popen(command, pass_fds=(write_end, *pass_fds), process_group=0) as proc:
             os.close(write_end)
             pid = _read_child_pid(read_end)
             os.close(read_end)

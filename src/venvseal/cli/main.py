@@ -17,6 +17,7 @@ from venvseal.cli.parser import build_parser
 from venvseal.cli.session import Session
 from venvseal.cli.ui import Ui
 from venvseal.errors import EXIT_BUILD, EXIT_OK, EXIT_USAGE, UsageError, VenvsealError
+from venvseal.netutil import ScrubbingFormatter
 from venvseal.store.core import HashMismatchError
 
 # Commands whose argument list ends with a command to run, after '--'.
@@ -25,7 +26,7 @@ _RUNS = ("run",)
 
 def _configure_logging(verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(ScrubbingFormatter("%(message)s"))
     root = logging.getLogger("venvseal")
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.WARNING)

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from venvseal.netutil import scrub
+
 if TYPE_CHECKING:  # rich costs ~100 ms to import: only progress bars and tables need it
     from rich.console import Console
 
@@ -32,10 +34,10 @@ class Ui:
     def result(self, data: Mapping[str, Any], *lines: str) -> None:
         """The command's result: ``lines`` for people, ``data`` as JSON for machines."""
         if self.json_mode:
-            print(json.dumps({"ok": True, **data}, indent=2, sort_keys=True))
+            print(scrub(json.dumps({"ok": True, **data}, indent=2, sort_keys=True)))
         else:
             for line in lines:
-                print(line)
+                print(scrub(line))
 
     def table(self, title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
         """A table for people (nothing in JSON mode: the data goes through ``result``).
@@ -56,13 +58,13 @@ class Ui:
         for col in columns:
             table.add_column(col, overflow="fold")
         for row in rows:
-            table.add_row(*row)
+            table.add_row(*map(scrub, row))
         self._console(stderr=False).print(table)
 
     def info(self, message: str) -> None:
         """A note for people on stderr (silent in JSON mode)."""
         if not self.json_mode:
-            print(message, file=sys.stderr, flush=True)
+            print(scrub(message), file=sys.stderr, flush=True)
 
     def fail(self, err: BaseException | None, message: str, code: int, *,
              where: tuple[str, str] | None = None) -> None:
@@ -72,15 +74,16 @@ class Ui:
         ``message``."""
         from venvseal.cli.render import error_lines, problems
 
+        message = scrub(message)  # a URL quoted from a recipe or lock keeps its secrets
         if self.json_mode:
             found = (problems(err, message) if err is not None else
                      [{"file": None, "key": None, "message": message}])
             if where is not None:
                 found = [{**p, "file": where[0], "key": where[1]} for p in found]
             doc = {"ok": False, "error": message, "exit_code": code, "problems": found}
-            self._safe_print(json.dumps(doc, indent=2))
+            self._safe_print(scrub(json.dumps(doc, indent=2)))
         for line in error_lines(err, message) if err is not None else [message]:
-            print(f"venvseal: error: {line}", file=sys.stderr)
+            print(f"venvseal: error: {scrub(line)}", file=sys.stderr)
 
     def _safe_print(self, text: str) -> None:
         try:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from venvseal.errors import HashFormatError, Problem, RecipeError
 from venvseal.hashes import Sha256, parse_sha256
+from venvseal.netutil import redact_url
 from venvseal.recipe.tomlcheck import (
     EMPTY,
     Problems,
@@ -275,7 +276,8 @@ def _git_rev(text: str) -> str:
 
 def _url(text: str) -> str:
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*://\S+", text):
-        raise ValueError(f"{text!r} is not a URL such as 'https://host/file.tar.gz'")
+        shown = redact_url(text) if "://" in text else text  # a token stays hidden
+        raise ValueError(f"{shown!r} is not a URL such as 'https://host/file.tar.gz'")
     return text
 
 

@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 from venvseal.errors import Problem, RecipeError
+from venvseal.netutil import scrub
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -86,6 +87,7 @@ def describe(value: object) -> str:
     if isinstance(value, bool):
         return f"boolean {str(value).lower()}"
     if isinstance(value, str):
+        value = scrub(value)  # before cutting: a cut URL could no longer be redacted
         return f"string {value if len(value) <= 40 else value[:37] + '...'!r}"
     if isinstance(value, int | float):
         return f"{'integer' if isinstance(value, int) else 'float'} {value}"

@@ -3,12 +3,21 @@
 Every build step sees the same paths whatever the host: the toolchain's root file system
 read-only as ``/``, and everything build-time under :data:`BUILD_ROOT`. Network exists only
 when the spec asks for it (the fixed-output stages).
+
+Every step runs as :data:`SANDBOX_UID` in its own user namespace, with no capabilities, even
+when venvseal runs as root: an sdist's ``setup.py`` is not root. Its ``/etc`` is curated
+(:data:`ETC_ENTRIES`): the loader cache, name service and locale files the toolchain needs,
+a ``passwd``/``group`` naming only the sandbox user, and the resolver and CA certificates
+only in networked steps; never ``shadow``, ``gshadow``, ssh keys, sudoers or git/pip
+configuration.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+import contextlib
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import astuple, dataclass, field
 from pathlib import Path, PurePosixPath
 
 from venvseal import process
@@ -27,6 +36,25 @@ CA_FILE = BUILD_ROOT / "etc" / "ca.crt"
 # Top-level folders of the toolchain root that build steps may see. Home folders, /var,
 # /srv, /mnt and the like are left out so a host root never exposes the user's files.
 ROOT_ENTRIES = ("bin", "etc", "lib", "lib32", "lib64", "libx32", "opt", "sbin", "usr")
+
+# The user every build step runs as (bwrap maps the caller's uid to it). A file it writes on
+# a writable mount is owned on the host by whoever runs venvseal, as before.
+SANDBOX_UID = 1000
+SANDBOX_USER = "venvseal"
+PASSWD = f"{SANDBOX_USER}:x:{SANDBOX_UID}:{SANDBOX_UID}::{HOME_DIR}:/bin/sh\n"
+GROUP = f"{SANDBOX_USER}:x:{SANDBOX_UID}:\n"
+
+# What of the toolchain root's /etc a step sees: the dynamic loader's cache (without it the
+# multiarch libraries are not found), Debian's alternatives (cc, c++, ...), name service and
+# network database files, time zone, locale aliases, platform identification and Debian
+# python's sitecustomize. Nothing holding a secret or a host's configuration of tools.
+ETC_ENTRIES = ("alternatives", "debian_version", "gai.conf", "host.conf", "hosts",
+               "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "locale.alias", "localtime",
+               "mime.types", "networks", "nsswitch.conf", "os-release", "protocols",
+               "python3", "services", "ssl/openssl.cnf", "timezone")
+ETC_PATTERNS = ("python3.*",)  # Debian's /etc/python3.X/sitecustomize.py
+# Only in networked steps: CA certificates (the resolver comes from SandboxSpec.resolv_conf).
+ETC_NETWORK_ENTRIES = ("ca-certificates.conf", "ssl/certs")
 
 # 1980-01-01: the earliest time a zip file can store; wheels and archives accept it.
 SOURCE_DATE_EPOCH = "315532800"
@@ -68,30 +96,96 @@ class SandboxSpec:
     resolv_conf: Path | None = None  # the host's resolver config, for networked steps
 
 
+def _bind(host: Path, target: str) -> list[str]:
+    """Arguments showing ``host`` read-only at ``target``; a link stays a link."""
+    if host.is_symlink():
+        return ["--symlink", str(host.readlink()), target]
+    return ["--ro-bind", str(host), target]
+
+
 def _root_args(root: Path) -> list[str]:
     args = ["--tmpfs", "/"]
     for name in ROOT_ENTRIES:
         entry = root / name
-        if entry.is_symlink():
-            args += ["--symlink", str(entry.readlink()), f"/{name}"]
-        elif entry.is_dir():
-            args += ["--ro-bind", str(entry), f"/{name}"]
+        if name == "etc":
+            continue  # curated by _etc_args
+        if entry.is_symlink() or entry.is_dir():
+            args += _bind(entry, f"/{name}")
     return args
 
 
-def bwrap_argv(bwrap: str, spec: SandboxSpec, argv: Sequence[str]) -> list[str]:
-    """The full bubblewrap command line for running ``argv`` under ``spec`` (pure)."""
-    args = [bwrap, *_root_args(spec.root)]
+def _etc_args(spec: SandboxSpec, identity: Identity) -> list[str]:
+    """A curated ``/etc``: the allowed entries of the root's, and the sandbox user."""
+    etc = spec.root / "etc"
+    args = ["--tmpfs", "/etc", "--dir", "/etc/ssl"]
+    names: list[str] = []
+    if etc.is_dir() and not etc.is_symlink():  # a linked /etc could lead off the root
+        names = [*ETC_ENTRIES, *(ETC_NETWORK_ENTRIES if spec.network else ()),
+                 *sorted(p.name for pattern in ETC_PATTERNS for p in etc.glob(pattern))]
+    for name in names:
+        host = etc / name
+        if not host.parent.is_symlink() and (host.is_symlink() or host.exists()):
+            args += _bind(host, f"/etc/{name}")
+    args += ["--perms", "0444", "--ro-bind-data", str(identity.passwd), "/etc/passwd",
+             "--perms", "0444", "--ro-bind-data", str(identity.group), "/etc/group"]
+    if spec.network and spec.resolv_conf is not None:
+        args += ["--ro-bind", str(spec.resolv_conf), "/etc/resolv.conf"]
+    return [*args, "--remount-ro", "/etc"]  # as read-only as the root's own /etc was
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """File descriptors bubblewrap reads the sandbox's ``passwd`` and ``group`` from."""
+
+    passwd: int
+    group: int
+
+
+def _pipe_of(text: str) -> int:
+    """A pipe's read end that yields ``text`` then EOF (it fits in the pipe's buffer)."""
+    read, write = os.pipe()
+    with os.fdopen(write, "w", encoding="utf-8") as sink:
+        sink.write(text)
+    return read
+
+
+@contextlib.contextmanager
+def identity_fds() -> Iterator[Identity]:
+    """Pipes holding the sandbox's ``passwd`` and ``group`` (see bwrap_argv), closed after.
+
+    Pipes, not files: nothing is left behind when venvseal is killed mid-step.
+    """
+    passwd = _pipe_of(PASSWD)
+    try:
+        group = _pipe_of(GROUP)
+        try:
+            yield Identity(passwd=passwd, group=group)
+        finally:
+            os.close(group)
+    finally:
+        os.close(passwd)
+
+
+def bwrap_argv(bwrap: str, spec: SandboxSpec, argv: Sequence[str], *,
+               identity: Identity) -> list[str]:
+    """The full bubblewrap command line for running ``argv`` under ``spec`` (pure).
+
+    ``identity`` names the descriptors holding the ``passwd`` and ``group`` to show
+    (:func:`identity_fds`); the command must be run with them passed on.
+    """
+    args = [bwrap, *_root_args(spec.root), *_etc_args(spec, identity)]
     args += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
     for d in (BUILD_ROOT, HOME_DIR, TMP_DIR):
         args += ["--dir", str(d)]
     for m in spec.mounts:
         args += ["--bind" if m.writable else "--ro-bind", str(m.host), str(m.target)]
-    args += ["--unshare-all", "--hostname", "venvseal", "--die-with-parent", "--new-session"]
+    # --unshare-user with --uid: never uid 0, and bwrap drops every capability;
+    # --disable-userns: nor can the step make a user namespace of its own to regain them.
+    args += ["--unshare-all", "--unshare-user", "--disable-userns", "--uid", str(SANDBOX_UID),
+             "--gid", str(SANDBOX_UID), "--hostname", "venvseal", "--die-with-parent",
+             "--new-session"]
     if spec.network:
         args.append("--share-net")
-        if spec.resolv_conf is not None and (spec.root / "etc").is_dir():
-            args += ["--ro-bind", str(spec.resolv_conf), "/etc/resolv.conf"]
     args.append("--clearenv")
     for key, value in sorted(spec.env.items()):
         args += ["--setenv", key, value]
@@ -113,12 +207,15 @@ class Sandbox:
     def run(self, spec: SandboxSpec, argv: Sequence[str], *, what: str,
             check: bool = True) -> Completed:
         """Run ``argv`` inside the sandbox; CommandError with the output's tail on failure."""
-        return process.run(bwrap_argv(self.bwrap, spec, argv), what=what, check=check)
+        with identity_fds() as identity:
+            return process.run(bwrap_argv(self.bwrap, spec, argv, identity=identity),
+                               what=what, check=check, pass_fds=astuple(identity))
 
     def call(self, spec: SandboxSpec, argv: Sequence[str]) -> int:
         """Run ``argv`` in the sandbox attached to this terminal; its exit status."""
         import subprocess
 
-        command = bwrap_argv(self.bwrap, spec, argv)
-        process.log.debug("$ %s", " ".join(command))
-        return subprocess.run(command, check=False).returncode
+        with identity_fds() as identity:
+            command = bwrap_argv(self.bwrap, spec, argv, identity=identity)
+            process.log.debug("$ %s", " ".join(command))
+            return subprocess.run(command, check=False, pass_fds=astuple(identity)).returncode
