@@ -27,21 +27,21 @@ from venvseal import fsutil
 from venvseal.errors import StoreCorruptError, UsageError
 from venvseal.hashes import Sha256
 from venvseal.oci import registry
-from venvseal.oci.cache import (
+from venvseal.oci.artifact import (
     ANNOTATION_NAR_HASH,
     ANNOTATION_NAR_SIZE,
     ANNOTATION_PATH,
     ANNOTATION_REFERENCES,
     ARTIFACT_TYPE,
     NAR_MEDIA_TYPE,
-    OciSubstituter,
     OciTarget,
     describe,
     manifest_for,
     path_annotations,
-    push_paths,
     tag_for,
 )
+from venvseal.oci.cache import push_paths
+from venvseal.oci.substituter import OciSubstituter
 from venvseal.oci.registry import Blob, Digest, Registry
 from venvseal.store.core import PathInfo, Store, StorePath
 from venvseal.store.nar import dump_nar, nar_hash

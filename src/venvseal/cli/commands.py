@@ -12,7 +12,8 @@ from venvseal import pipeline
 from venvseal.cli.ui import Ui
 from venvseal.deps.stage import Network
 from venvseal.deps.stage import lock_project as deps_lock
-from venvseal.errors import EXIT_BUILD, EXIT_OK, VenvsealError
+from venvseal.errors import EXIT_BUILD, EXIT_OK, UsageError, VenvsealError
+from venvseal.netutil import network_env
 from venvseal.recipe import model as recipe
 from venvseal.recipe.model import Recipe
 from venvseal.store import nar
@@ -39,7 +40,35 @@ def open_store(args: argparse.Namespace, ui: Ui | None = None) -> Store:
 
     config = registry.docker_config_path(os.environ, Path.home())
     notify = ui.info if ui is not None else (lambda _msg: None)
-    return Store(root, substituters=cache.substituters(urls, config_file=config, notify=notify))
+    return Store(root, substituters=cache.substituters(
+        urls, config_file=config, notify=notify, timeout=cache_timeout(args, os.environ),
+        env=network_env(os.environ)))
+
+
+def seconds(text: str) -> float:
+    """A positive number of seconds, for --cache-timeout and $VENVSEAL_CACHE_TIMEOUT."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 86400:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 0 to "
+                                         "86400 (e.g. --cache-timeout 60)")
+    return value
+
+
+def cache_timeout(args: argparse.Namespace, env: Mapping[str, str]) -> float:
+    """--cache-timeout, else $VENVSEAL_CACHE_TIMEOUT, else the substituters' default."""
+    from venvseal.oci.substituter import DEFAULT_TIMEOUT
+
+    if getattr(args, "cache_timeout", None) is not None:
+        return float(args.cache_timeout)
+    if not env.get("VENVSEAL_CACHE_TIMEOUT"):
+        return DEFAULT_TIMEOUT
+    try:
+        return seconds(env["VENVSEAL_CACHE_TIMEOUT"])
+    except argparse.ArgumentTypeError as err:
+        raise UsageError(f"$VENVSEAL_CACHE_TIMEOUT: {err}") from None
 
 
 def default_uv_cache(env: Mapping[str, str], home: Path) -> Path:
@@ -70,16 +99,6 @@ def context(args: argparse.Namespace, ui: Ui, store: Store) -> pipeline.Context:
                             network=host_network(os.environ),
                             network_env=network_env(os.environ), on_step=ui.info,
                             jobs=len(os.sched_getaffinity(0)))
-
-
-# Host variables a networked fetch may need; nothing else from the host reaches a build.
-NETWORK_ENV = ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY",
-               "NO_PROXY", "SSL_CERT_FILE", "GIT_SSL_CAINFO")
-
-
-def network_env(env: Mapping[str, str]) -> dict[str, str]:
-    """The allowlisted host variables for fetches (proxies and CA bundles)."""
-    return {k: env[k] for k in NETWORK_ENV if env.get(k)}
 
 
 def human_size(n: int) -> str:
@@ -352,7 +371,8 @@ def cmd_push(args: argparse.Namespace, ui: Ui) -> int:
     if args.archive is not None and args.recipe is not None:
         raise UsageError("venvseal push: give a RECIPE or --archive FILE, not both")
     config = registry.docker_config_path(os.environ, Path.home())
-    client = registry.Registry.for_reference(ref, config_file=config)
+    client = registry.Registry.for_reference(ref, config_file=config,
+                                             env=network_env(os.environ))
     if args.archive is not None:
         with image.open_archive(args.archive) as local:
             if not (ref.tag or ref.digest):
@@ -377,7 +397,8 @@ def cmd_cache_push(args: argparse.Namespace, ui: Ui) -> int:
     target = cache.OciTarget.parse(args.to)
     config = registry.docker_config_path(os.environ, Path.home())
     client = registry.Registry(target.registry,
-                               credentials=registry.load_credentials(config, target.registry))
+                               credentials=registry.load_credentials(config, target.registry),
+                               env=network_env(os.environ))
     with open_store(args, ui) as store:
         ctx = context(args, ui, store)
         tc = pipeline.resolve_toolchain(rec, ctx)

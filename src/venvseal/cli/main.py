@@ -198,6 +198,9 @@ def _substituter_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--substituter", action="append", metavar="oci://HOST[:PORT]/REPO",
                    help="fetch store paths from this cache instead of building them "
                         "(repeatable; default: $VENVSEAL_SUBSTITUTERS, space-separated)")
+    p.add_argument("--cache-timeout", type=commands.seconds, metavar="SECONDS",
+                   help="the longest one request to a substituter may take before venvseal "
+                        "builds instead (default: $VENVSEAL_CACHE_TIMEOUT or 300)")
 
 
 def _configure_logging(verbose: bool) -> None:
