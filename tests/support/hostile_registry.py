@@ -11,8 +11,10 @@ client goes away.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
+import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -75,10 +77,9 @@ class HostileRegistry:
                     answer = Answer(200, b"{}")
                 else:
                     answer = registry.answer(self.command, self.path, headers)
-                try:
+                # The client may give up: what a bounded client does.
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError, TimeoutError):
                     self.send(answer)
-                except (BrokenPipeError, ConnectionResetError, TimeoutError):
-                    pass  # the client gave up: what a bounded client does
 
             def send(self, answer: Answer) -> None:
                 self.send_response(answer.status)
@@ -117,7 +118,7 @@ class HostileRegistry:
 @contextmanager
 def hostile_registry() -> Iterator[HostileRegistry]:
     server = HostileRegistry()
-    thread = threading.Thread(target=server.server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield server
@@ -136,8 +137,6 @@ def artifact(info: PathInfo, layer: bytes, notes: dict[str, str] | None = None
              ) -> tuple[bytes, bytes]:
     """(manifest, layer) describing ``info`` whose NAR layer is ``layer``, with ``notes``
     replacing annotations (the manifest as venvseal writes it otherwise)."""
-    import json
-
     blob = Blob(sha256_digest(layer), len(layer), lambda: io.BytesIO(layer))
     config = Blob(sha256_digest(b"{}"), 2, lambda: io.BytesIO(b"{}"))
     doc = json.loads(manifest_for(info, config, blob))
@@ -151,5 +150,5 @@ def gz(data: bytes) -> bytes:
 
 def write_docker_config(folder: Path, host: str, auth: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text('{"auths": {"%s": {"auth": "%s"}}}' % (host, auth))
+    (folder / "config.json").write_text(json.dumps({"auths": {host: {"auth": auth}}}))
     return folder

@@ -8,7 +8,6 @@ does (libutil/archive.cc): entries sorted byte-wise, strings zero-padded to 8 by
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 
 @dataclass(frozen=True)
@@ -21,7 +20,7 @@ class Link:
     target: str
 
 
-Node = Union[bytes, Exe, Link, dict[str, "Node"]]
+Node = bytes | Exe | Link | dict[str, "Node"]
 
 
 def string(data: bytes) -> bytes:
