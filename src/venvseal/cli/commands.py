@@ -13,7 +13,6 @@ from venvseal.cli.ui import Ui
 from venvseal.deps.stage import Network
 from venvseal.deps.stage import lock_project as deps_lock
 from venvseal.errors import EXIT_BUILD, EXIT_OK, UsageError, VenvsealError
-from venvseal.netutil import network_env
 from venvseal.recipe import model as recipe
 from venvseal.recipe.model import Recipe
 from venvseal.store import nar
@@ -99,6 +98,16 @@ def context(args: argparse.Namespace, ui: Ui, store: Store) -> pipeline.Context:
                             network=host_network(os.environ),
                             network_env=network_env(os.environ), on_step=ui.info,
                             jobs=len(os.sched_getaffinity(0)))
+
+
+# Host variables a networked fetch may need; nothing else from the host reaches a build.
+NETWORK_ENV = ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY",
+               "NO_PROXY", "SSL_CERT_FILE", "GIT_SSL_CAINFO")
+
+
+def network_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The allowlisted host variables for fetches (proxies and CA bundles)."""
+    return {k: env[k] for k in NETWORK_ENV if env.get(k)}
 
 
 def human_size(n: int) -> str:

@@ -132,3 +132,24 @@ def _decode_auth(config_file: Path, key: str, value: str) -> Credentials:
         raise UsageError(f"{config_file}: auths[{key!r}].auth is not base64 of 'user:password'; "
                          "log in again (docker login) or rewrite it")
     return Credentials(user, password)
+
+
+@dataclass(frozen=True, slots=True)
+class Scrubber:
+    """Replaces each secret (longest first) by ``***`` in any text: a registry's password,
+    Basic header and tokens, before a message built from its answers is shown."""
+
+    secrets: tuple[str, ...] = ()
+
+    def add(self, *more: str) -> Scrubber:
+        """A scrubber for these secrets too (empty ones are ignored)."""
+        found = {s for s in (*self.secrets, *more) if s}
+        return Scrubber(tuple(sorted(found, key=lambda s: (-len(s), s))))
+
+    def __call__(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def __repr__(self) -> str:
+        return f"Scrubber({len(self.secrets)} secrets)"

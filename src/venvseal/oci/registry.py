@@ -99,7 +99,7 @@ class Registry:
     """The distribution API of one registry host; HTTP for loopback hosts, HTTPS elsewhere.
 
     ``timeout`` bounds each read (idle time), ``deadline`` (None: none) a whole request;
-    ``env`` holds the allowlisted proxy variables (:func:`venvseal.netutil.network_env`).
+    ``env`` holds the allowlisted proxy variables (``network_env``).
     """
 
     def __init__(self, host: str, *, credentials: Credentials | None = None,

@@ -4,7 +4,7 @@
 Registry`. A request answered 401 is retried once with what its ``WWW-Authenticate``
 challenge asks for, HTTP Basic or a Bearer token from the challenge's realm (distribution
 spec, "token authentication"). Every request has an overall deadline (``deadline`` seconds,
-:class:`venvseal.netutil.Clock`) besides the idle ``timeout`` per read; proxies come only
+:class:`venvseal.nethttp.Clock`) besides the idle ``timeout`` per read; proxies come only
 from the ``env`` given.
 
 Secrets stay here: the credentials go only to the registry's own origin (scheme, host, port)
@@ -24,9 +24,9 @@ from collections.abc import Mapping, Sequence
 from http.client import HTTPException, HTTPResponse
 from typing import BinaryIO
 
-from venvseal import netutil
+from venvseal import nethttp
 from venvseal.errors import VenvsealError
-from venvseal.oci.auth import HUB_API, Challenge, Credentials, same_origin
+from venvseal.oci.auth import HUB_API, Challenge, Credentials, Scrubber, same_origin
 from venvseal.oci.model import DOCKER_HUB, Digest, load_json
 
 log = logging.getLogger("venvseal.registry")
@@ -68,14 +68,14 @@ class _KeepErrors(urllib.request.HTTPErrorProcessor):
     https_response = http_response
 
 
-is_local = netutil.is_local
+is_local = nethttp.is_local
 
 
 class Transport:
     """Requests to one registry host: HTTP for loopback hosts, HTTPS elsewhere.
 
     ``timeout`` bounds each read (idle time), ``deadline`` (None: none) a whole request;
-    ``env`` holds the allowlisted proxy variables (:func:`venvseal.netutil.network_env`).
+    ``env`` holds the allowlisted proxy variables (:func:`venvseal.nethttp.network_env`).
     """
 
     def __init__(self, host: str, *, credentials: Credentials | None = None,
@@ -88,11 +88,11 @@ class Transport:
         self.api_host = HUB_API if host == DOCKER_HUB else host
         self.scheme = scheme or ("http" if is_local(host) else "https")
         self.timeout = timeout
-        self.clock = netutil.Clock(deadline)
+        self.clock = nethttp.Clock(deadline)
         self._credentials = credentials
         self._authorization: str | None = None
-        self.scrub = netutil.Scrubber().add(*(credentials.secrets if credentials else ()))
-        self._opener = netutil.build_opener(self.api_host, env or {}, self.clock,
+        self.scrub = Scrubber().add(*(credentials.secrets if credentials else ()))
+        self._opener = nethttp.build_opener(self.api_host, env or {}, self.clock,
                                             context=ssl_context, extra=[_KeepErrors()])
 
     # HTTP --------------------------------------------------------------------------------

@@ -1,16 +1,15 @@
-"""What every HTTP client of venvseal shares: proxies, deadlines and secret scrubbing.
+"""urllib openers whose requests have a deadline, and whose proxies come from a given env.
 
-- Proxies come only from the allowlisted environment the caller passes in
-  (:data:`NETWORK_ENV`: ``http_proxy``, ``https_proxy``, ``no_proxy`` in either case, and the
-  CA bundle), never from ``os.environ`` behind the caller's back; loopback hosts never go
-  through a proxy.
+Ground floor: imports nothing of venvseal.
+
 - A request has an overall deadline, not only a timeout per read: urllib's ``timeout``
   bounds each ``recv``, so a server sending one byte every few seconds would hold a request
   forever. :class:`Clock` holds the deadline of the request being sent; every connection the
   opener makes for it (redirects included) checks it before each read, and each read waits
   at most what is left.
-- :class:`Scrubber` removes secrets (passwords, tokens, URLs with credentials) from any text
-  before it reaches a message or a log.
+- Proxies come only from the allowlisted environment the caller passes in (``http_proxy``,
+  ``https_proxy``, ``no_proxy`` in either case, and the CA bundle ``SSL_CERT_FILE``), never
+  from ``os.environ`` behind the caller's back; loopback hosts never go through a proxy.
 """
 
 from __future__ import annotations
@@ -25,15 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-# Host variables a networked step may borrow; nothing else from the host reaches one.
-NETWORK_ENV = ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY",
-               "NO_PROXY", "SSL_CERT_FILE", "GIT_SSL_CAINFO")
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")
-
-
-def network_env(env: Mapping[str, str]) -> dict[str, str]:
-    """The allowlisted variables of ``env`` (proxies and CA bundles) that are set."""
-    return {k: env[k] for k in NETWORK_ENV if env.get(k)}
 
 
 def hostname(host: str) -> str:
@@ -220,26 +211,3 @@ def build_opener(host: str, env: Mapping[str, str], clock: Clock, *,
     return urllib.request.build_opener(
         urllib.request.ProxyHandler(proxies_for(host, env)), _HTTPHandler(clock),
         _HTTPSHandler(clock, context or ssl_context(env)), *extra)
-
-
-# Secrets ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Scrubber:
-    """Replaces each secret (longest first) by ``***`` in any text."""
-
-    secrets: tuple[str, ...] = ()
-
-    def add(self, *more: str) -> Scrubber:
-        """A scrubber for these secrets too (empty ones are ignored)."""
-        found = {s for s in (*self.secrets, *more) if s}
-        return Scrubber(tuple(sorted(found, key=lambda s: (-len(s), s))))
-
-    def __call__(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
-
-    def __repr__(self) -> str:
-        return f"Scrubber({len(self.secrets)} secrets)"
