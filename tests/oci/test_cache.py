@@ -41,8 +41,8 @@ from venvseal.oci.artifact import (
     tag_for,
 )
 from venvseal.oci.cache import push_paths
-from venvseal.oci.substituter import OciSubstituter
 from venvseal.oci.registry import Blob, Digest, Registry
+from venvseal.oci.substituter import OciSubstituter
 from venvseal.store.core import PathInfo, Store, StorePath
 from venvseal.store.nar import dump_nar, nar_hash
 
@@ -404,6 +404,43 @@ def test_cli_flags_and_environment_choose_the_substituters(
     monkeypatch.setenv("VENVSEAL_SUBSTITUTERS", "http://nope")
     bad = venvseal("verify", "--store", tmp_path)
     assert bad.code == 2 and "oci://HOST[:PORT]/REPO" in bad.error
+
+
+@pytest.mark.parametrize(("flags", "env", "seconds"), [
+    ([], "", 300.0),
+    (["--cache-timeout", "2.5"], "", 2.5),
+    ([], "45", 45.0),
+    (["--cache-timeout", "7"], "45", 7.0),
+])
+def test_the_cache_timeout_comes_from_the_flag_or_the_environment(
+        flags: list[str], env: str, seconds: float, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    from venvseal.cli.commands import open_store
+    from venvseal.cli.main import build_parser
+
+    monkeypatch.setenv("VENVSEAL_CACHE_TIMEOUT", env)
+    args = build_parser().parse_args(["build", "--store", str(tmp_path), "--substituter",
+                                      "oci://localhost/a", *flags])
+    with open_store(args) as store:
+        client = store.substituters[0].client  # type: ignore[attr-defined]
+        assert client.http.clock.seconds == seconds
+        assert client.http.timeout == min(60.0, seconds)
+
+
+@pytest.mark.parametrize(("flags", "env", "message"), [
+    (["--cache-timeout", "0"], "", "'0' is not a number of seconds"),
+    (["--cache-timeout", "inf"], "", "'inf' is not a number of seconds"),
+    (["--cache-timeout", "soon"], "", "'soon' is not a number of seconds"),
+    ([], "-3", "$VENVSEAL_CACHE_TIMEOUT: '-3' is not a number of seconds"),
+])
+def test_a_bad_cache_timeout_is_a_usage_error(flags: list[str], env: str, message: str,
+                                              monkeypatch: pytest.MonkeyPatch,
+                                              tmp_path: Path) -> None:
+    monkeypatch.setenv("VENVSEAL_CACHE_TIMEOUT", env)
+    monkeypatch.setenv("VENVSEAL_SUBSTITUTERS", "oci://localhost/a")
+    run = venvseal("build", "--store", tmp_path, *flags, tmp_path) if flags else \
+        venvseal("verify", "--store", tmp_path)
+    assert run.code == 2 and message in run.error, run.err
 
 
 # Two machines: the bundled example ------------------------------------------------------------
