@@ -10,11 +10,15 @@ port, and never into a message. Proxies come from the allowlisted environment on
 from __future__ import annotations
 
 import io
+import ssl
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from support.hostile_registry import Answer, HostileRegistry, endless, hostile_registry
+from support.image import require_tool
 
 from venvseal import nethttp
 from venvseal.oci.auth import Credentials, Scrubber, same_origin
@@ -201,3 +205,26 @@ def test_the_registry_errors_name_no_secret(servers: tuple[HostileRegistry, ...]
     assert "***" in str(err.value)
 
 
+
+
+def test_https_requests_keep_the_deadline_too(tmp_path: Path) -> None:
+    openssl = require_tool("openssl", "openssl")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    with hostile_registry() as server:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        server.server.socket = context.wrap_socket(server.server.socket, server_side=True)
+        client = Registry(server.host, scheme="https", deadline=1.0,
+                          ssl_context=ssl.create_default_context(cafile=str(cert)))
+        server.answer = lambda *_: Answer(200, DATA)
+        sink = io.BytesIO()
+        assert client.get_blob("r", DIGEST, sink, size=len(DATA)) == len(DATA)
+        assert sink.getvalue() == DATA
+        server.answer = lambda *_: Answer(200, DATA, drip=0.2)
+        start = time.monotonic()
+        with pytest.raises(RegistryUnreachableError, match="within 1 s"):
+            client.get_blob("r", DIGEST, io.BytesIO(), size=len(DATA))
+        assert time.monotonic() - start < 3

@@ -78,7 +78,7 @@ class HostileRegistry:
                 else:
                     answer = registry.answer(self.command, self.path, headers)
                 # The client may give up: what a bounded client does.
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError, TimeoutError):
+                with contextlib.suppress(OSError):  # broken pipe, reset, TLS EOF, timeout
                     self.send(answer)
 
             def send(self, answer: Answer) -> None:
