@@ -355,6 +355,35 @@ def test_references_in_a_loop_end_in_a_fallback(server: Server, tmp_path: Path,
     assert caplog.records and one.path.name in caplog.records[-1].getMessage()
 
 
+@pytest.mark.parametrize(("name", "link", "fetched"), [
+    ("debian-sid-minbase-root", "/usr/sbin/rmt", True),  # meant inside the root
+    ("debian-sid-minbase-root", "../../../etc", False),
+    ("app-1.0", "/etc/shadow", False),
+    ("app-1.0", "../../../etc", False),
+    ("app-1.0", "lib/x", True),
+])
+def test_fetched_symlinks_stay_inside_the_path(server: Server, tmp_path: Path, name: str,
+                                               link: str, fetched: bool,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    where = target(server)
+    with Store(tmp_path / "a") as a:
+        path = a.make_path(name, link)
+
+        def produce(out: Path) -> None:
+            (out / "etc").mkdir(parents=True)
+            os.symlink(link, out / "etc" / "link")
+
+        info = a.add(path, produce)
+        push_paths(a, [info.path], where, client=Registry(server.host))
+    with Store(tmp_path / "b", substituters=[OciSubstituter(where, Registry(server.host))]
+               ) as b, caplog.at_level(logging.WARNING, logger=LOGGER):
+        got = b.substitute(StorePath(b.root / info.path.name))
+        assert (got is not None) is fetched
+        assert os.listdir(b.root / ".tmp") == []
+    warnings = [r.getMessage() for r in caplog.records]
+    assert warnings == [] if fetched else (len(warnings) == 1 and "is refused" in warnings[0])
+
+
 def test_absent_paths_are_no_warning(server: Server, tmp_path: Path,
                                      caplog: pytest.LogCaptureFixture) -> None:
     with Store(tmp_path / "b", substituters=[OciSubstituter(target(server),

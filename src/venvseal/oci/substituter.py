@@ -179,8 +179,9 @@ class OciSubstituter:
     def _restore(self, store: Store, planned: _Planned) -> PathInfo:
         path, found = planned.path, planned.found
         references = [store.parse_path(str(store.root / n)) for n in found.references]
-        rule = LinkRule(path.name, frozenset(found.references),
-                        root=bool(_ROOT_NAME.fullmatch(name_of(path))))
+        # A Debian root (toolchain.debian.realise) refers to nothing; a closure never is one.
+        root = bool(_ROOT_NAME.fullmatch(name_of(path))) and not found.references
+        rule = LinkRule(path.name, frozenset(found.references), root=root)
         self.notify(f"fetching {path.name} from {self.target} "
                     f"({found.layer_size / 1e6:.1f} MB compressed)")
         with store.scratch() as work:
