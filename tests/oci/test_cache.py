@@ -452,8 +452,8 @@ def test_the_cache_timeout_comes_from_the_flag_or_the_environment(
                                       "oci://localhost/a", *flags])
     with open_store(args) as store:
         client = store.substituters[0].client  # type: ignore[attr-defined]
-        assert client.http.clock.seconds == seconds
-        assert client.http.timeout == min(60.0, seconds)
+        assert client.clock.seconds == seconds
+        assert client.timeout == min(60.0, seconds)
 
 
 @pytest.mark.parametrize(("flags", "env", "message"), [

@@ -153,9 +153,9 @@ def test_a_token_realm_over_plain_http_elsewhere_gets_no_credentials(
     # A loopback registry may name a loopback token service; a remote realm over plain
     # HTTP never sees the credentials (here: the registry is local, the realm is not).
     client = Registry(server.host, credentials=CREDENTIALS)
-    assert client.http._realm_may_see_credentials(f"http://{other.host}/token")
-    assert not client.http._realm_may_see_credentials("http://tokens.example.org/token")
-    assert client.http._realm_may_see_credentials("https://auth.example.org/token")
+    assert client._realm_may_see_credentials(f"http://{other.host}/token")
+    assert not client._realm_may_see_credentials("http://tokens.example.org/token")
+    assert client._realm_may_see_credentials("https://auth.example.org/token")
 
 
 @pytest.mark.parametrize(("url", "base", "same"), [

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import ssl
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -95,22 +94,13 @@ def upload_url(base: str, location: str, digest: Digest) -> str:
     return url + ("&" if "?" in url else "?") + urllib.parse.urlencode({"digest": digest})
 
 
-class Registry:
+class Registry(Transport):
     """The distribution API of one registry host; HTTP for loopback hosts, HTTPS elsewhere.
 
-    ``timeout`` bounds each read (idle time), ``deadline`` (None: none) a whole request;
-    ``env`` holds the allowlisted proxy variables (``network_env``).
+    The requests go through :class:`~venvseal.oci.transport.Transport`, whose options it
+    takes: ``timeout`` bounds each read (idle time), ``deadline`` (None: none) a whole
+    request, ``env`` holds the allowlisted proxy variables (``network_env``).
     """
-
-    def __init__(self, host: str, *, credentials: Credentials | None = None,
-                 scheme: str | None = None, timeout: float = 60.0,
-                 deadline: float | None = None, env: Mapping[str, str] | None = None,
-                 ssl_context: ssl.SSLContext | None = None,
-                 credentials_source: str = "the docker config file") -> None:
-        self.host = host
-        self.http = Transport(host, credentials=credentials, scheme=scheme, timeout=timeout,
-                              deadline=deadline, env=env, ssl_context=ssl_context,
-                              credentials_source=credentials_source)
 
     @classmethod
     def for_reference(cls, ref: Reference, *, config_file: Path | None,
@@ -123,7 +113,7 @@ class Registry:
 
     def blob_exists(self, repo: str, digest: Digest) -> bool:
         """Whether the registry has ``digest`` in ``repo`` (HEAD; 404 means no)."""
-        with self.http.request("HEAD", f"/v2/{repo}/blobs/{digest}", expect=(200, 404),
+        with self.request("HEAD", f"/v2/{repo}/blobs/{digest}", expect=(200, 404),
                            what=f"checking blob {digest} in {repo}") as resp:
             return resp.status == 200
 
@@ -131,19 +121,19 @@ class Registry:
                     progress: Callable[[int], None] | None = None) -> None:
         """Upload ``blob`` in one PUT, streamed from its file (POST, then PUT ?digest=)."""
         what = f"uploading blob {blob.digest} to {repo}"
-        with self.http.request("POST", f"/v2/{repo}/blobs/uploads/", body=b"", expect=(202,),
+        with self.request("POST", f"/v2/{repo}/blobs/uploads/", body=b"", expect=(202,),
                            what=what) as resp:
             location = resp.headers.get("Location")
         if not location:
             raise RegistryError(f"{what}: the registry at {self.host} gave no upload Location")
-        url = upload_url(self.http.url("/v2/"), location, blob.digest)
+        url = upload_url(self.url("/v2/"), location, blob.digest)
         with blob.open() as stream:
             body: BinaryIO = stream if progress is None else _Progress(stream, progress)  # type: ignore[assignment]
             headers = {"Content-Type": "application/octet-stream",
                        "Content-Length": str(blob.size)}
-            with self.http.request("PUT", url, body=body, rewind=stream, headers=headers,
+            with self.request("PUT", url, body=body, rewind=stream, headers=headers,
                                expect=(201,), what=what) as resp:
-                self.http.check_digest(resp, blob.digest, what)
+                self.check_digest(resp, blob.digest, what)
 
     def get_blob(self, repo: str, digest: Digest, dest: BinaryIO, *, size: int | None = None,
                  progress: Callable[[int], None] | None = None) -> int:
@@ -154,12 +144,12 @@ class Registry:
         """
         what = f"downloading blob {digest} from {repo}"
         h, got = hashlib.sha256(), 0
-        with self.http.request("GET", f"/v2/{repo}/blobs/{digest}", what=what) as resp:
+        with self.request("GET", f"/v2/{repo}/blobs/{digest}", what=what) as resp:
             length = resp.headers.get("Content-Length")
             if size is not None and length and length.isdigit() and int(length) > size:
                 raise DigestMismatchError(f"{what}: the registry sends {length} bytes, not the "
                                           f"{size} its descriptor gives")
-            while chunk := self.http.read(resp, CHUNK if size is None else
+            while chunk := self.read(resp, CHUNK if size is None else
                                       min(CHUNK, size + 1 - got), what):
                 h.update(chunk)
                 dest.write(chunk)
@@ -179,9 +169,9 @@ class Registry:
     def get_manifest(self, ref: Reference) -> Manifest:
         """``ref``'s manifest (or index) as stored, with its media type and checked digest."""
         what = f"fetching the manifest of {ref}"
-        with self.http.request("GET", f"/v2/{self._repo(ref)}/manifests/{ref.target}",
+        with self.request("GET", f"/v2/{self._repo(ref)}/manifests/{ref.target}",
                            headers={"Accept": ", ".join(MANIFEST_TYPES)}, what=what) as resp:
-            data = self.http.read(resp, MAX_MANIFEST + 1, what, whole=True)
+            data = self.read(resp, MAX_MANIFEST + 1, what, whole=True)
             media_type = resp.headers.get_content_type()
             claimed = resp.headers.get("Docker-Content-Digest")
         if len(data) > MAX_MANIFEST:
@@ -196,15 +186,15 @@ class Registry:
         """Store ``data`` as ``ref``'s manifest; its digest (checked against the registry's)."""
         what = f"pushing the manifest of {ref}"
         digest = sha256_digest(data)
-        with self.http.request("PUT", f"/v2/{self._repo(ref)}/manifests/{ref.target}", body=data,
+        with self.request("PUT", f"/v2/{self._repo(ref)}/manifests/{ref.target}", body=data,
                            headers={"Content-Type": media_type}, expect=(201,),
                            what=what) as resp:
-            self.http.check_digest(resp, digest, what)
+            self.check_digest(resp, digest, what)
         return digest
 
     def tag_exists(self, ref: Reference) -> bool:
         """Whether ``ref``'s tag (or digest) names a manifest in the registry."""
-        with self.http.request("HEAD", f"/v2/{self._repo(ref)}/manifests/{ref.target}",
+        with self.request("HEAD", f"/v2/{self._repo(ref)}/manifests/{ref.target}",
                            headers={"Accept": ", ".join(MANIFEST_TYPES)}, expect=(200, 404),
                            what=f"checking {ref}") as resp:
             return resp.status == 200
@@ -215,8 +205,8 @@ class Registry:
         path: str | None = f"/v2/{repo}/tags/list"
         what = f"listing the tags of {repo}"
         while path is not None:
-            with self.http.request("GET", path, what=what) as resp:
-                data = self.http.read(resp, MAX_MANIFEST, what, whole=True)
+            with self.request("GET", path, what=what) as resp:
+                data = self.read(resp, MAX_MANIFEST, what, whole=True)
                 link = resp.headers.get("Link", "")
             try:
                 found = load_json(data or b"{}").get("tags") or []
@@ -230,7 +220,7 @@ class Registry:
 
     def ping(self) -> None:
         """Check that the host speaks the distribution API and accepts our credentials."""
-        with self.http.request("GET", "/v2/", what=f"contacting the registry at {self.host}"):
+        with self.request("GET", "/v2/", what=f"contacting the registry at {self.host}"):
             pass
 
     # HTTP --------------------------------------------------------------------------------

@@ -75,7 +75,7 @@ class Transport:
     """Requests to one registry host: HTTP for loopback hosts, HTTPS elsewhere.
 
     ``timeout`` bounds each read (idle time), ``deadline`` (None: none) a whole request;
-    ``env`` holds the allowlisted proxy variables (:func:`venvseal.nethttp.network_env`).
+    ``env`` holds the allowlisted proxy variables (the CLI's ``network_env``).
     """
 
     def __init__(self, host: str, *, credentials: Credentials | None = None,
