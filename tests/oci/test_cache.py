@@ -27,22 +27,22 @@ from venvseal import fsutil
 from venvseal.errors import StoreCorruptError, UsageError
 from venvseal.hashes import Sha256
 from venvseal.oci import registry
-from venvseal.oci.cache import (
+from venvseal.oci.artifact import (
     ANNOTATION_NAR_HASH,
     ANNOTATION_NAR_SIZE,
     ANNOTATION_PATH,
     ANNOTATION_REFERENCES,
     ARTIFACT_TYPE,
     NAR_MEDIA_TYPE,
-    OciSubstituter,
     OciTarget,
     describe,
     manifest_for,
     path_annotations,
-    push_paths,
     tag_for,
 )
+from venvseal.oci.cache import push_paths
 from venvseal.oci.registry import Blob, Digest, Registry
+from venvseal.oci.substituter import OciSubstituter
 from venvseal.store.core import PathInfo, Store, StorePath
 from venvseal.store.nar import dump_nar, nar_hash
 
@@ -355,6 +355,35 @@ def test_references_in_a_loop_end_in_a_fallback(server: Server, tmp_path: Path,
     assert caplog.records and one.path.name in caplog.records[-1].getMessage()
 
 
+@pytest.mark.parametrize(("name", "link", "fetched"), [
+    ("debian-sid-minbase-root", "/usr/sbin/rmt", True),  # meant inside the root
+    ("debian-sid-minbase-root", "../../../etc", False),
+    ("app-1.0", "/etc/shadow", False),
+    ("app-1.0", "../../../etc", False),
+    ("app-1.0", "lib/x", True),
+])
+def test_fetched_symlinks_stay_inside_the_path(server: Server, tmp_path: Path, name: str,
+                                               link: str, fetched: bool,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    where = target(server)
+    with Store(tmp_path / "a") as a:
+        path = a.make_path(name, link)
+
+        def produce(out: Path) -> None:
+            (out / "etc").mkdir(parents=True)
+            os.symlink(link, out / "etc" / "link")
+
+        info = a.add(path, produce)
+        push_paths(a, [info.path], where, client=Registry(server.host))
+    with Store(tmp_path / "b", substituters=[OciSubstituter(where, Registry(server.host))]
+               ) as b, caplog.at_level(logging.WARNING, logger=LOGGER):
+        got = b.substitute(StorePath(b.root / info.path.name))
+        assert (got is not None) is fetched
+        assert os.listdir(b.root / ".tmp") == []
+    warnings = [r.getMessage() for r in caplog.records]
+    assert warnings == [] if fetched else (len(warnings) == 1 and "is refused" in warnings[0])
+
+
 def test_absent_paths_are_no_warning(server: Server, tmp_path: Path,
                                      caplog: pytest.LogCaptureFixture) -> None:
     with Store(tmp_path / "b", substituters=[OciSubstituter(target(server),
@@ -404,6 +433,43 @@ def test_cli_flags_and_environment_choose_the_substituters(
     monkeypatch.setenv("VENVSEAL_SUBSTITUTERS", "http://nope")
     bad = venvseal("verify", "--store", tmp_path)
     assert bad.code == 2 and "oci://HOST[:PORT]/REPO" in bad.error
+
+
+@pytest.mark.parametrize(("flags", "env", "seconds"), [
+    ([], "", 300.0),
+    (["--cache-timeout", "2.5"], "", 2.5),
+    ([], "45", 45.0),
+    (["--cache-timeout", "7"], "45", 7.0),
+])
+def test_the_cache_timeout_comes_from_the_flag_or_the_environment(
+        flags: list[str], env: str, seconds: float, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    from venvseal.cli.commands import open_store
+    from venvseal.cli.main import build_parser
+
+    monkeypatch.setenv("VENVSEAL_CACHE_TIMEOUT", env)
+    args = build_parser().parse_args(["build", "--store", str(tmp_path), "--substituter",
+                                      "oci://localhost/a", *flags])
+    with open_store(args) as store:
+        client = store.substituters[0].client  # type: ignore[attr-defined]
+        assert client.clock.seconds == seconds
+        assert client.timeout == min(60.0, seconds)
+
+
+@pytest.mark.parametrize(("flags", "env", "message"), [
+    (["--cache-timeout", "0"], "", "'0' is not a number of seconds"),
+    (["--cache-timeout", "inf"], "", "'inf' is not a number of seconds"),
+    (["--cache-timeout", "soon"], "", "'soon' is not a number of seconds"),
+    ([], "-3", "$VENVSEAL_CACHE_TIMEOUT: '-3' is not a number of seconds"),
+])
+def test_a_bad_cache_timeout_is_a_usage_error(flags: list[str], env: str, message: str,
+                                              monkeypatch: pytest.MonkeyPatch,
+                                              tmp_path: Path) -> None:
+    monkeypatch.setenv("VENVSEAL_CACHE_TIMEOUT", env)
+    monkeypatch.setenv("VENVSEAL_SUBSTITUTERS", "oci://localhost/a")
+    run = venvseal("build", "--store", tmp_path, *flags, tmp_path) if flags else \
+        venvseal("verify", "--store", tmp_path)
+    assert run.code == 2 and message in run.error, run.err
 
 
 # Two machines: the bundled example ------------------------------------------------------------

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from venvseal import operations, pipeline
 from venvseal.cli import foreground
 from venvseal.cli.render import human_size, normalise_data, normalise_lines, stage_lines
-from venvseal.cli.session import Session
+from venvseal.cli.session import Session, network_env
 from venvseal.cli.ui import Ui
 from venvseal.deps.stage import lock_project as deps_lock
 from venvseal.errors import EXIT_BUILD, EXIT_OK, UsageError, VenvsealError
@@ -201,7 +201,8 @@ def cmd_push(s: Session) -> int:
     if s.args.archive is not None and s.args.recipe is not None:
         raise UsageError("venvseal push: give a RECIPE or --archive FILE, not both")
     config = registry.docker_config_path(s.env, s.home)
-    client = registry.Registry.for_reference(ref, config_file=config)
+    client = registry.Registry.for_reference(ref, config_file=config,
+                                             env=network_env(s.env))
     if s.args.archive is not None:
         with image.open_archive(s.args.archive) as local:
             if not (ref.tag or ref.digest):
@@ -284,7 +285,8 @@ def cmd_cache_push(s: Session) -> int:
     target = cache.OciTarget.parse(s.args.to)
     config = registry.docker_config_path(s.env, s.home)
     client = registry.Registry(target.registry,
-                               credentials=registry.load_credentials(config, target.registry))
+                               credentials=registry.load_credentials(config, target.registry),
+                               env=network_env(s.env))
     with s.open() as o:
         paths = operations.shared_paths(o.recipe, o.ctx, o.toolchain, o.build())
         pushed = cache.push_paths(o.store, paths, target, client=client, on_step=s.ui.info)

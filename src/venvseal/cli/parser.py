@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from venvseal import __version__
 from venvseal.cli import commands
+from venvseal.cli.session import seconds
 from venvseal.errors import UsageError
 from venvseal.hashes import HASH_FORMATS
 from venvseal.operations import Bind
@@ -279,3 +280,6 @@ def _substituter_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--substituter", action="append", metavar="oci://HOST[:PORT]/REPO",
                    help="fetch store paths from this cache instead of building them "
                         "(repeatable; default: $VENVSEAL_SUBSTITUTERS, space-separated)")
+    p.add_argument("--cache-timeout", type=seconds, metavar="SECONDS",
+                   help="the longest one request to a substituter may take before venvseal "
+                        "builds instead (default: $VENVSEAL_CACHE_TIMEOUT or 300)")

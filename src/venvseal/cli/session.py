@@ -17,6 +17,7 @@ from pathlib import Path
 from venvseal import pipeline
 from venvseal.cli.ui import Ui
 from venvseal.deps.stage import Network
+from venvseal.errors import UsageError
 from venvseal.recipe import model as recipe
 from venvseal.recipe.model import Recipe
 from venvseal.store.core import STORE_DIR, Store, default_store_root
@@ -55,6 +56,18 @@ def host_network(env: Mapping[str, str]) -> Network:
     ca = Path(env["SSL_CERT_FILE"]) if env.get("SSL_CERT_FILE") else DEFAULT_CA_FILE
     return Network(resolv_conf=RESOLV_CONF if RESOLV_CONF.exists() else None,
                    ca_file=ca if ca.is_file() else None)
+
+
+def seconds(text: str) -> float:
+    """A positive number of seconds, for --cache-timeout and $VENVSEAL_CACHE_TIMEOUT."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 86400:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 0 to "
+                                         "86400 (e.g. --cache-timeout 60)")
+    return value
 
 
 def network_env(env: Mapping[str, str]) -> dict[str, str]:
@@ -122,8 +135,22 @@ class Session:
         from venvseal.oci import cache, registry
 
         config = registry.docker_config_path(self.env, self.home)
-        return Store(root, substituters=cache.substituters(urls, config_file=config,
-                                                           notify=self.ui.info))
+        return Store(root, substituters=cache.substituters(
+            urls, config_file=config, notify=self.ui.info, timeout=self.cache_timeout(),
+            env=network_env(self.env)))
+
+    def cache_timeout(self) -> float:
+        """--cache-timeout, else $VENVSEAL_CACHE_TIMEOUT, else the substituters' default."""
+        from venvseal.oci.substituter import DEFAULT_TIMEOUT
+
+        if getattr(self.args, "cache_timeout", None) is not None:
+            return float(self.args.cache_timeout)
+        if not self.env.get("VENVSEAL_CACHE_TIMEOUT"):
+            return DEFAULT_TIMEOUT
+        try:
+            return seconds(self.env["VENVSEAL_CACHE_TIMEOUT"])
+        except argparse.ArgumentTypeError as err:
+            raise UsageError(f"$VENVSEAL_CACHE_TIMEOUT: {err}") from None
 
     def context(self, store: Store) -> pipeline.Context:
         """The side effects a pipeline run gets from this host."""

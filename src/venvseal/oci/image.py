@@ -42,7 +42,7 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO, Literal, cast
 
 from venvseal.assemble.textedit import expand
 from venvseal.errors import UsageError, VenvsealError
-from venvseal.oci.registry import (
+from venvseal.oci.model import (
     OCI_INDEX,
     OCI_MANIFEST,
     Blob,

@@ -9,7 +9,10 @@ strictly and treated as hostile until it has been read to the end:
 - names are single path components: no ``/``, no NUL, not ``.``, ``..`` or empty, at most
   NAME_MAX bytes; symlink targets have no NUL and at most PATH_MAX bytes; framing tokens are
   short. A length past its bound is refused before anything is read or allocated;
-- nothing may follow the archive.
+- nothing may follow the archive;
+- with a :class:`~venvseal.store.linkcheck.LinkRule` (a path from a cache), every symlink
+  target is checked before the link is made: no absolute link or ``..`` out of the path
+  except into the store paths it declares as references.
 
 Entries are created relative to their parent's directory descriptor with ``O_NOFOLLOW`` and
 ``O_EXCL``, so a name can never lead outside ``dest`` whatever the stream says. Every byte
@@ -23,12 +26,13 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from venvseal import fsutil
 from venvseal.errors import VenvsealError
 from venvseal.hashes import Sha256
+from venvseal.store.linkcheck import LinkRule, link_problem
 from venvseal.store.nar import BUFFER_SIZE, NarResult
 
 Read = Callable[[int], bytes]
@@ -162,14 +166,16 @@ def _show(data: bytes) -> str:
     return repr(data.decode("utf-8", "backslashreplace"))
 
 
-def restore_nar(read: Read | BinaryIO, dest: Path) -> NarResult:
+def restore_nar(read: Read | BinaryIO, dest: Path, *,
+                links: LinkRule | None = None) -> NarResult:
     """Recreate at ``dest`` (which must not exist) the tree serialised by the NAR ``read``.
 
     ``read`` is a ``read(n)`` callable or a binary file object. Regular files (with the
     executable bit), symlinks and directories are made, owned by the caller with modes 0o644,
     0o755 (executable files and directories); sealing is the store's job. Returns the NAR's
     sha256, size and file count, the same as :func:`venvseal.nar.nar_hash` of the result.
-    Raises :class:`NarFormatError` (``dest`` removed) for a damaged or hostile archive.
+    Raises :class:`NarFormatError` (``dest`` removed) for a damaged or hostile archive,
+    including a symlink ``links`` refuses.
     """
     reader: Read = read if callable(read) else read.read
     stream = _Stream(reader)
@@ -178,7 +184,7 @@ def restore_nar(read: Read | BinaryIO, dest: Path) -> NarResult:
         raise NarFormatError(dest, 0, "the destination exists already")
     parent_fd = os.open(dest.parent, _DIR_FLAGS)
     try:
-        files = _restore(stream, parent_fd, os.fsencode(dest.name))
+        files = _restore(stream, parent_fd, os.fsencode(dest.name), links)
         if not stream.at_end():
             raise _Malformed("data follows the end of the archive")
     except _Malformed as err:
@@ -192,7 +198,7 @@ def restore_nar(read: Read | BinaryIO, dest: Path) -> NarResult:
     return NarResult(hash=Sha256(stream.sha.digest()), size=stream.offset, files=files)
 
 
-def _restore(stream: _Stream, parent_fd: int, name: bytes) -> int:
+def _restore(stream: _Stream, parent_fd: int, name: bytes, links: LinkRule | None) -> int:
     """Parse the archive into ``name`` under ``parent_fd``; the number of files and symlinks.
 
     Iterative: one (directory fd, last entry name) per open directory, so depth costs no
@@ -202,7 +208,7 @@ def _restore(stream: _Stream, parent_fd: int, name: bytes) -> int:
     files = 0
     stack: list[tuple[int, bytes]] = []
     try:
-        files += _node(stream, parent_fd, name, stack)
+        files += _node(stream, parent_fd, name, stack, links)
         while stack:
             dir_fd, last = stack[-1]
             token = stream.token()
@@ -220,7 +226,7 @@ def _restore(stream: _Stream, parent_fd: int, name: bytes) -> int:
             stream.expect(b"node")
             if len(stack) >= DEPTH_MAX:
                 raise _Malformed(f"directories are nested more than {DEPTH_MAX} deep")
-            files += _node(stream, dir_fd, entry, stack)
+            files += _node(stream, dir_fd, entry, stack, links)
             if stack[-1][0] == dir_fd:  # not a directory: its entry ends here
                 stream.expect(b")")
     finally:
@@ -240,7 +246,8 @@ def _entry_name(stream: _Stream, last: bytes) -> bytes:
     return name
 
 
-def _node(stream: _Stream, dir_fd: int, name: bytes, stack: list[tuple[int, bytes]]) -> int:
+def _node(stream: _Stream, dir_fd: int, name: bytes, stack: list[tuple[int, bytes]],
+          links: LinkRule | None) -> int:
     """Create one node ``name`` in ``dir_fd``; a directory is pushed on ``stack`` open.
 
     Regular files and symlinks are read to their closing ``)``; a directory's entries are
@@ -256,6 +263,8 @@ def _node(stream: _Stream, dir_fd: int, name: bytes, stack: list[tuple[int, byte
         target = stream.string(TARGET_MAX, "a symlink target")
         if not target or b"\0" in target:
             raise _Malformed(f"symlink target {_show(target)} is empty or holds a NUL byte")
+        if links is not None:
+            _check_link(links, stack, target)
         os.symlink(target, name, dir_fd=dir_fd)
     elif kind == b"directory":
         os.mkdir(name, 0o755, dir_fd=dir_fd)
@@ -265,6 +274,14 @@ def _node(stream: _Stream, dir_fd: int, name: bytes, stack: list[tuple[int, byte
         raise _Malformed(f"unknown node type {_show(kind)}")
     stream.expect(b")")
     return 1
+
+
+def _check_link(links: LinkRule, stack: list[tuple[int, bytes]], target: bytes) -> None:
+    """Refuse a symlink ``links`` does not allow; ``stack`` names the folders to it."""
+    where = PurePosixPath(*(os.fsdecode(entry) for _, entry in stack))
+    if (problem := link_problem(links, where, os.fsdecode(target))) is not None:
+        raise _Malformed(f"symlink {_show(os.fsencode(str(where)))} -> {_show(target)} is "
+                         f"refused: {problem}")
 
 
 def _regular(stream: _Stream, dir_fd: int, name: bytes) -> None:
