@@ -15,6 +15,7 @@ import shlex
 import shutil
 import subprocess
 import tarfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -33,14 +34,10 @@ from support.image import (
 )
 
 from venvseal.assemble.textedit import expand
-from venvseal.oci.image import (
-    ArchiveError,
-    LayerPlan,
-    build_image,
-    default_tag,
-    open_archive,
-    write_layer,
-)
+from venvseal.oci.archive import ArchiveError, open_archive
+from venvseal.oci.compress import Compression
+from venvseal.oci.image import build_image, default_tag
+from venvseal.oci.layers import LayerPlan, write_layer
 from venvseal.oci.registry import parse_reference
 from venvseal.recipe.model import load_recipe, parse_recipe
 from venvseal.store.core import STORE_DIR
@@ -212,7 +209,9 @@ def test_the_same_closure_in_another_store_gives_the_same_bytes(
 
 
 def test_an_empty_layer_is_still_a_valid_tar(tmp_path: Path) -> None:
-    layer = write_layer(LayerPlan("nothing", ()), tmp_path / "empty.tar.gz")
+    with ThreadPoolExecutor(1) as pool:
+        layer = write_layer(LayerPlan("nothing", ()), tmp_path / "empty.tar.gz",
+                            compression=Compression(), pool=pool, workers=1)
     data = (tmp_path / "empty.tar.gz").read_bytes()
     assert layer.size == len(data) and layer.entries == 0
     assert gzip.decompress(data) == b"\0" * tarfile.RECORDSIZE

@@ -292,18 +292,15 @@ def cmd_show(args: argparse.Namespace, ui: Ui) -> int:
 
 def _image_blobs(rec: Recipe, args: argparse.Namespace, ui: Ui, store: Store,
                  scratch: Path) -> tuple[pipeline.BuildResult, BuiltImage]:
-    """Build (or reuse) the closure, find its runtime closure, write the layers to scratch."""
+    """Build (or reuse) the closure, then its image (layers kept in the store)."""
     from venvseal.oci import image
-    from venvseal.oci import runtime as closure
 
     ctx = context(args, ui, store)
     tc = pipeline.resolve_toolchain(rec, ctx)
     res = pipeline.run_build(rec, ctx, tc=tc)
-    ctx.on_step(f"finding what {res.path.name} needs from the toolchain root at run time")
-    runtime = closure.runtime_closure(rec, tc, res.path, runner=ctx.sandbox,
-                                      references=res.references)
-    ctx.on_step("writing the image's layers")
-    return res, image.build_blobs(rec, res, runtime, scratch)
+    paths = image.ImagePaths(closure=res.path, relinked=res.relinked, fetched=res.fetched)
+    return res, image.assemble_image(rec, tc, paths, store=store, runner=ctx.sandbox,
+                                     scratch=scratch, on_step=ctx.on_step)
 
 
 def cmd_image(args: argparse.Namespace, ui: Ui) -> int:
@@ -318,7 +315,7 @@ def cmd_image(args: argparse.Namespace, ui: Ui) -> int:
         raise UsageError(f"{out.parent} is not a folder; create it or choose another -o FILE")
     with open_store(args, ui) as store, store.scratch() as scratch:
         res, built = _image_blobs(rec, args, ui, store, scratch)
-        size = image.write_archive(built, out, tag)
+        size = image.save(built, out, tag)
     for i, layer in enumerate(built.layers, 1):
         ui.info(f"layer {i} ({layer.what}): {human_size(layer.size)} compressed, "
                 f"{layer.entries} entries")
@@ -346,7 +343,7 @@ def _push(ui: Ui, client: Registry, ref: Reference, manifest: bytes, media_type:
 
 def cmd_push(args: argparse.Namespace, ui: Ui) -> int:
     from venvseal.errors import UsageError
-    from venvseal.oci import image, registry
+    from venvseal.oci import archive, image, registry
 
     ref = registry.parse_reference(args.ref)
     if args.archive is not None and args.recipe is not None:
@@ -354,7 +351,7 @@ def cmd_push(args: argparse.Namespace, ui: Ui) -> int:
     config = registry.docker_config_path(os.environ, Path.home())
     client = registry.Registry.for_reference(ref, config_file=config)
     if args.archive is not None:
-        with image.open_archive(args.archive) as local:
+        with archive.open_archive(args.archive) as local:
             if not (ref.tag or ref.digest):
                 ref = ref.with_tag(local.tag or "latest")
             res = _push(ui, client, ref, local.manifest, local.media_type, list(local.blobs))
