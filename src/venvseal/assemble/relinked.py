@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -39,23 +40,61 @@ STAGE_VERSION = "relinked-2"  # bump whenever the same inputs would give other b
 # Compiles every .py file that is a regular file in a real folder under each argument,
 # in sorted order; a file that is not valid Python for this interpreter (a template, a
 # test for another version) is left without bytecode, as installers do. Prints the counts.
+# With "-jN" first, N forked workers compile every Nth file each (fork: no semaphores,
+# which the sandbox's /dev may lack, and no re-import per worker). A pyc's bytes depend on
+# its source, path and interpreter only, never on which process wrote it (tested).
 COMPILER = """\
 import os, py_compile, sys
-done = failed = 0
+args = sys.argv[1:]
+jobs = int(args.pop(0)[2:]) if args and args[0].startswith("-j") else 1
 mode = py_compile.PycInvalidationMode.CHECKED_HASH
-for top in sys.argv[1:]:
+todo = []
+for top in args:
     for folder, dirs, files in os.walk(top):
         dirs[:] = sorted(d for d in dirs
                          if d != "__pycache__" and not os.path.islink(os.path.join(folder, d)))
         for name in sorted(files):
             path = os.path.join(folder, name)
-            if not name.endswith(".py") or os.path.islink(path):
-                continue
+            if name.endswith(".py") and not os.path.islink(path):
+                todo.append(path)
+
+def compile_all(paths):
+    done = failed = 0
+    for path in paths:
+        try:
+            py_compile.compile(path, doraise=True, invalidation_mode=mode)
+            done += 1
+        except (py_compile.PyCompileError, SyntaxError, ValueError, UnicodeError):
+            failed += 1
+    return done, failed
+
+jobs = max(1, min(jobs, len(todo) // 32))  # a few files are not worth a fork
+if jobs == 1:
+    done, failed = compile_all(todo)
+else:
+    workers = []
+    for k in range(jobs):
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(r)
+            status = 1
             try:
-                py_compile.compile(path, doraise=True, invalidation_mode=mode)
-                done += 1
-            except (py_compile.PyCompileError, SyntaxError, ValueError, UnicodeError):
-                failed += 1
+                os.write(w, ("%d %d" % compile_all(todo[k::jobs])).encode())
+                status = 0
+            finally:
+                os._exit(status)
+        os.close(w)
+        workers.append((pid, r))
+    done = failed = 0
+    for pid, r in workers:
+        with os.fdopen(r, "rb") as f:
+            counts = f.read().split()
+        _, status = os.waitpid(pid, 0)
+        if status != 0 or len(counts) != 2:
+            sys.exit("a bytecode compiler worker failed (status %d)" % status)
+        done += int(counts[0])
+        failed += int(counts[1])
 print(done, failed)
 """
 
@@ -111,12 +150,15 @@ def relink(tree: Path, tc: ResolvedToolchain, ignore_missing: Sequence[str], *,
 
 
 def compile_bytecode(folders: Sequence[PurePosixPath], *, python: PurePosixPath, what: str,
-                     runner: Sandbox, spec: SandboxSpec) -> tuple[int, int]:
+                     runner: Sandbox, spec: SandboxSpec,
+                     jobs: int | None = None) -> tuple[int, int]:
     """Compile the modules under ``folders`` (paths in the sandbox) of the store path named
-    ``what``; (compiled, not Python for this interpreter)."""
+    ``what`` with ``jobs`` processes (default: one per core); (compiled, not Python for this
+    interpreter). The bytes are the same for any number of jobs."""
+    jobs = jobs or len(os.sched_getaffinity(0))
+    argv = [str(python), "-I", "-c", COMPILER, f"-j{jobs}", *map(str, folders)]
     try:
-        done = runner.run(spec, [str(python), "-I", "-c", COMPILER, *map(str, folders)],
-                          what="compiling bytecode")
+        done = runner.run(spec, argv, what="compiling bytecode")
     except CommandError as err:  # a file that does not compile is counted, not raised
         raise RelinkError(f"compiling the bytecode of {what} failed: the interpreter {python} "
                           "itself failed; check that [toolchain] python runs in the "
