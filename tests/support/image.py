@@ -18,6 +18,7 @@ from venvseal.assemble.forest import Forest
 from venvseal.oci.image import ImageConfig, ImagePaths
 from venvseal.oci.runtime import RuntimeClosure, RuntimeFile
 from venvseal.recipe.model import parse_recipe
+from venvseal.store.core import Store, StorePath
 
 CLOSURE = "0" * 32 + "-x-1.0"
 
@@ -167,3 +168,38 @@ def demo_image(factory: pytest.TempPathFactory) -> DemoImage:
         _BUILT[key] = DemoImage(project, partial.store, cache, partial.archive, first, again,
                                 seconds)
     return _BUILT[key]
+
+
+def add_to_store(store: Store, source: Path, references: tuple[StorePath, ...] = ()) -> StorePath:
+    """Move the tree at ``source`` into ``store`` as the valid path of the same name."""
+    path = StorePath(store.root / source.name)
+    store.add(path, lambda out: shutil.move(source, out), references=references)
+    return path
+
+
+def stored_fake_build(base: Path, store: Store, *, deps_files: dict[str, bytes] | None = None,
+                      **image: object) -> tuple[ImageConfig, ImagePaths, RuntimeClosure]:
+    """fake_build's tree with its relinked deps (plus ``deps_files``), closure and fetched
+    path made valid paths of ``store``."""
+    make_tree(base)
+    linked = base / "store" / RELINKED
+    if deps_files:
+        fsutil.make_tree_writable(linked)
+        for rel, data in deps_files.items():
+            make_file(linked / rel, data)
+        fsutil.seal_tree(linked, mtime=1)
+    config, paths, runtime = describe(base, **image)
+    relinked = add_to_store(store, paths.relinked)
+    fetched = add_to_store(store, paths.fetched[0])
+    closure = add_to_store(store, paths.closure, (relinked,))
+    return config, ImagePaths(closure=closure, relinked=relinked, fetched=(fetched,)), runtime
+
+
+def edited_closure(store: Store, paths: ImagePaths, base: Path, name: str) -> ImagePaths:
+    """A copy of ``paths.closure`` named ``name`` with one more file: an app edit."""
+    source = base / name
+    shutil.copytree(paths.closure, source, symlinks=True)
+    fsutil.make_tree_writable(source)
+    make_file(source / "app" / "edited.py", b"EDITED = True\n")
+    closure = add_to_store(store, source, (StorePath(paths.relinked),))
+    return ImagePaths(closure=closure, relinked=paths.relinked, fetched=paths.fetched)

@@ -50,9 +50,10 @@ def write_archive(out: Path, tag: Reference, *, manifest: bytes, config: bytes,
         "mediaType": OCI_MANIFEST, "digest": digest, "size": len(manifest),
         "annotations": {"io.containerd.image.name": str(tag),
                         "org.opencontainers.image.ref.name": tag.tag or "latest"}}]})
-    blobs: dict[str, bytes | Path] = {digest: manifest, sha256_digest(config): config}
+    blobs: dict[str, bytes | tuple[Path, int]] = {digest: manifest,
+                                                  sha256_digest(config): config}
     for layer, file in layers:
-        blobs.setdefault(layer.digest, file)
+        blobs.setdefault(layer.digest, (file, layer.size))
     docker = canonical_json([{"Config": blob_name(sha256_digest(config)), "RepoTags": [str(tag)],
                               "Layers": [blob_name(layer.digest) for layer, _ in layers]}])
     with _temp_beside(out) as (fd, tmp):
@@ -89,13 +90,14 @@ class _TarWriter:
     def header(self, info: tarfile.TarInfo) -> None:
         self._write(info.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape"))
 
-    def member(self, name: str, data: bytes | Path) -> None:
-        size = len(data) if isinstance(data, bytes) else data.stat().st_size
+    def member(self, name: str, data: bytes | tuple[Path, int]) -> None:
+        """A file holding ``data``, or the first ``size`` bytes of the file ``(path, size)``."""
+        size = len(data) if isinstance(data, bytes) else data[1]
         self.header(tar_header(name, "file", 0o644, size=size))
         if isinstance(data, bytes):
             self._write(data)
         else:
-            self._copy(data, size)
+            self._copy(data[0], size)
         self._write(bytes(-size % tarfile.BLOCKSIZE))
 
     def _copy(self, source: Path, size: int) -> None:
