@@ -34,9 +34,10 @@ from support.image import (
 )
 
 from venvseal.assemble.textedit import expand
+from venvseal.errors import RecipeError
 from venvseal.oci.archive import ArchiveError, open_archive
 from venvseal.oci.compress import Compression
-from venvseal.oci.image import build_image, default_tag
+from venvseal.oci.image import ImageConfig, build_image, default_tag
 from venvseal.oci.layers import LayerPlan, write_layer
 from venvseal.oci.registry import parse_reference
 from venvseal.recipe.model import load_recipe, parse_recipe
@@ -437,3 +438,28 @@ def test_the_image_runs_from_its_layers_alone(demo: DemoImage, tmp_path: Path) -
     assert run([values["out"] + "/bin/demo-api-info"]).strip() == (
         f"demo-api 0.2.0 on {out}/bin/python")
     run(config["Entrypoint"] + config.get("Cmd", []))  # the image's own command succeeds
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("xz", "image.compression: 'xz' is not a layer compression; use \"gzip\""),
+    ("GZIP", "image.compression: 'GZIP' is not a layer compression"),
+    (1, "image.compression"),
+])
+def test_bad_compression_is_refused(tmp_path: Path, value: object, message: str) -> None:
+    with pytest.raises(RecipeError) as err:
+        parse_recipe({"app": {"name": "x", "version": "1"}, "image": {"compression": value}},
+                     file=tmp_path / "venvseal.toml")
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize(("value", "media_type"), [
+    (None, "application/vnd.oci.image.layer.v1.tar+gzip"),
+    ("gzip", "application/vnd.oci.image.layer.v1.tar+gzip"),
+    ("zstd", "application/vnd.oci.image.layer.v1.tar+zstd"),
+])
+def test_compression_names_the_media_type(tmp_path: Path, value: str | None,
+                                          media_type: str) -> None:
+    table = {} if value is None else {"compression": value}
+    rec = parse_recipe({"app": {"name": "x", "version": "1"}, "image": table},
+                       file=tmp_path / "venvseal.toml")
+    assert ImageConfig.from_recipe(rec).compression.media_type == media_type
