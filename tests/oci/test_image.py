@@ -351,6 +351,9 @@ def test_an_app_edit_changes_only_the_app_layer(demo: DemoImage, tmp_path: Path)
     after = [layer["digest"] for layer in edited.json()["layers"]]
     assert after[:2] == before[:2]
     assert after[2] != before[2]
+    # The kept layers were taken from the store, not written again.
+    assert [layer["reused"] for layer in edited.json()["layers"]] == [True, True, False]
+    assert [layer["reused"] for layer in demo.remade.json()["layers"]] == [True, True, True]
 
 
 @pytest.mark.slow

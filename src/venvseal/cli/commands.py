@@ -316,16 +316,17 @@ def cmd_image(args: argparse.Namespace, ui: Ui) -> int:
     with open_store(args, ui) as store, store.scratch() as scratch:
         res, built = _image_blobs(rec, args, ui, store, scratch)
         size = image.save(built, out, tag)
-    for i, layer in enumerate(built.layers, 1):
+    for i, (layer, reused) in enumerate(zip(built.layers, built.reused, strict=True), 1):
         ui.info(f"layer {i} ({layer.what}): {human_size(layer.size)} compressed, "
-                f"{layer.entries} entries")
+                f"{layer.entries} entries" + (", kept from an earlier image" if reused else ""))
     ui.info(f"wrote {out} ({human_size(size)}) as {tag}")
     ui.result({"path": str(out), "tag": str(tag), "digest": built.manifest_digest,
                "closure": str(res.path),
                "config": built.config_digest, "size": size,
                "layers": [{"what": layer.what, "digest": layer.digest, "size": layer.size,
-                           "diff_id": layer.diff_id, "entries": layer.entries}
-                          for layer in built.layers]},
+                           "diff_id": layer.diff_id, "entries": layer.entries,
+                           "media_type": layer.media_type, "reused": reused}
+                          for layer, reused in zip(built.layers, built.reused, strict=True)]},
               built.manifest_digest)
     return EXIT_OK
 

@@ -152,6 +152,7 @@ class BuiltImage:
     layer_files: tuple[Path, ...]
     config: bytes
     manifest: bytes
+    reused: tuple[bool, ...] = ()  # per layer: kept from an earlier image, not written now
 
     @property
     def manifest_digest(self) -> Digest:
@@ -225,7 +226,7 @@ def build_blobs(config: ImageConfig, paths: ImagePaths, runtime: RuntimeClosure,
     made = tuple(w.layer for w in written)
     image_conf = image_config(config, placeholder_values(config, paths), made)
     return BuiltImage(made, tuple(w.file for w in written), image_conf,
-                      image_manifest(image_conf, made))
+                      image_manifest(image_conf, made), tuple(w.reused for w in written))
 
 
 def _write(plan: LayerPlan, dest: Path, *, compression: Compression, pool: Executor,

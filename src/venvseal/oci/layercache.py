@@ -30,7 +30,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from venvseal.oci.compress import Compression
@@ -68,6 +68,7 @@ class WrittenLayer:
 
     layer: Layer
     file: Path
+    reused: bool = False  # kept from an earlier image, not written now
 
 
 def runtime_identity(runtime: RuntimeClosure) -> tuple[object, ...]:
@@ -103,9 +104,10 @@ def stored_layer(store: Store, source: LayerSource, compression: Compression,
         layer = write(source.plan(), out / blob)
         (out / DESCRIPTOR).write_bytes(json.dumps(asdict(layer), sort_keys=True).encode())
 
+    reused = store.is_valid(path)
     store.add(path, produce, references=source.references,
               inputs={"layer": source.what, "compression": compression.key()})
-    return read_layer(path, blob)
+    return replace(read_layer(path, blob), reused=reused)
 
 
 def read_layer(path: Path, blob: str) -> WrittenLayer:
