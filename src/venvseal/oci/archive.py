@@ -1,4 +1,5 @@
-"""The image archive: an OCI image layout in one tar file, written atomically, and read back.
+"""The image archive: an OCI image layout in one tar file, written atomically, and read back;
+or the layout as a folder, whose blobs are hard links to the store's kept layers.
 
 The archive holds ``oci-layout``, ``index.json`` and ``blobs/sha256/``, plus docker's
 ``manifest.json`` naming the same blobs, so ``skopeo``, ``podman load`` and ``docker load``
@@ -15,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import tarfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -46,10 +48,7 @@ def write_archive(out: Path, tag: Reference, *, manifest: bytes, config: bytes,
                   layers: Sequence[tuple[Layer, Path]]) -> int:
     """Write the OCI layout archive (with docker's manifest.json) to ``out``; its size."""
     digest = sha256_digest(manifest)
-    index = canonical_json({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [{
-        "mediaType": OCI_MANIFEST, "digest": digest, "size": len(manifest),
-        "annotations": {"io.containerd.image.name": str(tag),
-                        "org.opencontainers.image.ref.name": tag.tag or "latest"}}]})
+    index = _index(manifest, tag)
     blobs: dict[str, bytes | tuple[Path, int]] = {digest: manifest,
                                                   sha256_digest(config): config}
     for layer, file in layers:
@@ -69,6 +68,14 @@ def write_archive(out: Path, tag: Reference, *, manifest: bytes, config: bytes,
         os.fchmod(fd, 0o644)
         os.replace(tmp, out)
     return out.stat().st_size
+
+
+def _index(manifest: bytes, tag: Reference) -> bytes:
+    """The layout's index.json: the one manifest, with its name as containerd reads it."""
+    return canonical_json({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [{
+        "mediaType": OCI_MANIFEST, "digest": sha256_digest(manifest), "size": len(manifest),
+        "annotations": {"io.containerd.image.name": str(tag),
+                        "org.opencontainers.image.ref.name": tag.tag or "latest"}}]})
 
 
 class _TarWriter:
@@ -163,6 +170,86 @@ def remove_stale_temps(out: Path) -> list[Path]:
         finally:
             os.close(fd)
     return removed
+
+
+# A layout folder --------------------------------------------------------------------------
+
+
+def write_layout(folder: Path, tag: Reference, *, manifest: bytes, config: bytes,
+                 layers: Sequence[tuple[Layer, Path]]) -> int:
+    """Write the image as an OCI image layout in ``folder`` (empty, or a layout written
+    before); the bytes of its blobs.
+
+    Blobs are hard links to the files given (the store's kept layers) where the file system
+    allows, so nothing is copied; a copy otherwise. ``index.json`` is written last and
+    atomically: it is what names the image. Blobs of an earlier image that the new one does
+    not use are removed after it.
+    """
+    names = set(os.listdir(folder))
+    if names and "oci-layout" not in names:
+        raise UsageError(f"{folder} is a folder but no OCI image layout; give an empty "
+                         "folder, one 'venvseal image' wrote, or a FILE for an archive")
+    blobs_dir = folder / "blobs" / "sha256"
+    blobs_dir.mkdir(parents=True, exist_ok=True)
+    _remove_dead_temps(blobs_dir)
+    blobs: dict[str, bytes | tuple[Path, int]] = {sha256_digest(manifest): manifest,
+                                                  sha256_digest(config): config}
+    for layer, file in layers:
+        blobs.setdefault(layer.digest, (file, layer.size))
+    for digest, data in blobs.items():
+        _place_blob(blobs_dir / digest.removeprefix("sha256:"), data)
+    write_small(folder / "oci-layout", canonical_json({"imageLayoutVersion": "1.0.0"}))
+    write_small(folder / "index.json", _index(manifest, tag))
+    keep = {d.removeprefix("sha256:") for d in blobs}
+    for entry in os.scandir(blobs_dir):
+        if entry.name not in keep and not entry.name.startswith("."):
+            os.unlink(entry.path)
+    return sum(len(d) if isinstance(d, bytes) else d[1] for d in blobs.values())
+
+
+def _place_blob(dest: Path, data: bytes | tuple[Path, int]) -> None:
+    """``dest`` holding ``data`` (content-addressed: one already there is kept)."""
+    if dest.exists():
+        return
+    if isinstance(data, bytes):
+        write_small(dest, data)
+        return
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(data[0], tmp)
+    except OSError:  # another file system, or hard links refused (fs.protected_hardlinks)
+        shutil.copyfile(data[0], tmp)
+    os.replace(tmp, dest)
+
+
+def write_small(path: Path, data: bytes) -> None:
+    """``path`` replaced by ``data`` atomically (temp named by this process, then rename)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _remove_dead_temps(folder: Path) -> None:
+    """Remove ``.NAME.<pid>.tmp`` files whose process is gone (killed while writing)."""
+    for entry in os.scandir(folder):
+        pid = entry.name.rsplit(".", 2)[-2] if entry.name.endswith(".tmp") else ""
+        if entry.name.startswith(".") and pid.isdigit() and not _alive(int(pid)):
+            os.unlink(entry.path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
 
 
 # Reading ---------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from typing import Any, BinaryIO
 
 from venvseal.assemble.textedit import expand
 from venvseal.oci import layercache
-from venvseal.oci.archive import canonical_json, write_archive
+from venvseal.oci.archive import canonical_json, write_archive, write_layout
 from venvseal.oci.compress import Compression
 from venvseal.oci.layercache import LayerSource, WrittenLayer
 from venvseal.oci.layers import Layer, LayerPlan, plan_runtime, plan_store_paths, write_layer
@@ -235,9 +235,11 @@ def _write(plan: LayerPlan, dest: Path, *, compression: Compression, pool: Execu
 
 
 def save(image: BuiltImage, out: Path, tag: Reference) -> int:
-    """Write ``image`` as an archive at ``out`` (atomically); its size."""
-    return write_archive(out, tag, manifest=image.manifest, config=image.config,
-                         layers=list(zip(image.layers, image.layer_files, strict=True)))
+    """Write ``image`` as an archive at ``out`` (atomically), or as an OCI image layout in
+    ``out`` if it is a folder; its size."""
+    write = write_layout if out.is_dir() else write_archive
+    return write(out, tag, manifest=image.manifest, config=image.config,
+                 layers=list(zip(image.layers, image.layer_files, strict=True)))
 
 
 def assemble_image(rec: Recipe, tc: ResolvedToolchain, paths: ImagePaths, *, store: Store,
