@@ -40,11 +40,12 @@ STAGE_VERSION = "relinked-2"  # bump whenever the same inputs would give other b
 # Compiles every .py file that is a regular file in a real folder under each argument,
 # in sorted order; a file that is not valid Python for this interpreter (a template, a
 # test for another version) is left without bytecode, as installers do. Prints the counts.
-# With "-jN" first, N forked workers compile every Nth file each (fork: no semaphores,
-# which the sandbox's /dev may lack, and no re-import per worker). A pyc's bytes depend on
-# its source, path and interpreter only, never on which process wrote it (tested).
+# With "-jN" first, N forked workers take the files, largest first, from a pipe of 4-byte
+# indices (reads of PIPE_BUF or less are atomic: each index goes to one worker). fork: no
+# semaphores, which the sandbox's /dev may lack, and no re-import per worker. A pyc's bytes
+# depend on its source, path and interpreter only, never on which process wrote it (tested).
 COMPILER = """\
-import os, py_compile, sys
+import os, py_compile, struct, sys
 args = sys.argv[1:]
 jobs = int(args.pop(0)[2:]) if args and args[0].startswith("-j") else 1
 mode = py_compile.PycInvalidationMode.CHECKED_HASH
@@ -58,34 +59,48 @@ for top in args:
             if name.endswith(".py") and not os.path.islink(path):
                 todo.append(path)
 
-def compile_all(paths):
-    done = failed = 0
-    for path in paths:
-        try:
-            py_compile.compile(path, doraise=True, invalidation_mode=mode)
-            done += 1
-        except (py_compile.PyCompileError, SyntaxError, ValueError, UnicodeError):
-            failed += 1
-    return done, failed
+def compile_one(path):
+    try:
+        py_compile.compile(path, doraise=True, invalidation_mode=mode)
+        return 1, 0
+    except (py_compile.PyCompileError, SyntaxError, ValueError, UnicodeError):
+        return 0, 1
 
 jobs = max(1, min(jobs, len(todo) // 32))  # a few files are not worth a fork
 if jobs == 1:
-    done, failed = compile_all(todo)
+    results = [compile_one(path) for path in todo]
+    done, failed = sum(r[0] for r in results), sum(r[1] for r in results)
 else:
+    order = sorted(range(len(todo)), key=lambda i: -os.path.getsize(todo[i]))
+    tasks_r, tasks_w = os.pipe()
     workers = []
     for k in range(jobs):
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:
             os.close(r)
+            os.close(tasks_w)
             status = 1
             try:
-                os.write(w, ("%d %d" % compile_all(todo[k::jobs])).encode())
+                counts = [0, 0]
+                while True:
+                    index = os.read(tasks_r, 4)
+                    if not index:
+                        break
+                    d, f = compile_one(todo[struct.unpack("<I", index)[0]])
+                    counts[0] += d
+                    counts[1] += f
+                os.write(w, ("%d %d" % tuple(counts)).encode())
                 status = 0
             finally:
                 os._exit(status)
         os.close(w)
         workers.append((pid, r))
+    os.close(tasks_r)
+    for start in range(0, len(order), 1024):  # 4 KiB a write: atomic, whole indices
+        os.write(tasks_w, struct.pack("<%dI" % len(order[start:start + 1024]),
+                                      *order[start:start + 1024]))
+    os.close(tasks_w)
     done = failed = 0
     for pid, r in workers:
         with os.fdopen(r, "rb") as f:
