@@ -182,13 +182,23 @@ def write_layout(folder: Path, tag: Reference, *, manifest: bytes, config: bytes
 
     Blobs are hard links to the files given (the store's kept layers) where the file system
     allows, so nothing is copied; a copy otherwise. ``index.json`` is written last and
-    atomically: it is what names the image. Blobs of an earlier image that the new one does
-    not use are removed after it.
+    atomically: it is what names the image (the folder holds that one image). Other blobs,
+    an earlier image's, are removed after it.
     """
     names = set(os.listdir(folder))
     if names and "oci-layout" not in names:
         raise UsageError(f"{folder} is a folder but no OCI image layout; give an empty "
                          "folder, one 'venvseal image' wrote, or a FILE for an archive")
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # one writer at a time: each removes the other's blobs
+        return _fill_layout(folder, tag, manifest=manifest, config=config, layers=layers)
+    finally:
+        os.close(fd)
+
+
+def _fill_layout(folder: Path, tag: Reference, *, manifest: bytes, config: bytes,
+                 layers: Sequence[tuple[Layer, Path]]) -> int:
     blobs_dir = folder / "blobs" / "sha256"
     blobs_dir.mkdir(parents=True, exist_ok=True)
     _remove_dead_temps(blobs_dir)
