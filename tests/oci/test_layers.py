@@ -19,7 +19,13 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from support.image import edited_closure, make_file, require_tool, stored_fake_build
+from support.image import (
+    edited_closure,
+    fake_build,
+    make_file,
+    require_tool,
+    stored_fake_build,
+)
 
 from venvseal.oci import image as image_module
 from venvseal.oci.compress import CHUNK, ParallelGzip, ZstdCompressor
@@ -201,3 +207,13 @@ def test_zstd_layers_are_read_by_skopeo(tmp_path: Path, store: Store) -> None:
     assert done.returncode == 0, done.stderr
     index = json.loads((tmp_path / "layout/index.json").read_text())
     assert index["manifests"][0]["digest"] == info.manifest_digest
+
+
+def test_paths_outside_the_store_are_never_kept(tmp_path: Path, store: Store,
+                                                written: list[str]) -> None:
+    config, paths, runtime = fake_build(tmp_path / "tree")  # a folder, not store paths
+    for name in ("one.tar", "two.tar"):
+        build_image(config, paths, runtime, tmp_path / name, store=store)
+    assert sorted(written) == ["app", "app", "dependencies", "dependencies",
+                               "toolchain runtime"]
+    assert [p.name.split("-", 1)[1] for p in store.paths()] == ["toolchain-layer"]

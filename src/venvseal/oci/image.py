@@ -182,10 +182,12 @@ def _open_file(path: Path) -> AbstractContextManager[BinaryIO]:
 
 def layer_sources(paths: ImagePaths, runtime: RuntimeClosure, *,
                   store: Store | None = None) -> tuple[LayerSource, ...]:
-    """The three layers: what each is made from, and how to plan it."""
-    def refs(sources: Sequence[Path]) -> tuple[StorePath, ...]:
-        return tuple(StorePath(p) for p in sources if store is not None
-                     and store.is_valid(StorePath(p)))
+    """The three layers: what each is made from, and how to plan it. A layer of paths that
+    are not all valid in ``store`` is never kept: only a store path cannot change."""
+    def refs(sources: Sequence[Path]) -> tuple[StorePath, ...] | None:
+        valid = [StorePath(p) for p in sources if store is not None
+                 and store.is_valid(StorePath(p))]
+        return tuple(valid) if len(valid) == len(sources) else None
 
     toolchain, deps, app = LAYER_NAMES
     app_paths = (paths.closure, *paths.fetched)
@@ -217,7 +219,7 @@ def build_blobs(config: ImageConfig, paths: ImagePaths, runtime: RuntimeClosure,
         write = partial(_write, compression=compression, pool=pieces, workers=workers)
 
         def obtain(i: int) -> WrittenLayer:
-            if store is not None:
+            if store is not None and sources[i].references is not None:
                 return layercache.stored_layer(store, sources[i], compression, write)
             file = scratch / f"layer-{i}{compression.suffix}"
             return WrittenLayer(write(sources[i].plan(), file), file)

@@ -52,7 +52,8 @@ class LayerSource:
     what: str  # the history's words: "toolchain runtime", "dependencies", "app"
     name: str  # of its store path: "<name>-layer"
     identity: tuple[object, ...]  # JSON-able: what the layer's bytes follow from
-    references: tuple[StorePath, ...]  # the store paths it is made from
+    references: tuple[StorePath, ...] | None  # the store paths it is made from; None: not
+    # all are valid store paths, so the layer is not kept
     plan: Callable[[], LayerPlan]
 
     def fingerprint(self, compression: Compression) -> str:
@@ -105,7 +106,7 @@ def stored_layer(store: Store, source: LayerSource, compression: Compression,
         (out / DESCRIPTOR).write_bytes(json.dumps(asdict(layer), sort_keys=True).encode())
 
     reused = store.is_valid(path)
-    store.add(path, produce, references=source.references,
+    store.add(path, produce, references=source.references or (),
               inputs={"layer": source.what, "compression": compression.key()})
     return replace(read_layer(path, blob), reused=reused)
 
