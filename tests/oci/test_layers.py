@@ -30,7 +30,7 @@ from support.image import (
 from venvseal.oci import image as image_module
 from venvseal.oci.compress import CHUNK, ParallelGzip, ZstdCompressor
 from venvseal.oci.image import build_image
-from venvseal.oci.layers import Layer, LayerPlan
+from venvseal.oci.layers import ImageError, Layer, LayerPlan
 from venvseal.store.core import Store
 
 
@@ -217,3 +217,26 @@ def test_paths_outside_the_store_are_never_kept(tmp_path: Path, store: Store,
     assert sorted(written) == ["app", "app", "dependencies", "dependencies",
                                "toolchain runtime"]
     assert [p.name.split("-", 1)[1] for p in store.paths()] == ["toolchain-layer"]
+
+
+def test_one_failing_layer_stops_the_others(tmp_path: Path, store: Store,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    many = {f"lib/python3.11/site-packages/dep/m{i}.py": b"x = 1\n" for i in range(5000)}
+    config, paths, runtime = stored_fake_build(tmp_path / "tree", store, deps_files=many)
+    (tmp_path / "tree/root/usr/lib/libx.so.1").unlink()  # the toolchain layer cannot be read
+    ended: dict[str, str] = {}
+    real = image_module.write_layer
+
+    def spy(plan: LayerPlan, dest: Path, **kwargs: object) -> Layer:
+        try:
+            return real(plan, dest, **kwargs)  # type: ignore[arg-type]
+        except Exception as err:
+            ended[plan.what] = type(err).__name__
+            raise
+
+    monkeypatch.setattr(image_module, "write_layer", spy)
+    with pytest.raises(ImageError, match=r"cannot read .*libx\.so\.1"):
+        build_image(config, paths, runtime, tmp_path / "image.tar", store=store)
+    assert ended.get("dependencies") == "Stopped"
+    assert not (tmp_path / "image.tar").exists()
+    assert not any(p.name.endswith("-deps-layer") for p in store.paths())

@@ -24,6 +24,7 @@ import io
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
@@ -215,8 +216,10 @@ def build_blobs(config: ImageConfig, paths: ImagePaths, runtime: RuntimeClosure,
     compression = config.compression
     sources = layer_sources(paths, runtime, store=store)
     # zlib and zstd release the GIL: the layers compress side by side, each in pieces.
+    stop = threading.Event()  # set when one layer fails or on Ctrl-C: the others end early
     with ThreadPoolExecutor(workers) as pieces, ThreadPoolExecutor(len(sources)) as layers:
-        write = partial(_write, compression=compression, pool=pieces, workers=workers)
+        write = partial(_write, compression=compression, pool=pieces, workers=workers,
+                        stop=stop)
 
         def obtain(i: int) -> WrittenLayer:
             if store is not None and sources[i].references is not None:
@@ -224,7 +227,11 @@ def build_blobs(config: ImageConfig, paths: ImagePaths, runtime: RuntimeClosure,
             file = scratch / f"layer-{i}{compression.suffix}"
             return WrittenLayer(write(sources[i].plan(), file), file)
 
-        written = tuple(layers.map(obtain, range(len(sources))))
+        try:
+            written = tuple(layers.map(obtain, range(len(sources))))
+        except BaseException:
+            stop.set()
+            raise
     made = tuple(w.layer for w in written)
     image_conf = image_config(config, placeholder_values(config, paths), made)
     return BuiltImage(made, tuple(w.file for w in written), image_conf,
@@ -232,8 +239,9 @@ def build_blobs(config: ImageConfig, paths: ImagePaths, runtime: RuntimeClosure,
 
 
 def _write(plan: LayerPlan, dest: Path, *, compression: Compression, pool: Executor,
-           workers: int) -> Layer:
-    return write_layer(plan, dest, compression=compression, pool=pool, workers=workers)
+           workers: int, stop: threading.Event) -> Layer:
+    return write_layer(plan, dest, compression=compression, pool=pool, workers=workers,
+                       stop=stop)
 
 
 def save(image: BuiltImage, out: Path, tag: Reference) -> int:

@@ -18,6 +18,7 @@ import io
 import os
 import stat
 import tarfile
+import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -223,15 +224,22 @@ def open_tar(stream: Hashing) -> tarfile.TarFile:
                            format=tarfile.PAX_FORMAT, copybufsize=COPY_BUFFER)
 
 
+class Stopped(ImageError):
+    """Another layer failed, or the user interrupted: this one stops early."""
+
+
 def write_layer(plan: LayerPlan, dest: Path, *, compression: Compression, pool: Executor,
-                workers: int) -> Layer:
-    """Write ``plan`` as a compressed tar at ``dest``, hashing both forms on the way."""
+                workers: int, stop: threading.Event | None = None) -> Layer:
+    """Write ``plan`` as a compressed tar at ``dest``, hashing both forms on the way; raise
+    :class:`Stopped` at the next entry once ``stop`` is set."""
     with dest.open("wb") as raw:
         packed = Hashing(raw)
         compressor = open_compressor(compression, packed, pool=pool, workers=workers)
         plain = Hashing(compressor)
         with open_tar(plain) as tar:
             for entry in plan.entries:
+                if stop is not None and stop.is_set():
+                    raise Stopped(f"writing the {plan.what} layer stopped")
                 _write_entry(tar, entry)
         compressor.close()
     return Layer(plan.what, packed.digest, packed.size, plain.digest, len(plan.entries),
