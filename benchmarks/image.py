@@ -12,6 +12,9 @@ synthetic an app with ~1 GB of dependencies (a fake relinked deps store path of 
           reused), both in process: the blobs alone (what push sends), with the archive
           file written (its blobs copied), and with a layout folder written (its blobs
           hard-linked). Target: under 2%.
+push      `venvseal push` of examples/demo to a local docker-registry: an app edit to a
+          pushed image, end to end (build with its checks, image, push), next to the first
+          push; nix2container's 1.8 s is the reference figure.
 bytecode  the relinked deps' compiler (venvseal.assemble.relinked, in the sandbox, a worker
           per core) vs `python -m compileall -j0` of the same tree (a real site-packages:
           the demo's relinked deps). Target: at most 1.1x.
@@ -93,6 +96,30 @@ def demo(work: Path, runs: int) -> list[Row]:
             ("image after an app edit (assembly + app layer)", edits, "<= 0.2x")]
 
 
+def push(work: Path, runs: int) -> list[Row]:
+    """`venvseal push` of the demo to a local docker-registry: the first push (build + every
+    blob uploaded) vs an app edit to a pushed image (build with its checks, image, push of
+    the app layer, config and manifest)."""
+    from support.registry import registry_server
+
+    project = prepare(REPO / "examples" / "demo", work)
+    cache, store = work / "uv-cache", work / "store"
+    with registry_server(work / "registry") as server:
+        def pushed(ref: str) -> float:
+            return venvseal("--store", store, "push", "--uv-cache", cache, project,
+                            f"{server.host}/{ref}")
+
+        first = [pushed("demo:first")]
+        edits = []
+        for i in range(runs):
+            with (project / "demo" / "settings.py").open("a", encoding="utf-8") as f:
+                f.write(f"# edit {i}\n")
+            edits.append(pushed(f"demo:edit-{i}"))
+    return [("first push (fresh store, cold uv cache: build + every blob)", first, "-"),
+            ("app edit to a pushed image (build, image, push)", edits,
+             "reference: nix2container 1.8 s")]
+
+
 def write_deps(root: Path, mib: int) -> dict[str, bytes]:
     """~``mib`` MiB of files: half random (incompressible), half text (compressible)."""
     files: dict[str, bytes] = {}
@@ -168,7 +195,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--deps-mib", type=int, default=1024)
-    ap.add_argument("--skip", default="", help="comma-separated: demo, synthetic, bytecode")
+    ap.add_argument("--skip", default="",
+                    help="comma-separated: demo, push, synthetic, bytecode")
     ap.add_argument("--work", type=Path, default=Path("/var/tmp/venvseal-bench/image"))
     args = ap.parse_args()
     skip = set(args.skip.split(","))
@@ -179,6 +207,10 @@ def main() -> int:
     if "demo" not in skip:
         (args.work / "demo").mkdir()
         table("venvseal image, examples/demo", demo(args.work / "demo", args.runs))
+    if "push" not in skip:
+        (args.work / "push").mkdir()
+        table("venvseal push, examples/demo, local docker-registry",
+              push(args.work / "push", args.runs))
     if "synthetic" not in skip:
         (args.work / "synthetic").mkdir()
         table("image of a ~1 GB-deps app (in process)",
