@@ -15,6 +15,7 @@ import shlex
 import shutil
 import subprocess
 import tarfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -33,14 +34,11 @@ from support.image import (
 )
 
 from venvseal.assemble.textedit import expand
-from venvseal.oci.image import (
-    ArchiveError,
-    LayerPlan,
-    build_image,
-    default_tag,
-    open_archive,
-    write_layer,
-)
+from venvseal.errors import RecipeError
+from venvseal.oci.archive import ArchiveError, open_archive
+from venvseal.oci.compress import Compression
+from venvseal.oci.image import ImageConfig, build_image, default_tag
+from venvseal.oci.layers import LayerPlan, write_layer
 from venvseal.oci.registry import parse_reference
 from venvseal.recipe.model import load_recipe, parse_recipe
 from venvseal.store.core import STORE_DIR
@@ -212,7 +210,9 @@ def test_the_same_closure_in_another_store_gives_the_same_bytes(
 
 
 def test_an_empty_layer_is_still_a_valid_tar(tmp_path: Path) -> None:
-    layer = write_layer(LayerPlan("nothing", ()), tmp_path / "empty.tar.gz")
+    with ThreadPoolExecutor(1) as pool:
+        layer = write_layer(LayerPlan("nothing", ()), tmp_path / "empty.tar.gz",
+                            compression=Compression(), pool=pool, workers=1)
     data = (tmp_path / "empty.tar.gz").read_bytes()
     assert layer.size == len(data) and layer.entries == 0
     assert gzip.decompress(data) == b"\0" * tarfile.RECORDSIZE
@@ -351,6 +351,9 @@ def test_an_app_edit_changes_only_the_app_layer(demo: DemoImage, tmp_path: Path)
     after = [layer["digest"] for layer in edited.json()["layers"]]
     assert after[:2] == before[:2]
     assert after[2] != before[2]
+    # The kept layers were taken from the store, not written again.
+    assert [layer["reused"] for layer in edited.json()["layers"]] == [True, True, False]
+    assert [layer["reused"] for layer in demo.remade.json()["layers"]] == [True, True, True]
 
 
 @pytest.mark.slow
@@ -438,3 +441,28 @@ def test_the_image_runs_from_its_layers_alone(demo: DemoImage, tmp_path: Path) -
     assert run([values["out"] + "/bin/demo-api-info"]).strip() == (
         f"demo-api 0.2.0 on {out}/bin/python")
     run(config["Entrypoint"] + config.get("Cmd", []))  # the image's own command succeeds
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("xz", "image.compression: 'xz' is not a layer compression; use \"gzip\""),
+    ("GZIP", "image.compression: 'GZIP' is not a layer compression"),
+    (1, "image.compression"),
+])
+def test_bad_compression_is_refused(tmp_path: Path, value: object, message: str) -> None:
+    with pytest.raises(RecipeError) as err:
+        parse_recipe({"app": {"name": "x", "version": "1"}, "image": {"compression": value}},
+                     file=tmp_path / "venvseal.toml")
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize(("value", "media_type"), [
+    (None, "application/vnd.oci.image.layer.v1.tar+gzip"),
+    ("gzip", "application/vnd.oci.image.layer.v1.tar+gzip"),
+    ("zstd", "application/vnd.oci.image.layer.v1.tar+zstd"),
+])
+def test_compression_names_the_media_type(tmp_path: Path, value: str | None,
+                                          media_type: str) -> None:
+    table = {} if value is None else {"compression": value}
+    rec = parse_recipe({"app": {"name": "x", "version": "1"}, "image": table},
+                       file=tmp_path / "venvseal.toml")
+    assert ImageConfig.from_recipe(rec).compression.media_type == media_type

@@ -146,8 +146,8 @@ def test_restoring_checks_every_link(tree: dict[str, object], tmp_path: Path) ->
     dest = tmp_path / f"t{os.urandom(4).hex()}"
     try:
         restore_nar(io.BytesIO(nar(tree)), dest, links=RULE)
-    except NarFormatError as err:
-        assert "is refused" in str(err)
+    except NarFormatError as err:  # by the link rule, or an empty target by the NAR reader
+        assert "is refused" in str(err) or "is empty or holds a NUL" in str(err)
         assert not os.path.lexists(dest)
         return
     for path in dest.rglob("*"):

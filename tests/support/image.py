@@ -15,11 +15,10 @@ from support import Run, uv_lock, venvseal
 from support.demo import committed_rev, copy_demo
 from venvseal import fsutil
 from venvseal.assemble.forest import Forest
-from venvseal.hashes import parse_sha256
+from venvseal.oci.image import ImageConfig, ImagePaths
 from venvseal.oci.runtime import RuntimeClosure, RuntimeFile
-from venvseal.pipeline import BuildResult, DepsResult
-from venvseal.recipe.model import Recipe, parse_recipe
-from venvseal.store.core import StorePath
+from venvseal.recipe.model import parse_recipe
+from venvseal.store.core import Store, StorePath
 
 CLOSURE = "0" * 32 + "-x-1.0"
 
@@ -60,10 +59,11 @@ def make_tree(base: Path) -> None:
     make_file(fetch / "data.txt", b"fetched\n")
     fsutil.seal_tree(fetch, mtime=1)
 
-def describe(base: Path) -> tuple[Recipe, BuildResult, RuntimeClosure]:
-    """The recipe, build result and runtime closure of the tree make_tree made at ``base``."""
+def describe(base: Path, **image: object) -> tuple[ImageConfig, ImagePaths, RuntimeClosure]:
+    """The image configuration, store paths and runtime closure of the tree make_tree made
+    at ``base``; ``image`` adds keys to its [image] table."""
     root, store = base / "root", base / "store"
-    deps, linked, closure, fetch = store / DEPS, store / RELINKED, store / CLOSURE, store / FETCH
+    linked, closure, fetch = store / RELINKED, store / CLOSURE, store / FETCH
     rec = parse_recipe({
         "app": {"name": "X+y", "version": "1.0+local"},
         "toolchain": {"root": str(root), "path": ["/usr/bin", "/bin"]},
@@ -71,12 +71,9 @@ def describe(base: Path) -> tuple[Recipe, BuildResult, RuntimeClosure]:
         "image": {"entrypoint": ["@out@/bin/app"], "cmd": ["serve", "@src@/data.txt"],
                   "env": {"HOME": "/tmp", "SITE": "@site-packages@"}, "user": "65534",
                   "workdir": "@out@", "ports": [8000, "53/udp"],
-                  "labels": {"org.opencontainers.image.title": "x"}},
+                  "labels": {"org.opencontainers.image.title": "x"}, **image},
     }, file=base / "venvseal.toml")
-    digest = parse_sha256("sha256-" + "A" * 43 + "=")
-    result = BuildResult(path=StorePath(closure), fetched=(StorePath(fetch),), reused=True,
-                         deps=DepsResult(path=StorePath(deps), hash=digest, reused=True),
-                         relinked=StorePath(linked))
+    paths = ImagePaths(closure=closure, relinked=linked, fetched=(fetch,))
 
     def entry(path: str, kind: str, content: bytes | None = None) -> RuntimeFile:
         host = root / path.lstrip("/")
@@ -90,7 +87,7 @@ def describe(base: Path) -> tuple[Recipe, BuildResult, RuntimeClosure]:
         entry("/usr", "dir"), entry("/usr/bin", "dir"), entry("/usr/bin/tool", "file"),
         entry("/usr/bin/tool-again", "file"), entry("/usr/lib", "dir"),
         entry("/usr/lib/libx.so", "symlink"), entry("/usr/lib/libx.so.1", "file")))
-    return rec, result, runtime
+    return ImageConfig.from_recipe(rec), paths, runtime
 
 IMAGE_TABLE = """
 [image]
@@ -113,7 +110,7 @@ def require_tool(program: str, package: str) -> str:
 
 
 
-def fake_build(base: Path) -> tuple[Recipe, BuildResult, RuntimeClosure]:
+def fake_build(base: Path) -> tuple[ImageConfig, ImagePaths, RuntimeClosure]:
     """A toolchain root, a sealed relinked deps path, a closure linking to it (with one file
     of its own in an unfolded folder), and a fetched path."""
     make_tree(base)
@@ -171,3 +168,38 @@ def demo_image(factory: pytest.TempPathFactory) -> DemoImage:
         _BUILT[key] = DemoImage(project, partial.store, cache, partial.archive, first, again,
                                 seconds)
     return _BUILT[key]
+
+
+def add_to_store(store: Store, source: Path, references: tuple[StorePath, ...] = ()) -> StorePath:
+    """Move the tree at ``source`` into ``store`` as the valid path of the same name."""
+    path = StorePath(store.root / source.name)
+    store.add(path, lambda out: shutil.move(source, out), references=references)
+    return path
+
+
+def stored_fake_build(base: Path, store: Store, *, deps_files: dict[str, bytes] | None = None,
+                      **image: object) -> tuple[ImageConfig, ImagePaths, RuntimeClosure]:
+    """fake_build's tree with its relinked deps (plus ``deps_files``), closure and fetched
+    path made valid paths of ``store``."""
+    make_tree(base)
+    linked = base / "store" / RELINKED
+    if deps_files:
+        fsutil.make_tree_writable(linked)
+        for rel, data in deps_files.items():
+            make_file(linked / rel, data)
+        fsutil.seal_tree(linked, mtime=1)
+    config, paths, runtime = describe(base, **image)
+    relinked = add_to_store(store, paths.relinked)
+    fetched = add_to_store(store, paths.fetched[0])
+    closure = add_to_store(store, paths.closure, (relinked,))
+    return config, ImagePaths(closure=closure, relinked=relinked, fetched=(fetched,)), runtime
+
+
+def edited_closure(store: Store, paths: ImagePaths, base: Path, name: str) -> ImagePaths:
+    """A copy of ``paths.closure`` named ``name`` with one more file: an app edit."""
+    source = base / name
+    shutil.copytree(paths.closure, source, symlinks=True)
+    fsutil.make_tree_writable(source)
+    make_file(source / "app" / "edited.py", b"EDITED = True\n")
+    closure = add_to_store(store, source, (StorePath(paths.relinked),))
+    return ImagePaths(closure=closure, relinked=paths.relinked, fetched=paths.fetched)

@@ -146,16 +146,14 @@ def cmd_shell(s: Session) -> int:
 
 
 def _image_blobs(o: Opened, scratch: Path) -> tuple[pipeline.BuildResult, BuiltImage]:
-    """Build (or reuse) the closure, find its runtime closure, write the layers to scratch."""
+    """Build (or reuse) the closure, then its image (layers kept in the store)."""
     from venvseal.oci import image
-    from venvseal.oci import runtime as closure
 
     res = o.build()
-    o.ctx.on_step(f"finding what {res.path.name} needs from the toolchain root at run time")
-    runtime = closure.runtime_closure(o.recipe, o.toolchain, res.path, runner=o.ctx.sandbox,
-                                      references=res.references)
-    o.ctx.on_step("writing the image's layers")
-    return res, image.build_blobs(o.recipe, res, runtime, scratch)
+    paths = image.ImagePaths(closure=res.path, relinked=res.relinked, fetched=res.fetched)
+    return res, image.assemble_image(o.recipe, o.toolchain, paths, store=o.store,
+                                     runner=o.ctx.sandbox, scratch=scratch,
+                                     on_step=o.ctx.on_step)
 
 
 def cmd_image(s: Session) -> int:
@@ -168,17 +166,18 @@ def cmd_image(s: Session) -> int:
         tag = (registry.parse_reference(s.args.tag, require_host=False) if s.args.tag
                else image.default_tag(o.recipe))
         res, built = _image_blobs(o, scratch)
-        size = image.write_archive(built, out, tag)
-    for i, layer in enumerate(built.layers, 1):
+        size = image.save(built, out, tag)
+    for i, (layer, reused) in enumerate(zip(built.layers, built.reused, strict=True), 1):
         s.ui.info(f"layer {i} ({layer.what}): {human_size(layer.size)} compressed, "
-                  f"{layer.entries} entries")
+                  f"{layer.entries} entries" + (", kept from an earlier image" if reused else ""))
     s.ui.info(f"wrote {out} ({human_size(size)}) as {tag}")
     s.ui.result({"path": str(out), "tag": str(tag), "digest": built.manifest_digest,
                  "closure": str(res.path),
                  "config": built.config_digest, "size": size,
                  "layers": [{"what": layer.what, "digest": layer.digest, "size": layer.size,
-                             "diff_id": layer.diff_id, "entries": layer.entries}
-                            for layer in built.layers]},
+                             "diff_id": layer.diff_id, "entries": layer.entries,
+                             "media_type": layer.media_type, "reused": reused}
+                            for layer, reused in zip(built.layers, built.reused, strict=True)]},
                 built.manifest_digest)
     return EXIT_OK
 
@@ -195,7 +194,7 @@ def _push(ui: Ui, client: Registry, ref: Reference, manifest: bytes, media_type:
 
 
 def cmd_push(s: Session) -> int:
-    from venvseal.oci import image, registry
+    from venvseal.oci import archive, image, registry
 
     ref = registry.parse_reference(s.args.ref)
     if s.args.archive is not None and s.args.recipe is not None:
@@ -204,7 +203,7 @@ def cmd_push(s: Session) -> int:
     client = registry.Registry.for_reference(ref, config_file=config,
                                              env=network_env(s.env))
     if s.args.archive is not None:
-        with image.open_archive(s.args.archive) as local:
+        with archive.open_archive(s.args.archive) as local:
             if not (ref.tag or ref.digest):
                 ref = ref.with_tag(local.tag or "latest")
             res = _push(s.ui, client, ref, local.manifest, local.media_type, list(local.blobs))

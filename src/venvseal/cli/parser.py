@@ -134,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     _recipe_arg(p)
     _uv_cache_arg(p)
     p.add_argument("-o", "--output", type=Path, required=True, metavar="FILE",
-                   help="the archive to write, e.g. app.tar")
+                   help="the archive to write, e.g. app.tar; an existing folder gets an OCI "
+                        "image layout instead, its blobs hard links to the store's layers")
     p.add_argument("--tag", metavar="NAME:TAG",
                    help="the image's name in the archive (default: <app name>:<app version>)")
 

@@ -158,6 +158,7 @@ class Image:
     ports: tuple[str, ...] = ()
     labels: StrMap = EMPTY
     include: tuple[PurePosixPath, ...] = ()
+    compression: Literal["gzip", "zstd"] = "gzip"  # of the layers
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -349,7 +350,8 @@ _ASSEMBLE_KEYS = ("workspace", "ignore-missing", "links", "copy")
 _COPY_KEYS = ("from", "to", "exclude")
 _SUBSTITUTE_KEYS = ("file", "replace", "with", "count", "patch", "strip")
 _VERIFY_KEYS = ("imports", "import-all", "import-skip", "commands")
-_IMAGE_KEYS = ("entrypoint", "cmd", "env", "user", "workdir", "ports", "labels", "include")
+_IMAGE_KEYS = ("entrypoint", "cmd", "env", "user", "workdir", "ports", "labels", "include",
+               "compression")
 
 
 def parse_recipe(data: Mapping[str, object], *, file: Path, key_prefix: str = "") -> Recipe:
@@ -608,7 +610,15 @@ def _image(t: Table | None, ctx: _Context) -> Image:
         ports=tuple(dict.fromkeys(t.check_each("ports", t.get("ports", list) or (), port))),
         labels=labels,
         include=t.check_each("include", t.get_list("include", str) or (), absolute_path),
+        compression=t.check("compression", t.get("compression", str), _compression) or "gzip",
     )
+
+
+def _compression(value: str) -> Literal["gzip", "zstd"]:
+    if value not in ("gzip", "zstd"):
+        raise ValueError(f"{value!r} is not a layer compression; use \"gzip\" (the default, "
+                         "read everywhere) or \"zstd\"")
+    return "gzip" if value == "gzip" else "zstd"
 
 
 # Files
