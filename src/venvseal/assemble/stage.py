@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path, PurePosixPath
@@ -23,7 +23,7 @@ from venvseal.assemble import textedit as substitute
 from venvseal.assemble.forest import Forest
 from venvseal.deps.normalise import PYTHON_HOME_PLACEHOLDER, remove_build_litter, update_records
 from venvseal.deps.stage import BUILD_ENV
-from venvseal.errors import VenvsealError
+from venvseal.errors import EXIT_USAGE, VenvsealError
 from venvseal.recipe.model import Recipe
 from venvseal.recipe.uvlock import Lock
 from venvseal.store.core import STORE_DIR, StorePath
@@ -37,6 +37,29 @@ DEPS_DIR = sandbox.BUILD_ROOT / "deps"
 
 class AssembleError(VenvsealError):
     """The closure cannot be assembled as the recipe says."""
+
+
+class WorkspaceError(AssembleError):
+    """``[assemble] workspace`` names a project the assembly cannot install (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, rec: Recipe, unknown: Sequence[str], lock: Lock) -> None:
+        self.where = f"{rec.file}: {rec.key_prefix}assemble.workspace"
+        self.unknown = tuple(unknown)
+        self.installable = tuple(sorted(m.name for m in lock.installed_members()))
+        root = lock.root_package()
+        self.virtual_root = root.name if root is not None and root.source_kind == "virtual" \
+            else None
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        names = ", ".join(self.installable) or "none"
+        why = (f" ({self.virtual_root} is the root project, which uv does not install: it has "
+               "no [build-system], or tool.uv.package is false)"
+               if self.virtual_root in self.unknown else "")
+        return (f"{self.where} names {', '.join(self.unknown)}, not a package of the uv "
+                f"workspace{why}; the packages it can install are: {names}; fix the list")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -82,12 +105,11 @@ def collect_inputs(rec: Recipe, tc: ResolvedToolchain, deps: StorePath, linked: 
                    fetched: tuple[Fetched, ...], lock: Lock) -> AssembleInputs:
     """Digest every project file the stage reads: members, copy sources and patch files."""
     wanted = rec.assemble.workspace
-    members = tuple(sorted((m.name, m.source) for m in lock.workspace_members()
+    installable = lock.installed_members()
+    members = tuple(sorted((m.name, m.source or ".") for m in installable
                            if wanted is None or m.name in wanted))
     if wanted is not None and (unknown := set(wanted) - {name for name, _ in members}):
-        raise AssembleError(f"{rec.file}: {rec.key_prefix}assemble.workspace names "
-                            f"{', '.join(sorted(unknown))}, not members of the uv workspace; "
-                            f"members are: {', '.join(m.name for m in lock.workspace_members())}")
+        raise WorkspaceError(rec, sorted(unknown), lock)
     digests = [(f"member:{name}", sources.tree_digest(
         sources.inside(rec.project, rel, what=f"workspace member {name}")))
         for name, rel in members]
@@ -200,8 +222,8 @@ def install_projects(inputs: AssembleInputs, layout: Layout, owners: dict[str, s
     """Build every member and installable fetch offline (or reuse its wheel from
     ``wheel_cache``) and install them all without deps; their files join ``owners``."""
     digests = dict(inputs.sources)
-    projects = [(wheels.Project(label=f"workspace member {name}",
-                                source=inputs.recipe.project / rel),
+    projects = [(wheels.Project(label=f"the root project {name}" if rel == "." else
+                                f"workspace member {name}", source=inputs.recipe.project / rel),
                  name, digests[f"member:{name}"]) for name, rel in inputs.members]
     projects += [(wheels.Project(label=f"fetch {f.name}", source=f.path), f.name, f.path.name)
                  for f in inputs.fetched if f.install]

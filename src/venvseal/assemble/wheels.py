@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from venvseal.assemble import sources
 from venvseal.errors import CommandError, VenvsealError
 from venvseal.toolchain import sandbox
 from venvseal.toolchain.sandbox import Sandbox, SandboxSpec
@@ -86,13 +87,17 @@ def build_wheel(project: Project, work: Path, *, runner: Sandbox, spec: SandboxS
                 build_env: PurePosixPath) -> Path:
     """Build ``project`` offline in the sandbox; the wheel's host path (inside ``work``)."""
     src, out = work / "src", work / "wheel"
+    # What is copied is what sources.tree_digest hashed for the wheel's key.
     shutil.copytree(project.source, src, symlinks=True,
-                    ignore=shutil.ignore_patterns(".git", ".venv", "__pycache__", "*.pyc"))
+                    ignore=shutil.ignore_patterns(*sources.IGNORED))
     out.mkdir()
     backend, backend_path = backend_of(src)
     inner = sandbox.BUILD_ROOT / "work"
     mounts = (*spec.mounts, sandbox.Mount(host=work, target=inner, writable=True))
-    env = {**spec.env, "PYTHONPATH": str(build_env)}
+    # A backend may run an executable its wheel installed (uv_build runs uv-build, found
+    # on PATH; maturin, cmake and ninja likewise): the build environment's bin/ goes first.
+    env = {**spec.env, "PYTHONPATH": str(build_env),
+           "PATH": f"{build_env / 'bin'}:{spec.env.get('PATH', '/usr/bin:/bin')}"}
     job = SandboxSpec(root=spec.root, mounts=mounts, env=env, network=False, cwd=inner)
     argv = [spec.env["VENVSEAL_PYTHON"], "-c", FRONTEND, str(inner / "src"),
             str(inner / "wheel"), backend, backend_path]
