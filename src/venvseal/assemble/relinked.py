@@ -129,10 +129,9 @@ def check_loader(tree: Path, logical: PurePosixPath, ignore_missing: Sequence[st
                  runner: Sandbox, spec: SandboxSpec) -> int:
     """Every ELF file under ``tree`` (seen at ``logical``) resolves; how many there are."""
     files = [logical / p.relative_to(tree).as_posix() for p in find_elf_files(tree)]
-    lines = loadercheck.unresolved_lines(files, ignore_missing, runner=runner, spec=spec)
-    if lines is not None:
-        raise RelinkError(f"the dynamic loader cannot resolve:\n{lines}\ninstall each library "
-                          "in the toolchain, or add the soname to [assemble] ignore-missing")
+    report = loadercheck.unresolved_lines(files, ignore_missing, runner=runner, spec=spec)
+    if report is not None:
+        raise RelinkError(f"relinking the dependencies: {report}")
     return len(files)
 
 

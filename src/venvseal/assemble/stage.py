@@ -18,7 +18,7 @@ from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
-from venvseal.assemble import entrypoints, relinked, sources, wheels
+from venvseal.assemble import commands, entrypoints, relinked, sources, wheels
 from venvseal.assemble import textedit as substitute
 from venvseal.assemble.forest import Forest
 from venvseal.deps.normalise import PYTHON_HOME_PLACEHOLDER, remove_build_litter, update_records
@@ -292,6 +292,29 @@ def copy_sources(inputs: AssembleInputs, layout: Layout, owners: dict[str, str])
         os.symlink(target.replace("@site-packages@", layout.site_packages), link)
 
 
+PYTHON_PATH_FILE = "_venvseal_python_path.pth"
+
+
+def write_python_path(rec: Recipe, layout: Layout) -> None:
+    """``[assemble] python-path``: a .pth file in site-packages naming each folder, as the
+    closure sees it at run time, so ``site`` appends it to ``sys.path``."""
+    if not rec.assemble.python_path:
+        return
+    lines = []
+    for i, rel in enumerate(rec.assemble.python_path):
+        folder = layout.out / rel.replace("@site-packages@", layout.site_packages)
+        if not layout.forest.contains(folder) or not folder.is_dir():
+            raise AssembleError(f"{rec.key_prefix}assemble.python-path[{i}]: {rel} is not a "
+                                "folder in the closure; copy it in with [[assemble.copy]] "
+                                "(copy rules run first) or fix the path")
+        lines.append(f"{layout.logical / layout.forest.relative(folder)}\n")
+    pth = layout.out / layout.site_packages / PYTHON_PATH_FILE
+    if os.path.lexists(pth):
+        raise AssembleError(f"{rec.key_prefix}assemble.python-path: {pth.name} exists in "
+                            "site-packages already; a distribution installed it")
+    pth.write_text("".join(lines), encoding="utf-8")
+
+
 def write_entry_points(layout: Layout) -> list[Path]:
     """Regenerate bin/ scripts for every console and gui script of every distribution."""
     bin_dir = layout.out / "bin"
@@ -336,7 +359,8 @@ class Assembled:
 
 
 def assemble(inputs: AssembleInputs, out: Path, *, logical: PurePosixPath, runner: Sandbox,
-             wheel_cache: WheelCache) -> Assembled:
+             wheel_cache: WheelCache,
+             on_step: Callable[[str], None] = lambda _msg: None) -> Assembled:
     """Build the closure into ``out`` (created here), to run at ``logical``."""
     forest = plant(inputs.relinked, out)
     layout = Layout(out=out, logical=logical, python_version=python_version(out),
@@ -348,6 +372,7 @@ def assemble(inputs: AssembleInputs, out: Path, *, logical: PurePosixPath, runne
     owners = wheels.dist_info_owners(out / layout.site_packages)
     install_projects(inputs, layout, owners, runner=runner, spec=spec, wheel_cache=wheel_cache)
     copy_sources(inputs, layout, owners)
+    write_python_path(inputs.recipe, layout)
     changed = set(write_entry_points(layout))
     values = layout.placeholders(inputs.fetched)
     changed |= substitute.apply_all(inputs.recipe, out, values, layout.site_packages,
@@ -356,5 +381,10 @@ def assemble(inputs: AssembleInputs, out: Path, *, logical: PurePosixPath, runne
                                edit=forest.own_file)
     own_records(layout, changed, owners)
     update_records(out, (), changed)
+    # After every file of the recipe is in place; before bytecode, so what they write is
+    # compiled too, and before the checks.
+    commands.run_steps(inputs.recipe.assemble.run, key_prefix=inputs.recipe.key_prefix,
+                       logical=logical, runner=runner, spec=spec, values=values,
+                       on_step=on_step)
     compile_bytecode(inputs, layout, runner=runner, spec=spec)
     return Assembled(layout=layout, spec=spec, values=values)

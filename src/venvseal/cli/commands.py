@@ -198,7 +198,10 @@ def cmd_build(args: argparse.Namespace, ui: Ui) -> int:
         "substituted": [str(p) for p in res.substituted]}
     if res.verified is not None:
         data["verified"] = {"imports": res.verified.imports, "commands": res.verified.commands,
-                            "elf_files": res.verified.elf_files}
+                            "elf_files": res.verified.elf_files,
+                            "skipped": dict(res.verified.skipped)}
+        for name, why in res.verified.skipped:
+            ui.info(f"import-all skipped {name}: {why}")
         ui.info(f"verified: {res.verified.imports} imports, {res.verified.commands} commands, "
                 f"{res.verified.elf_files} ELF files of the closure's own resolved by the "
                 "dynamic loader (the dependencies' were, when the relinked deps were made)")

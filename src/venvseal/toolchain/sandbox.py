@@ -111,9 +111,12 @@ class Sandbox:
         return cls(process.find_tool("bwrap", "bubblewrap"))
 
     def run(self, spec: SandboxSpec, argv: Sequence[str], *, what: str,
-            check: bool = True) -> Completed:
-        """Run ``argv`` inside the sandbox; CommandError with the output's tail on failure."""
-        return process.run(bwrap_argv(self.bwrap, spec, argv), what=what, check=check)
+            check: bool = True, timeout: float | None = None) -> Completed:
+        """Run ``argv`` inside the sandbox; CommandError with the output's tail on failure
+        (CommandTimeoutError after ``timeout`` seconds: bwrap is killed, and with it, as
+        the init of its pid namespace, every process of the sandbox)."""
+        return process.run(bwrap_argv(self.bwrap, spec, argv), what=what, check=check,
+                           timeout=timeout)
 
     def call(self, spec: SandboxSpec, argv: Sequence[str]) -> int:
         """Run ``argv`` in the sandbox attached to this terminal; its exit status."""
