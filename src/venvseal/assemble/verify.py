@@ -27,7 +27,7 @@ FAILED = "VENVSEAL-IMPORT-FAILED"
 END = "VENVSEAL-IMPORT-END"
 TRACEBACK_LINES = 12  # of each failed import's traceback: the last frames and the error
 # Imports each module given, reporting every failure (not only the first) with its traceback
-# between two marker lines.
+# between two marker lines; the frames of this script and of importlib are left out.
 IMPORTER = f"""\
 import importlib, sys, traceback
 failed = 0
@@ -36,8 +36,11 @@ for name in sys.argv[1:]:
         importlib.import_module(name)
     except BaseException as err:
         failed += 1
+        tb = traceback.TracebackException.from_exception(err)
+        tb.stack = traceback.StackSummary.from_list(
+            [f for f in tb.stack if not f.filename.startswith(("<frozen importlib", "<string>"))])
         print("\\n{FAILED}", name, flush=True)
-        print("".join(traceback.format_exception(err)).rstrip(), flush=True)
+        print("".join(tb.format()).rstrip(), flush=True)
         print("{END}", flush=True)
 sys.exit(1 if failed else 0)
 """
@@ -69,7 +72,8 @@ def parse_failures(output: str) -> list[tuple[str, list[str]]]:
             current = None
         elif current is not None:
             current[1].append(line)
-    return [(name, lines[-TRACEBACK_LINES:]) for name, lines in failures]
+    return [(name, lines if len(lines) <= TRACEBACK_LINES else
+             [lines[0], "  ...", *lines[-TRACEBACK_LINES + 2:]]) for name, lines in failures]
 
 
 def _run_imports(modules: Sequence[str], *, runner: Sandbox, spec: SandboxSpec,
