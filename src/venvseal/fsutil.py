@@ -45,7 +45,7 @@ def seal_tree(root: Path, *, mtime: int) -> None:
         path = pending.pop()
         st = os.lstat(path)
         if stat.S_ISDIR(st.st_mode):
-            os.chmod(path, 0o700)  # the walk may list, enter and relink in it
+            _seal(path, 0o700, (st.st_atime_ns, st.st_mtime_ns), folder=True)  # list, relink
             with os.scandir(path) as it:
                 pending.extend(entry.path for entry in it)
             dirs.append(path)
@@ -56,14 +56,12 @@ def seal_tree(root: Path, *, mtime: int) -> None:
                 continue  # already sealed (a hard link into another store path): leave it
             if st.st_nlink > 1:
                 _unshare(path)
-            os.chmod(path, mode)
-            os.utime(path, ns=times, follow_symlinks=False)
+            _seal(path, mode, times)
         elif stat.S_ISLNK(st.st_mode):
             os.utime(path, ns=times, follow_symlinks=False)
     # Children before parents, so sealing a child never touches a sealed parent's mtime.
     for path in reversed(dirs):
-        os.chmod(path, SEALED_DIR)
-        os.utime(path, ns=times)
+        _seal(path, SEALED_DIR, times, folder=True)
 
 
 def _unshare(path: str) -> None:
@@ -71,15 +69,84 @@ def _unshare(path: str) -> None:
     copy_over(Path(path), Path(path))
 
 
+_NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
+
+
 def copy_over(source: Path, dest: Path, *, writable: bool = False) -> None:
     """Replace ``dest`` atomically with a copy of the regular file ``source``: a new inode
-    with ``source``'s mode (plus owner write with ``writable``), so nothing that shared
-    ``dest``'s old inode by hard link changes."""
-    temp = Path(temp_name(str(dest)))
-    shutil.copy2(source, temp, follow_symlinks=False)
-    if writable:
-        os.chmod(temp, stat.S_IMODE(os.stat(temp).st_mode) | 0o200)
-    os.replace(temp, dest)
+    with ``source``'s mode and times (plus owner write with ``writable``), so nothing that
+    shared ``dest``'s old inode by hard link changes.
+
+    Nothing is followed: ``source`` and the folder of ``dest`` are opened no-follow (a
+    symlink there is an OSError, ELOOP or ENOTDIR), the copy is made and renamed relative to
+    that folder's descriptor, and its mode set through its own descriptor; so a symlink
+    planted at either path can never make this write or chmod a file elsewhere.
+    """
+    src = os.open(source, os.O_RDONLY | _NOFOLLOW | os.O_NONBLOCK)
+    try:
+        st = os.fstat(src)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", os.fspath(source))
+        folder = os.open(dest.parent, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW)
+        try:
+            temp = temp_name(dest.name)
+            out = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600,
+                          dir_fd=folder)
+            try:
+                _copy_fd(src, out, st.st_size)
+                os.fchmod(out, stat.S_IMODE(st.st_mode) | (0o200 if writable else 0))
+                os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
+            finally:
+                os.close(out)
+            try:
+                os.replace(temp, dest.name, src_dir_fd=folder, dst_dir_fd=folder)
+            except BaseException:
+                os.unlink(temp, dir_fd=folder)
+                raise
+        finally:
+            os.close(folder)
+    finally:
+        os.close(src)
+
+
+def _copy_fd(src: int, out: int, size: int) -> None:
+    """Copy ``size`` bytes from ``src`` to ``out`` in the kernel (copy_file_range reflinks
+    where the file system can), falling back to a read/write loop."""
+    done = 0
+    try:
+        while done < size:
+            n = os.copy_file_range(src, out, size - done)
+            if n == 0:
+                break
+            done += n
+    except OSError:
+        os.lseek(src, done, os.SEEK_SET)
+        os.lseek(out, done, os.SEEK_SET)
+        while chunk := os.read(src, 1 << 20):
+            os.write(out, chunk)
+
+
+def _seal(path: str, mode: int, times: tuple[int, int], *, folder: bool = False) -> None:
+    """chmod and touch ``path`` through a no-follow descriptor: if ``path`` was replaced by
+    a symlink since it was looked at, this fails rather than change the link's target."""
+    kind = os.O_DIRECTORY if folder else 0
+    try:
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | os.O_NONBLOCK | kind)
+    except PermissionError:  # not readable by its owner (mode 0o200, say): by O_PATH
+        fd = os.open(path, os.O_PATH | _NOFOLLOW | kind)
+        try:
+            if stat.S_ISLNK(os.fstat(fd).st_mode):
+                raise OSError(errno.ELOOP, "is a symlink", path) from None
+            os.chmod(f"/proc/self/fd/{fd}", mode)  # the fd's own inode, not a path lookup
+            os.utime(f"/proc/self/fd/{fd}", ns=times)
+        finally:
+            os.close(fd)
+        return
+    try:
+        os.fchmod(fd, mode)
+        os.utime(fd, ns=times)
+    finally:
+        os.close(fd)
 
 
 def make_private(path: Path) -> Path:

@@ -157,8 +157,8 @@ def boom(project: Path) -> None:
            'imports = ["mysite.settings", "polls.boom"]')(project)
 
 
-VERIFY_SLEEPS = recipe('  "test -f @out@/static/polls/style.css",\n',
-                       '  "test -f @out@/static/polls/style.css",\n  "sleep 600",\n]\ntimeout = 2\n#')
+STYLE_CHECK = '  "test -f @out@/static/polls/style.css",\n'
+VERIFY_SLEEPS = recipe(STYLE_CHECK, STYLE_CHECK + '  "sleep 600",\n]\ntimeout = 2\n#')
 
 # Each row: what is wrong, how to make it so, fragments of the error (exit 1 for all).
 BAD: list[tuple[str, Callable[[Path], None], list[str]]] = [

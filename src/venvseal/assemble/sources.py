@@ -84,18 +84,20 @@ def _entries(base: Path, exclude: Sequence[str]) -> list[tuple[str, str, str]]:
     return out
 
 
-def _mkdir(folder: Path) -> None:
+def _mkdir(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def copy_tree(source: Path, dest: Path, exclude: Sequence[str] = (), *,
               within: Path | None = None,
-              make_dir: Callable[[Path], object] = _mkdir) -> list[Path]:
+              make_dir: Callable[[Path], Path] = _mkdir) -> list[Path]:
     """Copy ``source`` (file or folder) to ``dest`` with the ignore rules; the files written.
 
     With ``within``, a symlink whose target lies outside that folder is refused.
-    ``make_dir(folder)`` creates a folder (and its parents) before anything is put in it:
-    the assembly's makes linked folders the closure's own first (forest.py).
+    ``make_dir(folder)`` creates a folder (and its parents) before anything is put in it and
+    returns where it really is: the assembly's makes linked folders the closure's own first
+    and resolves every symlink on the way (forest.py), so nothing is written through one.
     """
     written: list[Path] = []
     for rel, kind, extra in _entries(source, exclude):
@@ -103,7 +105,7 @@ def copy_tree(source: Path, dest: Path, exclude: Sequence[str] = (), *,
         if kind == "d":
             make_dir(target)
             continue
-        make_dir(target.parent)
+        target = make_dir(target.parent) / target.name
         if kind == "l":
             link = source / rel if rel else source
             if within is not None:
