@@ -14,6 +14,7 @@ import secrets
 import shutil
 import stat
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 # Modes of a sealed tree, as Nix's canonicalisePathMetaData: r-x dirs, r-- or r-x files.
@@ -322,6 +323,38 @@ def link_tree(source: Path, dest: Path, *, skip: tuple[str, ...] = ()) -> None:
     """Recreate ``source`` at ``dest``: folders made, symlinks copied, files hard-linked
     (copied when linking fails, e.g. across file systems). ``skip`` names top-level entries
     left out."""
+    def place(src: str, dst: Path) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst, follow_symlinks=False)
+
+    _recreate(source, dest, skip, place)
+
+
+def clone_tree(source: Path, dest: Path, *, skip: tuple[str, ...] = ()) -> None:
+    """Recreate ``source`` at ``dest`` as :func:`link_tree` does, but every file a copy of
+    its own (shared blocks where the file system can reflink, copy_file_range): the two
+    trees share no inode, so a change to one (a repair, a chmod) never reaches the other."""
+    def place(src: str, dst: Path) -> None:
+        fd = os.open(src, os.O_RDONLY | _NOFOLLOW)
+        try:
+            st = os.fstat(fd)
+            out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
+            try:
+                _copy_fd(fd, out, st.st_size)
+                os.fchmod(out, stat.S_IMODE(st.st_mode))
+                os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
+            finally:
+                os.close(out)
+        finally:
+            os.close(fd)
+
+    _recreate(source, dest, skip, place)
+
+
+def _recreate(source: Path, dest: Path, skip: tuple[str, ...],
+              place: Callable[[str, Path], None]) -> None:
     for dirpath, dirnames, filenames in os.walk(source):
         rel = os.path.relpath(dirpath, source)
         if rel == ".":
@@ -336,10 +369,7 @@ def link_tree(source: Path, dest: Path, *, skip: tuple[str, ...] = ()) -> None:
                 if name in dirnames:
                     dirnames.remove(name)
             elif name in filenames:
-                try:
-                    os.link(src, dst)
-                except OSError:
-                    shutil.copy2(src, dst, follow_symlinks=False)
+                place(src, dst)
 
 
 def unsealed(root: Path, *, mtime: int) -> list[str]:
