@@ -121,6 +121,19 @@ def test_a_uv_init_package_app_is_installed_with_its_script(app: App) -> None:
     assert version.out.strip() == "0.1.0", version.err
 
 
+def test_an_out_link_in_the_project_does_not_change_the_closure(app: App) -> None:
+    # The root project's source is hashed for its wheel: an out-link into the store beside
+    # pyproject.toml must not count, or every build would make a new closure.
+    first = venvseal("--json", "build", "--store", app.store, "--uv-cache", app.cache,
+                     "--out-link", app.project / "result", app.project)
+    assert first.code == 0, first.err
+    second = venvseal("--json", "build", "--store", app.store, "--uv-cache", app.cache,
+                      "--out-link", app.project / "result", app.project)
+    assert second.code == 0, second.err
+    assert first.json()["path"] == second.json()["path"] == app.built.json()["path"]
+    assert second.json()["reused"] is True
+
+
 def test_the_workspace_key_names_the_root_and_refuses_others_as_a_recipe_error(
         app: App, tmp_path: Path) -> None:
     assert app.built.code == 0, app.built.err

@@ -42,11 +42,15 @@ def inside(base: Path, rel: str, *, what: str) -> Path:
     return path
 
 
-def tree_digest(path: Path, exclude: Sequence[str] = ()) -> str:
-    """sha256 over the sorted relative paths, executable bits, link targets and contents."""
+def tree_digest(path: Path, exclude: Sequence[str] = (), *,
+                absolute_links: bool = True) -> str:
+    """sha256 over the sorted relative paths, executable bits, link targets and contents;
+    symlinks with an absolute target are left out unless ``absolute_links``."""
     h = hashlib.sha256()
     base = path
     for rel, kind, extra in _entries(base, exclude):
+        if kind == "l" and not absolute_links and extra.startswith("/"):
+            continue
         h.update(f"{kind}\0{rel}\0{extra}\0".encode("utf-8", "surrogateescape"))
         if kind == "f":
             try:

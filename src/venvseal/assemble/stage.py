@@ -18,7 +18,7 @@ from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
-from venvseal.assemble import commands, entrypoints, relinked, sources, wheels
+from venvseal.assemble import commands, entrypoints, pythonpath, relinked, sources, wheels
 from venvseal.assemble import textedit as substitute
 from venvseal.assemble.forest import Forest
 from venvseal.deps.normalise import PYTHON_HOME_PLACEHOLDER, remove_build_litter, update_records
@@ -110,9 +110,12 @@ def collect_inputs(rec: Recipe, tc: ResolvedToolchain, deps: StorePath, linked: 
                            if wanted is None or m.name in wanted))
     if wanted is not None and (unknown := set(wanted) - {name for name, _ in members}):
         raise WorkspaceError(rec, sorted(unknown), lock)
+    # Absolute symlinks are left out, as wheels.build_wheel leaves them: they cannot resolve
+    # in the sandbox, and an out-link in the root project (result -> the closure) would
+    # otherwise change the closure's key at every build.
     digests = [(f"member:{name}", sources.tree_digest(
-        sources.inside(rec.project, rel, what=f"workspace member {name}")))
-        for name, rel in members]
+        sources.inside(rec.project, rel, what=f"workspace member {name}"),
+        absolute_links=False)) for name, rel in members]
     for i, rule in enumerate(rec.assemble.copy):
         if rule.from_.startswith("@"):
             continue  # from a fetched source: keyed by that store path
@@ -292,29 +295,6 @@ def copy_sources(inputs: AssembleInputs, layout: Layout, owners: dict[str, str])
         os.symlink(target.replace("@site-packages@", layout.site_packages), link)
 
 
-PYTHON_PATH_FILE = "_venvseal_python_path.pth"
-
-
-def write_python_path(rec: Recipe, layout: Layout) -> None:
-    """``[assemble] python-path``: a .pth file in site-packages naming each folder, as the
-    closure sees it at run time, so ``site`` appends it to ``sys.path``."""
-    if not rec.assemble.python_path:
-        return
-    lines = []
-    for i, rel in enumerate(rec.assemble.python_path):
-        folder = layout.out / rel.replace("@site-packages@", layout.site_packages)
-        if not layout.forest.contains(folder) or not folder.is_dir():
-            raise AssembleError(f"{rec.key_prefix}assemble.python-path[{i}]: {rel} is not a "
-                                "folder in the closure; copy it in with [[assemble.copy]] "
-                                "(copy rules run first) or fix the path")
-        lines.append(f"{layout.logical / layout.forest.relative(folder)}\n")
-    pth = layout.out / layout.site_packages / PYTHON_PATH_FILE
-    if os.path.lexists(pth):
-        raise AssembleError(f"{rec.key_prefix}assemble.python-path: {pth.name} exists in "
-                            "site-packages already; a distribution installed it")
-    pth.write_text("".join(lines), encoding="utf-8")
-
-
 def write_entry_points(layout: Layout) -> list[Path]:
     """Regenerate bin/ scripts for every console and gui script of every distribution."""
     bin_dir = layout.out / "bin"
@@ -372,7 +352,8 @@ def assemble(inputs: AssembleInputs, out: Path, *, logical: PurePosixPath, runne
     owners = wheels.dist_info_owners(out / layout.site_packages)
     install_projects(inputs, layout, owners, runner=runner, spec=spec, wheel_cache=wheel_cache)
     copy_sources(inputs, layout, owners)
-    write_python_path(inputs.recipe, layout)
+    pythonpath.write(inputs.recipe, layout.out, logical=layout.logical,
+                     site_packages=layout.site_packages, closure=forest)
     changed = set(write_entry_points(layout))
     values = layout.placeholders(inputs.fetched)
     changed |= substitute.apply_all(inputs.recipe, out, values, layout.site_packages,

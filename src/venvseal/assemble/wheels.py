@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import shutil
 import tomllib
 import zipfile
@@ -83,13 +84,23 @@ def backend_of(source: Path) -> tuple[str, str]:
             ":".join(system.get("backend-path", [])))
 
 
+def _ignored(folder: str, names: list[str]) -> set[str]:
+    """The entries of ``folder`` a build never sees: sources.IGNORED, and symlinks with an
+    absolute target (out-links such as ``result``; none would resolve in the sandbox)."""
+    skipped = set(shutil.ignore_patterns(*sources.IGNORED)(folder, names))
+    for name in names:
+        path = os.path.join(folder, name)
+        if os.path.islink(path) and os.readlink(path).startswith("/"):
+            skipped.add(name)
+    return skipped
+
+
 def build_wheel(project: Project, work: Path, *, runner: Sandbox, spec: SandboxSpec,
                 build_env: PurePosixPath) -> Path:
     """Build ``project`` offline in the sandbox; the wheel's host path (inside ``work``)."""
     src, out = work / "src", work / "wheel"
     # What is copied is what sources.tree_digest hashed for the wheel's key.
-    shutil.copytree(project.source, src, symlinks=True,
-                    ignore=shutil.ignore_patterns(*sources.IGNORED))
+    shutil.copytree(project.source, src, symlinks=True, ignore=_ignored)
     out.mkdir()
     backend, backend_path = backend_of(src)
     inner = sandbox.BUILD_ROOT / "work"
