@@ -46,7 +46,7 @@ def seal_tree(root: Path, *, mtime: int) -> None:
         path = pending.pop()
         st = os.lstat(path)
         if stat.S_ISDIR(st.st_mode):
-            _seal(path, 0o700, (st.st_atime_ns, st.st_mtime_ns), folder=True)  # list, relink
+            _seal(path, 0o700, (st.st_atime_ns, st.st_mtime_ns))  # list, relink
             with os.scandir(path) as it:
                 pending.extend(entry.path for entry in it)
             dirs.append(path)
@@ -62,7 +62,7 @@ def seal_tree(root: Path, *, mtime: int) -> None:
             os.utime(path, ns=times, follow_symlinks=False)
     # Children before parents, so sealing a child never touches a sealed parent's mtime.
     for path in reversed(dirs):
-        _seal(path, SEALED_DIR, times, folder=True)
+        _seal(path, SEALED_DIR, times)
 
 
 def _unshare(path: str) -> None:
@@ -127,27 +127,15 @@ def _copy_fd(src: int, out: int, size: int) -> None:
             os.write(out, chunk)
 
 
-def _seal(path: str, mode: int, times: tuple[int, int], *, folder: bool = False) -> None:
-    """chmod and touch ``path`` through a no-follow descriptor: if ``path`` was replaced by
-    a symlink since it was looked at, this fails rather than change the link's target."""
-    kind = os.O_DIRECTORY if folder else 0
+def _seal(path: str, mode: int, times: tuple[int, int]) -> None:
+    """chmod and touch ``path`` without following a symlink: if one was put at ``path``
+    since it was looked at, this fails (glibc's fchmodat refuses a link with
+    AT_SYMLINK_NOFOLLOW; Python raises NotImplementedError) rather than change its target."""
     try:
-        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | os.O_NONBLOCK | kind)
-    except PermissionError:  # not readable by its owner (mode 0o200, say): by O_PATH
-        fd = os.open(path, os.O_PATH | _NOFOLLOW | kind)
-        try:
-            if stat.S_ISLNK(os.fstat(fd).st_mode):
-                raise OSError(errno.ELOOP, "is a symlink", path) from None
-            os.chmod(f"/proc/self/fd/{fd}", mode)  # the fd's own inode, not a path lookup
-            os.utime(f"/proc/self/fd/{fd}", ns=times)
-        finally:
-            os.close(fd)
-        return
-    try:
-        os.fchmod(fd, mode)
-        os.utime(fd, ns=times)
-    finally:
-        os.close(fd)
+        os.chmod(path, mode, follow_symlinks=False)
+    except NotImplementedError:
+        raise OSError(errno.ELOOP, "is a symlink, not sealed", path) from None
+    os.utime(path, ns=times, follow_symlinks=False)
 
 
 def make_private(path: Path) -> Path:
