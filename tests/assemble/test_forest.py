@@ -235,3 +235,10 @@ def test_sealing_never_changes_what_a_link_points_to(tmp_path: Path) -> None:
     fsutil.seal_tree(tree, mtime=1)
     assert snapshot(host) == before
     assert stat.S_IMODE((tree / "a.py").lstat().st_mode) == fsutil.SEALED_FILE
+
+
+def test_a_symlink_loop_is_an_error_not_a_hang(forest: Forest) -> None:
+    os.symlink("b", forest.out / "a")
+    os.symlink("a", forest.out / "b")
+    with pytest.raises(ForestError, match="too many levels of symlinks"):
+        forest.own_file(forest.out / "a" / "x.py")

@@ -181,8 +181,10 @@ class Forest:
             target = os.readlink(self.out / here)
             rebased = Path(os.path.normpath(self.out / here.parent / target))
             links.append(here)
-            if (os.path.isabs(target) or not rebased.is_relative_to(self.out)
-                    or len(links) > _MAX_HOPS):
+            if len(links) > _MAX_HOPS:
+                raise ForestError(f"{path}: too many levels of symlinks (a loop at {here}); "
+                                  "change the recipe to name a path inside the closure")
+            if os.path.isabs(target) or not rebased.is_relative_to(self.out):
                 raise self._outside(path, f"{here} -> {target}")
             pending = list(PurePosixPath(rebased).relative_to(self.out).parts) + pending
             done, in_base = [], False
