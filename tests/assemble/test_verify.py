@@ -27,14 +27,15 @@ RECORDS = {
     "odd-1.0.dist-info": [
         "odd-name.py",  # not an identifier: cannot be imported
         "__pycache__/odd.cpython-311.pyc",
-        "namespace/module.py",  # a namespace folder with a module but no package
-        "deep/pkg/__init__.py",  # a portion of the namespace package "deep"
+        "namespace/module.py",  # a folder without __init__.py, odd's alone
+        "examples/demo/__init__.py",  # no namespace: shipped by odd alone, not named so
         "odd.libs/libodd-1a2b.so.1",  # a shared library, not a module
         "odd.pth",
         "README.txt",
         "",  # a blank line between rows
     ],
     "self_test-1.0.dist-info": ["self_test.py", "conftest.py"],
+    "deep_ns-1.0.dist-info": ["deep/pkg/__init__.py"],  # a namespace named as its dist
     # Two distributions share the namespace "google", neither has google/__init__.py.
     "protobuf-6.0.dist-info": ["google/protobuf/__init__.py", "google/protobuf/message.py",
                                "google/_upb/_message.abi3.so"],
@@ -67,10 +68,14 @@ def test_what_import_all_skips_is_listed_with_why(tmp_path: Path) -> None:
         "conftest": "in [verify] import-skip",
         "self_test": "in [verify] import-skip",
         "odd-name": "not an importable name",
-        "namespace": "a namespace folder with modules but no package; name its modules in "
-                     "[verify] imports",
+        "namespace": "a folder without __init__.py that only odd ships, not named after it "
+                     "(examples or tests, most likely); name its modules in [verify] imports "
+                     "to import them",
         "google._upb": "a namespace folder with modules but no package; name its modules "
                        "in [verify] imports",
+        "examples": "a folder without __init__.py that only odd ships, not named after it "
+                    "(examples or tests, most likely); name its modules in [verify] imports to "
+                    "import them",
     }
 
 
