@@ -20,7 +20,7 @@ from support import Run, venvseal, venvseal_process
 from support.demo import elf_files
 from support.postgres import postgres_server
 
-from venvseal.assemble.verify import top_level_modules
+from venvseal.assemble.importable import top_level_modules
 from venvseal.elf.buildid import find_elf_files
 from venvseal.elf.loadercheck import loader_check
 from venvseal.recipe.model import load_recipe

@@ -121,3 +121,16 @@ class CommandError(VenvsealError):
     def __str__(self) -> str:
         tail = f"\n{self.output_tail.rstrip()}" if self.output_tail.strip() else ""
         return f"{self.what} failed (exit {self.returncode}): {' '.join(self.argv)}{tail}"
+
+
+class CommandTimeoutError(CommandError):
+    """An external command ran past its time limit and was killed."""
+
+    def __init__(self, what: str, argv: Sequence[str], timeout: float, output_tail: str) -> None:
+        self.timeout = timeout
+        super().__init__(what, argv, -9, output_tail)
+
+    def __str__(self) -> str:
+        tail = f"\n{self.output_tail.rstrip()}" if self.output_tail.strip() else ""
+        return (f"{self.what} did not finish within {self.timeout:g} s and was killed: "
+                f"{' '.join(self.argv)}{tail}")

@@ -14,6 +14,7 @@ import secrets
 import shutil
 import stat
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 # Modes of a sealed tree, as Nix's canonicalisePathMetaData: r-x dirs, r-- or r-x files.
@@ -45,7 +46,7 @@ def seal_tree(root: Path, *, mtime: int) -> None:
         path = pending.pop()
         st = os.lstat(path)
         if stat.S_ISDIR(st.st_mode):
-            os.chmod(path, 0o700)  # the walk may list, enter and relink in it
+            _seal(path, 0o700, (st.st_atime_ns, st.st_mtime_ns))  # list, relink
             with os.scandir(path) as it:
                 pending.extend(entry.path for entry in it)
             dirs.append(path)
@@ -56,14 +57,12 @@ def seal_tree(root: Path, *, mtime: int) -> None:
                 continue  # already sealed (a hard link into another store path): leave it
             if st.st_nlink > 1:
                 _unshare(path)
-            os.chmod(path, mode)
-            os.utime(path, ns=times, follow_symlinks=False)
+            _seal(path, mode, times)
         elif stat.S_ISLNK(st.st_mode):
             os.utime(path, ns=times, follow_symlinks=False)
     # Children before parents, so sealing a child never touches a sealed parent's mtime.
     for path in reversed(dirs):
-        os.chmod(path, SEALED_DIR)
-        os.utime(path, ns=times)
+        _seal(path, SEALED_DIR, times)
 
 
 def _unshare(path: str) -> None:
@@ -71,15 +70,72 @@ def _unshare(path: str) -> None:
     copy_over(Path(path), Path(path))
 
 
+_NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
+
+
 def copy_over(source: Path, dest: Path, *, writable: bool = False) -> None:
     """Replace ``dest`` atomically with a copy of the regular file ``source``: a new inode
-    with ``source``'s mode (plus owner write with ``writable``), so nothing that shared
-    ``dest``'s old inode by hard link changes."""
-    temp = Path(temp_name(str(dest)))
-    shutil.copy2(source, temp, follow_symlinks=False)
-    if writable:
-        os.chmod(temp, stat.S_IMODE(os.stat(temp).st_mode) | 0o200)
-    os.replace(temp, dest)
+    with ``source``'s mode and times (plus owner write with ``writable``), so nothing that
+    shared ``dest``'s old inode by hard link changes.
+
+    Nothing is followed: ``source`` and the folder of ``dest`` are opened no-follow (a
+    symlink there is an OSError, ELOOP or ENOTDIR), the copy is made and renamed relative to
+    that folder's descriptor, and its mode set through its own descriptor; so a symlink
+    planted at either path can never make this write or chmod a file elsewhere.
+    """
+    src = os.open(source, os.O_RDONLY | _NOFOLLOW | os.O_NONBLOCK)
+    try:
+        st = os.fstat(src)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", os.fspath(source))
+        folder = os.open(dest.parent, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW)
+        try:
+            temp = temp_name(dest.name)
+            out = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600,
+                          dir_fd=folder)
+            try:
+                _copy_fd(src, out, st.st_size)
+                os.fchmod(out, stat.S_IMODE(st.st_mode) | (0o200 if writable else 0))
+                os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
+            finally:
+                os.close(out)
+            try:
+                os.replace(temp, dest.name, src_dir_fd=folder, dst_dir_fd=folder)
+            except BaseException:
+                os.unlink(temp, dir_fd=folder)
+                raise
+        finally:
+            os.close(folder)
+    finally:
+        os.close(src)
+
+
+def _copy_fd(src: int, out: int, size: int) -> None:
+    """Copy ``size`` bytes from ``src`` to ``out`` in the kernel (copy_file_range reflinks
+    where the file system can), falling back to a read/write loop."""
+    done = 0
+    try:
+        while done < size:
+            n = os.copy_file_range(src, out, size - done)
+            if n == 0:
+                break
+            done += n
+    except OSError:
+        os.lseek(src, done, os.SEEK_SET)
+        os.lseek(out, done, os.SEEK_SET)
+        while chunk := os.read(src, 1 << 20):
+            os.write(out, chunk)
+
+
+def _seal(path: str, mode: int, times: tuple[int, int]) -> None:
+    """chmod and touch ``path`` without following a symlink: if one was put at ``path``
+    since it was looked at, this fails (glibc's fchmodat refuses a link with
+    AT_SYMLINK_NOFOLLOW; Python raises NotImplementedError) rather than change its target."""
+    try:
+        os.chmod(path, mode, follow_symlinks=False)
+    except NotImplementedError:
+        raise OSError(errno.ELOOP, "is a symlink, not sealed", path) from None
+    os.utime(path, ns=times, follow_symlinks=False)
 
 
 def make_private(path: Path) -> Path:
@@ -255,6 +311,38 @@ def link_tree(source: Path, dest: Path, *, skip: tuple[str, ...] = ()) -> None:
     """Recreate ``source`` at ``dest``: folders made, symlinks copied, files hard-linked
     (copied when linking fails, e.g. across file systems). ``skip`` names top-level entries
     left out."""
+    def place(src: str, dst: Path) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst, follow_symlinks=False)
+
+    _recreate(source, dest, skip, place)
+
+
+def clone_tree(source: Path, dest: Path, *, skip: tuple[str, ...] = ()) -> None:
+    """Recreate ``source`` at ``dest`` as :func:`link_tree` does, but every file a copy of
+    its own (shared blocks where the file system can reflink, copy_file_range): the two
+    trees share no inode, so a change to one (a repair, a chmod) never reaches the other."""
+    def place(src: str, dst: Path) -> None:
+        fd = os.open(src, os.O_RDONLY | _NOFOLLOW)
+        try:
+            st = os.fstat(fd)
+            out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
+            try:
+                _copy_fd(fd, out, st.st_size)
+                os.fchmod(out, stat.S_IMODE(st.st_mode))
+                os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
+            finally:
+                os.close(out)
+        finally:
+            os.close(fd)
+
+    _recreate(source, dest, skip, place)
+
+
+def _recreate(source: Path, dest: Path, skip: tuple[str, ...],
+              place: Callable[[str, Path], None]) -> None:
     for dirpath, dirnames, filenames in os.walk(source):
         rel = os.path.relpath(dirpath, source)
         if rel == ".":
@@ -269,10 +357,7 @@ def link_tree(source: Path, dest: Path, *, skip: tuple[str, ...] = ()) -> None:
                 if name in dirnames:
                     dirnames.remove(name)
             elif name in filenames:
-                try:
-                    os.link(src, dst)
-                except OSError:
-                    shutil.copy2(src, dst, follow_symlinks=False)
+                place(src, dst)
 
 
 def unsealed(root: Path, *, mtime: int) -> list[str]:

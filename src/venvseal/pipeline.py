@@ -344,12 +344,13 @@ def run_build(rec: Recipe, ctx: Context, *, out_link: Path | None = None,
         ctx.on_step(f"assembling {path.name} offline")
         built = assemble.assemble(inputs, out, logical=ctx.store.logical(path),
                                   runner=ctx.sandbox,
-                                  wheel_cache=partial(cached_wheel, ctx, need_deps))
+                                  wheel_cache=partial(cached_wheel, ctx, need_deps),
+                                  on_step=ctx.on_step)
         ctx.on_step("verifying the closure (imports, commands, dynamic loader)")
         report.append(verify.verify(rec, out, logical=built.layout.logical,
                                     site_packages=built.layout.site_packages,
                                     values=built.values, runner=ctx.sandbox,
-                                    spec=built.spec, jobs=ctx.jobs))
+                                    spec=built.spec, jobs=ctx.jobs, on_step=ctx.on_step))
 
     ctx.store.add(path, produce, references=[linked, *(f.path for f in fetched)],
                   substitute=False,  # tried above

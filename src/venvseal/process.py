@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from venvseal.errors import CommandError, VenvsealError
+from venvseal.errors import CommandError, CommandTimeoutError, VenvsealError
 from venvseal.netutil import scrub as scrub_urls
 
 log = logging.getLogger("venvseal.process")
@@ -58,8 +58,12 @@ def find_tool(program: str, package: str, path: str | None = None) -> str:
 
 def run(argv: Sequence[str], *, what: str, env: Mapping[str, str] | None = None,
         cwd: Path | None = None, check: bool = True, stdin: str | None = None,
-        scrub: Callable[[str], str] | None = None, pass_fds: Sequence[int] = ()) -> Completed:
+        scrub: Callable[[str], str] | None = None, pass_fds: Sequence[int] = (),
+        timeout: float | None = None) -> Completed:
     """Run ``argv`` to completion; raise CommandError (with the output's tail) if it fails.
+
+    With ``timeout`` (seconds), a command still running then is killed (SIGKILL) and
+    CommandTimeoutError raised, whatever ``check`` says.
 
     Every text that leaves this function for a log line or an error (the command line and
     the output's tail) has the credentials of any URL in it redacted (netutil.scrub), then
@@ -75,7 +79,13 @@ def run(argv: Sequence[str], *, what: str, env: Mapping[str, str] | None = None,
             list(argv), env=dict(env) if env is not None else None, cwd=cwd,
             input=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, errors="replace", check=False, pass_fds=tuple(pass_fds),
+            timeout=timeout,
         )
+    except subprocess.TimeoutExpired as err:
+        output = err.output if isinstance(err.output, str) else (err.output or b"").decode(
+            "utf-8", "replace")
+        tail = clean(Completed(tuple(argv), -9, output).tail())
+        raise CommandTimeoutError(what, shown, timeout or 0, tail) from None
     except FileNotFoundError as err:
         raise CommandError(what, shown, 127, f"{shown[0]}: not found") from err
     done = Completed(tuple(argv), proc.returncode, proc.stdout)

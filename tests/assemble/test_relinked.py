@@ -11,7 +11,7 @@ import hashlib
 import os
 import subprocess
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from support import write
 
@@ -76,3 +76,42 @@ def test_key_follows_every_input(tmp_path: Path) -> None:
     ]
     keys = {base.fingerprint(), *(v.fingerprint() for v in variants)}
     assert len(keys) == 4
+
+
+def test_the_relinked_deps_share_no_inode_with_the_deps_path(tmp_path: Path) -> None:
+    # Issue 13.8: `chmod -R u+w` and an edit on one (as a repair does) must not reach the
+    # other, which the hard links of before did.
+    from venvseal import fsutil
+    from venvseal.assemble.relinked import make
+    from venvseal.deps.stage import BUILD_ENV
+    from venvseal.recipe.model import DEFAULT_LIBRARY_DIRS, DEFAULT_PATH
+    from venvseal.toolchain.sandbox import Sandbox
+
+    deps = tmp_path / ("1" * 32 + "-app-deps")
+    site = "lib/python3.11/site-packages"
+    write(deps / site / "pkg/__init__.py", "VALUE = 1\n")
+    write(deps / site / "pkg/data.txt", "data\n")
+    write(deps / BUILD_ENV / "flit_core/__init__.py", "")
+    write(deps / "pyvenv.cfg", "version_info = 3.11.2\n")
+    os.symlink("lib", deps / "lib64")
+    fsutil.seal_tree(deps, mtime=1)
+    tc = ResolvedToolchain(root=Path("/"), python=PurePosixPath("/usr/bin/python3.11"),
+                           library_dirs=DEFAULT_LIBRARY_DIRS, path=DEFAULT_PATH,
+                           identity="host:1", uv_version="0.13.9")
+    out = tmp_path / ("2" * 32 + "-app-deps-relinked")
+    made = make(RelinkInputs(deps=StorePath(deps), toolchain=tc, ignore_missing=()), out,
+                logical=PurePosixPath("/venvseal/store") / out.name, runner=Sandbox.locate())
+    assert made.compiled == 1
+    inodes = {(p.lstat().st_dev, p.lstat().st_ino) for p in deps.rglob("*")}
+    copied = [p for p in out.rglob("*") if p.is_file() and not p.is_symlink()]
+    assert {p.relative_to(out).as_posix() for p in copied} >= {
+        f"{site}/pkg/__init__.py", f"{site}/pkg/data.txt", "pyvenv.cfg"}
+    assert not (out / BUILD_ENV).exists()
+    assert os.readlink(out / "lib64") == "lib"
+    assert all((p.lstat().st_dev, p.lstat().st_ino) not in inodes for p in copied)
+    fsutil.make_tree_writable(out)
+    for p in copied:
+        p.chmod(0o644)
+    (out / site / "pkg/data.txt").write_text("repaired\n")
+    assert (deps / site / "pkg/data.txt").read_text() == "data\n"
+    assert fsutil.unsealed(deps, mtime=1) == []

@@ -8,6 +8,7 @@ leave the deps path alone.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 from pathlib import Path
@@ -293,3 +294,53 @@ def test_apply_all_runs_in_order_and_names_the_failing_entry(tmp_path: Path,
     with pytest.raises(SubstituteError, match=r"^tool\.venvseal\.substitute\[0\]: "):
         apply_all(rec, out, VALUES, SITE, closure=plain(out))
     assert target.read_text() == first_done
+
+
+# Every header that names a file is checked, not only ---/+++ (issue 13.9). Each row: the
+# kind of header, the diff (it names ../victim.py in that header only), the name reported.
+ESCAPES = [
+    ("git rename to", "diff --git a/x.py b/x.py\nsimilarity index 100%\n"
+     "rename from x.py\nrename to ../victim.py\n", "../victim.py"),
+    ("git rename from", "diff --git a/x.py b/x.py\nrename from ../victim.py\n"
+     "rename to x.py\n", "../victim.py"),
+    ("git copy to", "diff --git a/x.py b/x.py\ncopy from x.py\ncopy to ../../victim.py\n",
+     "../../victim.py"),
+    ("git copy from an absolute path", "diff --git a/x.py b/x.py\ncopy from /etc/shadow\n"
+     "copy to x.py\n", "/etc/shadow"),
+    ("diff --git line", "diff --git a/../victim.py b/../victim.py\nnew file mode 100644\n",
+     "../victim.py"),
+    ("diff --git line, quoted", 'diff --git "a/../vic\\164im.py" "b/../vic\\164im.py"\n'
+     "deleted file mode 100644\n", "../victim.py"),
+    ("Index line", "Index: ../victim.py\n===\n", "../victim.py"),
+    ("context diff header", "*** ../victim.py\t2026-01-01\n--- ../victim.py\t2026-01-01\n"
+     "***************\n*** 1 ****\n! x = 1\n--- 1 ----\n! x = 2\n", "../victim.py"),
+    ("absolute +++", "--- a/x.py\n+++ /tmp/victim.py\n@@ -1 +1 @@\n-x = 1\n+x = 2\n",
+     "/tmp/victim.py"),
+]
+
+
+@pytest.mark.parametrize(("diff", "name"), [row[1:] for row in ESCAPES],
+                         ids=[row[0] for row in ESCAPES])
+def test_every_header_naming_a_path_outside_the_closure_is_refused(
+        tmp_path: Path, patch_tool: str, diff: str, name: str) -> None:
+    out = closure(tmp_path)
+    write(out / "x.py", "x = 1\n")
+    outside = write(tmp_path / "victim.py", "x = 1\n")
+    before = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
+    patch = write(tmp_path / "escape.diff", diff)
+    with pytest.raises(SubstituteError, match=rf"touches {re.escape(name)}, outside the closure"):
+        apply_patch(patch_sub(patch, strip=1), out, where="substitute[0]", closure=plain(out))
+    assert outside.read_text() == "x = 1\n"
+    assert (out / "x.py").read_text() == "x = 1\n"
+    after = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
+    assert after == sorted([*before, "escape.diff"])
+
+
+def test_a_git_rename_inside_the_closure_applies(tmp_path: Path, patch_tool: str) -> None:
+    out = closure(tmp_path)
+    write(out / "pkg/old.py", "x = 1\n")
+    patch = write(tmp_path / "rename.diff", "diff --git a/pkg/old.py b/pkg/new.py\n"
+                  "similarity index 100%\nrename from pkg/old.py\nrename to pkg/new.py\n")
+    apply_patch(patch_sub(patch), out, where="substitute[0]", closure=plain(out))
+    assert (out / "pkg/new.py").read_text() == "x = 1\n"
+    assert not (out / "pkg/old.py").exists()

@@ -390,7 +390,57 @@ BAD: list[tuple[str, str, str, str]] = [
     ("bad user", MINIMAL + '[image]\nuser = "a b"\n', "image.user", "'user:group'"),
     ("relative include", MINIMAL + '[image]\ninclude = ["etc/ssl"]\n', "image.include[0]",
      "must be an absolute path"),
+    ("python-path leaves the closure", MINIMAL + '[assemble]\npython-path = ["../src"]\n',
+     "assemble.python-path[0]", "must not contain '..'"),
+    ("python-path absolute", MINIMAL + '[assemble]\npython-path = ["/srv/app"]\n',
+     "assemble.python-path[0]", "must be a relative path"),
+    ("run without command", MINIMAL + '[[assemble.run]]\nenv = { A = "1" }\n',
+     "assemble.run[0].command", "required; add e.g. command ="),
+    ("run command empty", MINIMAL + '[[assemble.run]]\ncommand = []\n',
+     "assemble.run[0].command", "expected a shell command string or a non-empty array"),
+    ("run unknown placeholder", MINIMAL + '[[assemble.run]]\ncommand = "@outt@/x"\n',
+     "assemble.run[0].command", "unknown placeholder @outt@"),
+    ("run env owned by the sandbox", MINIMAL + '[[assemble.run]]\ncommand = "true"\n'
+     'env = { PATH = "/x" }\n', "assemble.run[0].env.PATH", "cannot be set here"),
+    ("run timeout zero", MINIMAL + '[[assemble.run]]\ncommand = "true"\ntimeout = 0\n',
+     "assemble.run[0].timeout", "from 1 to 86400"),
+    ("run unknown key", MINIMAL + '[[assemble.run]]\ncomand = "true"\n',
+     "assemble.run[0].comand", "did you mean 'command'?"),
+    ("verify timeout text", MINIMAL + '[verify]\ntimeout = "5m"\n', "verify.timeout",
+     "expected an integer"),
+    ("verify env name", MINIMAL + '[verify]\nenv = { "1X" = "a" }\n', "verify.env.1X",
+     "not an environment variable name"),
+    ("verify env placeholder", MINIMAL + '[verify]\nenv = { X = "@nope@" }\n',
+     "verify.env.X", "unknown placeholder @nope@"),
 ]
+
+
+def test_assemble_run_python_path_and_verify_env_parse(tmp_path: Path) -> None:
+    rec = load_recipe(write(tmp_path, MINIMAL + """
+[assemble]
+python-path = ["src", "@site-packages@/extra"]
+
+[[assemble.run]]
+command = "@python@ @out@/manage.py collectstatic --noinput"
+env = { DJANGO_SETTINGS_MODULE = "site.settings" }
+
+[[assemble.run]]
+command = ["@python@", "-c", "pass"]
+timeout = 20
+
+[verify]
+env = { DJANGO_SETTINGS_MODULE = "site.settings" }
+timeout = 60
+"""))
+    assert rec.assemble.python_path == ("src", "@site-packages@/extra")
+    first, second = rec.assemble.run
+    assert first.command == "@python@ @out@/manage.py collectstatic --noinput"
+    assert dict(first.env) == {"DJANGO_SETTINGS_MODULE": "site.settings"}
+    assert first.timeout == 300
+    assert (second.command, second.timeout) == (("@python@", "-c", "pass"), 20)
+    assert (dict(rec.verify.env), rec.verify.timeout) == (
+        {"DJANGO_SETTINGS_MODULE": "site.settings"}, 60)
+    assert rec.canonical("assemble")["assemble"]["run"][1]["timeout"] == 20
 
 
 @pytest.mark.parametrize(("text", "where", "fragment"), [row[1:] for row in BAD],

@@ -154,6 +154,19 @@ def test_a_lone_project_is_its_own_member_not_a_path_dependency(tmp_path: Path) 
     assert names(lock.path_dependencies()) == ["helper"]
 
 
+def test_the_root_is_installed_when_uv_locks_it_as_a_package(tmp_path: Path) -> None:
+    # A virtual root (no [build-system], or tool.uv.package = false) is not installed.
+    write_lock(tmp_path / "virtual", WORKSPACE_LOCK)
+    lock = read_lock(tmp_path / "virtual")
+    assert lock.root_package() is not None
+    assert names(lock.installed_members()) == ["member"]
+    write_lock(tmp_path / "package", WORKSPACE_LOCK.replace('{ virtual = "." }',
+                                                            '{ editable = "." }'))
+    assert names(read_lock(tmp_path / "package").installed_members()) == ["app", "member"]
+    write_lock(tmp_path / "solo", SINGLE_PROJECT_LOCK)
+    assert names(read_lock(tmp_path / "solo").installed_members()) == ["solo"]
+
+
 def test_missing_lock_says_to_run_uv_lock(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\nversion = "1"\n')
     with pytest.raises(LockError) as info:

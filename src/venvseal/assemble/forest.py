@@ -20,6 +20,7 @@ Nothing here writes into the deps path: every change goes through :meth:`Forest.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path, PurePosixPath
 
 from venvseal import fsutil
@@ -68,41 +69,73 @@ class Forest:
                 os.symlink(self.target(entry), self.out / entry)
 
     def unfold(self, rel: PurePosixPath) -> None:
-        """Make ``rel`` and every folder above it real folders (of links, where linked)."""
+        """Make ``rel`` and every folder above it real folders (of links, where linked).
+
+        ``rel`` must be resolved (:meth:`relative`): every folder on the way is a real
+        folder or a forest link, never another symlink, which the checks here refuse too.
+        """
         for depth in range(1, len(rel.parts) + 1):
             sub = PurePosixPath(*rel.parts[:depth])
             if self.is_link(sub):
+                if not stat.S_ISDIR(os.lstat(self.base / sub).st_mode):
+                    raise ForestError(f"{self.base / sub} is not a folder; the closure cannot "
+                                      f"put anything inside {sub}")
                 os.unlink(self.out / sub)
                 os.mkdir(self.out / sub, 0o755)
                 self.plant(sub)
+            elif _is_symlink(self.out / sub):
+                raise ForestError(f"{sub} in the closure is a symlink; venvseal writes only "
+                                  "into real folders of the closure")
+
+    def _own_links(self, links: tuple[PurePosixPath, ...]) -> None:
+        """Unfold the folder of each symlink a path went through, so each becomes the
+        closure's own and resolves inside the closure (a symlink in a linked folder resolves
+        inside the base)."""
+        for link in links:
+            self.unfold(link.parent)
 
     def own_dir(self, path: Path) -> Path:
-        """The closure folder ``path``, made a real folder (created if absent)."""
-        rel = self.relative(path)
+        """The closure folder ``path``, made a real folder (created if absent); returns its
+        resolved path, through real folders only."""
+        rel, links = self.resolve(path)
+        self._own_links(links)
         self.unfold(rel)
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        folder = self.out / rel
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
 
     def own_file(self, path: Path) -> Path:
-        """Make ``path`` a writable file of the closure's own before it is edited.
+        """Make ``path`` a writable file of the closure's own before it is edited; returns
+        its resolved path, through real folders only.
 
         A linked file becomes a copy; a file of the closure's own is replaced by a copy too,
-        which breaks any hard link (root may write read-only files). A module's compiled
-        bytecode, inherited from the base, goes: it would not match the edited source.
+        which breaks any hard link (root may write read-only files). Neither the source nor
+        the copy is ever reached through a symlink (fsutil.copy_over opens them no-follow).
+        A module's compiled bytecode, inherited from the base, goes: it would not match the
+        edited source.
         """
-        rel = self.relative(path)
+        rel, links = self.resolve(path)
+        self._own_links(links)
         self.unfold(rel.parent)
-        fsutil.copy_over(self.base / rel if self.is_link(rel) else path, path, writable=True)
+        dest = self.out / rel
+        try:
+            fsutil.copy_over(self.base / rel if self.is_link(rel) else dest, dest,
+                             writable=True)
+        except OSError as err:
+            raise ForestError(f"{path} cannot be made the closure's own: {rel} is not a "
+                              f"regular file in it ({err.strerror})") from err
         if rel.suffix == ".py":
             self.drop_bytecode(rel)
-        return path
+        return dest
 
     def drop_bytecode(self, rel: PurePosixPath) -> None:
         """Remove the ``__pycache__`` entries of module ``rel`` (unfolding that folder)."""
         cache = rel.parent / "__pycache__"
-        if not os.path.isdir(self.out / cache):
+        if not os.path.lexists(self.out / cache):
             return
         self.unfold(cache)
+        if not stat.S_ISDIR(os.lstat(self.out / cache).st_mode):
+            return
         for name in os.listdir(self.out / cache):
             if name.startswith(f"{rel.stem}.") and name.endswith(".pyc"):
                 os.unlink(self.out / cache / name)
@@ -110,31 +143,61 @@ class Forest:
     def contains(self, path: Path) -> bool:
         """Whether ``path`` stays in the closure; a link to the base counts as in it."""
         try:
-            self.relative(path)
+            self.resolve(path)
         except ForestError:
             return False
         return True
 
     def relative(self, path: Path) -> PurePosixPath:
-        """``path`` relative to the closure, with the base's own symlinks (``lib64 -> lib``)
-        followed, so the folders unfolded are the ones the path really goes through."""
-        if not Path(os.path.normpath(path)).is_relative_to(self.out):
-            raise ForestError(f"{path} leads outside the closure {self.out}; change the "
-                              "recipe to name a path inside it")
-        pending = list(PurePosixPath(os.path.normpath(path)).relative_to(self.out).parts)
+        """``path`` relative to the closure, every symlink on the way followed (see
+        :meth:`resolve`), so the folders unfolded are the ones the path really goes through."""
+        return self.resolve(path)[0]
+
+    def resolve(self, path: Path) -> tuple[PurePosixPath, tuple[PurePosixPath, ...]]:
+        """``path`` relative to the closure, and the symlinks it went through.
+
+        A link chain is resolved one component at a time, as the kernel does, and every
+        step is checked again: a symlink that is absolute or climbs out of the closure is
+        refused, whatever it is reached through (``django/__init__.py -> ../djx/__init__.py``
+        then ``djx -> /srv``). A forest link stands for the base's entry; the base's own
+        symlinks below it are resolved as if at the same place in the closure, which is
+        where they resolve once :meth:`own_file` has made them the closure's own.
+        """
+        norm = Path(os.path.normpath(path))
+        if not norm.is_relative_to(self.out):
+            raise self._outside(path, None)
+        pending = list(PurePosixPath(norm).relative_to(self.out).parts)
         done: list[str] = []
-        hops = 0
+        links: list[PurePosixPath] = []
+        in_base = False  # below a forest link: entries are the base's
         while pending:
             done.append(pending.pop(0))
             here = PurePosixPath(*done)
-            if not os.path.islink(self.out / here) or self.is_link(here):
+            if not _is_symlink(self.out / here):
                 continue
-            hops += 1
-            target = Path(os.path.normpath(self.out.joinpath(*done[:-1],
-                                                             os.readlink(self.out / here))))
-            if hops > _MAX_HOPS or not target.is_relative_to(self.out):
-                raise ForestError(f"{path} leads outside the closure {self.out} (through "
-                                  f"the symlink {here}); change the recipe to name a path "
-                                  "inside it")
-            done = list(target.relative_to(self.out).parts)
-        return PurePosixPath(*done)
+            if not in_base and self.is_link(here):
+                in_base = True
+                continue
+            target = os.readlink(self.out / here)
+            rebased = Path(os.path.normpath(self.out / here.parent / target))
+            links.append(here)
+            if len(links) > _MAX_HOPS:
+                raise ForestError(f"{path}: too many levels of symlinks (a loop at {here}); "
+                                  "change the recipe to name a path inside the closure")
+            if os.path.isabs(target) or not rebased.is_relative_to(self.out):
+                raise self._outside(path, f"{here} -> {target}")
+            pending = list(PurePosixPath(rebased).relative_to(self.out).parts) + pending
+            done, in_base = [], False
+        return PurePosixPath(*done), tuple(links)
+
+    def _outside(self, path: Path, through: str | None) -> ForestError:
+        via = f" (through the symlink {through})" if through else ""
+        return ForestError(f"{path} leads outside the closure {self.out}{via}; change the "
+                           "recipe to name a path inside it")
+
+
+def _is_symlink(path: Path) -> bool:
+    try:
+        return stat.S_ISLNK(os.lstat(path).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return False

@@ -4,7 +4,8 @@ The deps stage's output is pinned by its hash, so it stays as uv left it (normal
 ELF files keep their wheel's run paths and it has no bytecode. This stage derives a store
 path from it, offline, once per deps path and toolchain:
 
-1. the venv is hard-linked (without the build environment);
+1. the venv is copied (without the build environment): copies, not hard links, so the two
+   paths share no inode;
 2. every ELF file is relinked against the toolchain (auto-patchelf, :mod:`venvseal.elf`);
 3. every module's bytecode is compiled. The store is read-only, so Python could never write
    it at run time and would compile every imported module at every start. The pycs are
@@ -21,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -186,17 +188,24 @@ def check_loader(tree: Path, logical: PurePosixPath, ignore_missing: Sequence[st
                  runner: Sandbox, spec: SandboxSpec) -> int:
     """Every ELF file under ``tree`` (seen at ``logical``) resolves; how many there are."""
     files = [logical / p.relative_to(tree).as_posix() for p in find_elf_files(tree)]
-    lines = loadercheck.unresolved_lines(files, ignore_missing, runner=runner, spec=spec)
-    if lines is not None:
-        raise RelinkError(f"the dynamic loader cannot resolve:\n{lines}\ninstall each library "
-                          "in the toolchain, or add the soname to [assemble] ignore-missing")
+    report = loadercheck.unresolved_lines(files, ignore_missing, runner=runner, spec=spec)
+    if report is not None:
+        raise RelinkError(f"relinking the dependencies: {report}")
     return len(files)
+
+
+def _writable(path: Path) -> Path:
+    """Give the owner write permission on ``path``, a private copy, before patchelf edits it."""
+    os.chmod(path, stat.S_IMODE(os.lstat(path).st_mode) | 0o200)
+    return path
 
 
 def make(inputs: RelinkInputs, out: Path, *, logical: PurePosixPath, runner: Sandbox) -> Relinked:
     """Build the relinked deps into ``out`` (created here), to run at ``logical``."""
-    fsutil.link_tree(inputs.deps, out, skip=(BUILD_ENV,))
-    edited = relink(out, inputs.toolchain, inputs.ignore_missing, edit=fsutil.make_private)
+    # Copies, not hard links: the deps path and this one share no inode, so repairing or
+    # chmod-ing one can never change the other (issue 13.8; the cost is in the README).
+    fsutil.clone_tree(inputs.deps, out, skip=(BUILD_ENV,))
+    edited = relink(out, inputs.toolchain, inputs.ignore_missing, edit=_writable)
     update_records(out, (), edited)
     env = sandbox.fixed_env(inputs.toolchain.path)
     spec = SandboxSpec(root=inputs.toolchain.root, env=env, network=False,

@@ -42,11 +42,15 @@ def inside(base: Path, rel: str, *, what: str) -> Path:
     return path
 
 
-def tree_digest(path: Path, exclude: Sequence[str] = ()) -> str:
-    """sha256 over the sorted relative paths, executable bits, link targets and contents."""
+def tree_digest(path: Path, exclude: Sequence[str] = (), *,
+                absolute_links: bool = True) -> str:
+    """sha256 over the sorted relative paths, executable bits, link targets and contents;
+    symlinks with an absolute target are left out unless ``absolute_links``."""
     h = hashlib.sha256()
     base = path
     for rel, kind, extra in _entries(base, exclude):
+        if kind == "l" and not absolute_links and extra.startswith("/"):
+            continue
         h.update(f"{kind}\0{rel}\0{extra}\0".encode("utf-8", "surrogateescape"))
         if kind == "f":
             try:
@@ -84,18 +88,20 @@ def _entries(base: Path, exclude: Sequence[str]) -> list[tuple[str, str, str]]:
     return out
 
 
-def _mkdir(folder: Path) -> None:
+def _mkdir(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def copy_tree(source: Path, dest: Path, exclude: Sequence[str] = (), *,
               within: Path | None = None,
-              make_dir: Callable[[Path], object] = _mkdir) -> list[Path]:
+              make_dir: Callable[[Path], Path] = _mkdir) -> list[Path]:
     """Copy ``source`` (file or folder) to ``dest`` with the ignore rules; the files written.
 
     With ``within``, a symlink whose target lies outside that folder is refused.
-    ``make_dir(folder)`` creates a folder (and its parents) before anything is put in it:
-    the assembly's makes linked folders the closure's own first (forest.py).
+    ``make_dir(folder)`` creates a folder (and its parents) before anything is put in it and
+    returns where it really is: the assembly's makes linked folders the closure's own first
+    and resolves every symlink on the way (forest.py), so nothing is written through one.
     """
     written: list[Path] = []
     for rel, kind, extra in _entries(source, exclude):
@@ -103,7 +109,7 @@ def copy_tree(source: Path, dest: Path, exclude: Sequence[str] = (), *,
         if kind == "d":
             make_dir(target)
             continue
-        make_dir(target.parent)
+        target = make_dir(target.parent) / target.name
         if kind == "l":
             link = source / rel if rel else source
             if within is not None:

@@ -12,18 +12,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
-from venvseal.assemble import entrypoints, relinked, sources, wheels
+from venvseal.assemble import commands, entrypoints, pythonpath, relinked, sources, wheels
 from venvseal.assemble import textedit as substitute
 from venvseal.assemble.forest import Forest
 from venvseal.deps.normalise import PYTHON_HOME_PLACEHOLDER, remove_build_litter, update_records
 from venvseal.deps.stage import BUILD_ENV
-from venvseal.errors import VenvsealError
+from venvseal.errors import EXIT_USAGE, VenvsealError
 from venvseal.recipe.model import Recipe
 from venvseal.recipe.uvlock import Lock
 from venvseal.store.core import STORE_DIR, StorePath
@@ -37,6 +37,29 @@ DEPS_DIR = sandbox.BUILD_ROOT / "deps"
 
 class AssembleError(VenvsealError):
     """The closure cannot be assembled as the recipe says."""
+
+
+class WorkspaceError(AssembleError):
+    """``[assemble] workspace`` names a project the assembly cannot install (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, rec: Recipe, unknown: Sequence[str], lock: Lock) -> None:
+        self.where = f"{rec.file}: {rec.key_prefix}assemble.workspace"
+        self.unknown = tuple(unknown)
+        self.installable = tuple(sorted(m.name for m in lock.installed_members()))
+        root = lock.root_package()
+        self.virtual_root = root.name if root is not None and root.source_kind == "virtual" \
+            else None
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        names = ", ".join(self.installable) or "none"
+        why = (f" ({self.virtual_root} is the root project, which uv does not install: it has "
+               "no [build-system], or tool.uv.package is false)"
+               if self.virtual_root in self.unknown else "")
+        return (f"{self.where} names {', '.join(self.unknown)}, not a package of the uv "
+                f"workspace{why}; the packages it can install are: {names}; fix the list")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -82,15 +105,17 @@ def collect_inputs(rec: Recipe, tc: ResolvedToolchain, deps: StorePath, linked: 
                    fetched: tuple[Fetched, ...], lock: Lock) -> AssembleInputs:
     """Digest every project file the stage reads: members, copy sources and patch files."""
     wanted = rec.assemble.workspace
-    members = tuple(sorted((m.name, m.source) for m in lock.workspace_members()
+    installable = lock.installed_members()
+    members = tuple(sorted((m.name, m.source or ".") for m in installable
                            if wanted is None or m.name in wanted))
     if wanted is not None and (unknown := set(wanted) - {name for name, _ in members}):
-        raise AssembleError(f"{rec.file}: {rec.key_prefix}assemble.workspace names "
-                            f"{', '.join(sorted(unknown))}, not members of the uv workspace; "
-                            f"members are: {', '.join(m.name for m in lock.workspace_members())}")
+        raise WorkspaceError(rec, sorted(unknown), lock)
+    # Absolute symlinks are left out, as wheels.build_wheel leaves them: they cannot resolve
+    # in the sandbox, and an out-link in the root project (result -> the closure) would
+    # otherwise change the closure's key at every build.
     digests = [(f"member:{name}", sources.tree_digest(
-        sources.inside(rec.project, rel, what=f"workspace member {name}")))
-        for name, rel in members]
+        sources.inside(rec.project, rel, what=f"workspace member {name}"),
+        absolute_links=False)) for name, rel in members]
     for i, rule in enumerate(rec.assemble.copy):
         if rule.from_.startswith("@"):
             continue  # from a fetched source: keyed by that store path
@@ -200,8 +225,8 @@ def install_projects(inputs: AssembleInputs, layout: Layout, owners: dict[str, s
     """Build every member and installable fetch offline (or reuse its wheel from
     ``wheel_cache``) and install them all without deps; their files join ``owners``."""
     digests = dict(inputs.sources)
-    projects = [(wheels.Project(label=f"workspace member {name}",
-                                source=inputs.recipe.project / rel),
+    projects = [(wheels.Project(label=f"the root project {name}" if rel == "." else
+                                f"workspace member {name}", source=inputs.recipe.project / rel),
                  name, digests[f"member:{name}"]) for name, rel in inputs.members]
     projects += [(wheels.Project(label=f"fetch {f.name}", source=f.path), f.name, f.path.name)
                  for f in inputs.fetched if f.install]
@@ -314,7 +339,8 @@ class Assembled:
 
 
 def assemble(inputs: AssembleInputs, out: Path, *, logical: PurePosixPath, runner: Sandbox,
-             wheel_cache: WheelCache) -> Assembled:
+             wheel_cache: WheelCache,
+             on_step: Callable[[str], None] = lambda _msg: None) -> Assembled:
     """Build the closure into ``out`` (created here), to run at ``logical``."""
     forest = plant(inputs.relinked, out)
     layout = Layout(out=out, logical=logical, python_version=python_version(out),
@@ -326,6 +352,8 @@ def assemble(inputs: AssembleInputs, out: Path, *, logical: PurePosixPath, runne
     owners = wheels.dist_info_owners(out / layout.site_packages)
     install_projects(inputs, layout, owners, runner=runner, spec=spec, wheel_cache=wheel_cache)
     copy_sources(inputs, layout, owners)
+    pythonpath.write(inputs.recipe, layout.out, logical=layout.logical,
+                     site_packages=layout.site_packages, closure=forest)
     changed = set(write_entry_points(layout))
     values = layout.placeholders(inputs.fetched)
     changed |= substitute.apply_all(inputs.recipe, out, values, layout.site_packages,
@@ -334,5 +362,10 @@ def assemble(inputs: AssembleInputs, out: Path, *, logical: PurePosixPath, runne
                                edit=forest.own_file)
     own_records(layout, changed, owners)
     update_records(out, (), changed)
+    # After every file of the recipe is in place; before bytecode, so what they write is
+    # compiled too, and before the checks.
+    commands.run_steps(inputs.recipe.assemble.run, key_prefix=inputs.recipe.key_prefix,
+                       logical=logical, runner=runner, spec=spec, values=values,
+                       on_step=on_step)
     compile_bytecode(inputs, layout, runner=runner, spec=spec)
     return Assembled(layout=layout, spec=spec, values=values)

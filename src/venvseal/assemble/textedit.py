@@ -71,30 +71,68 @@ def apply_text(sub: Substitute, out: Path, values: Mapping[str, str], site_packa
     return path
 
 
-def _patched_files(patch: Path, strip: int) -> list[str]:
-    files = []
-    for line in patch.read_text(encoding="utf-8", errors="replace").splitlines():
-        if line.startswith(("+++ ", "--- ")):
-            name = line[4:].split("\t")[0].strip()
-            if name != "/dev/null":
-                files.append("/".join(name.split("/")[strip:]))
-    return sorted(set(files))
+# Every kind of line in which GNU patch may find a file name: unified and context diff
+# headers, git's extended headers (rename and copy name files with no a/ b/ prefix; patch
+# strips them anyway) and the Index: line of older diffs.
+_HEADERS = ("+++ ", "--- ", "*** ", "Index: ", "rename from ", "rename to ", "copy from ",
+            "copy to ")
+_GIT_DIFF = re.compile(r'^diff --git ("(?:[^"\\]|\\.)*"|\S+) ("(?:[^"\\]|\\.)*"|\S+)\s*$')
+_CONTEXT_HUNK = re.compile(r"^(\*\*\*|---) \d+(,\d+)? (\*\*\*\*|----)\s*$")
+
+
+def _unquote(name: str) -> str:
+    """A file name as git writes it: C-quoted when it has unusual characters."""
+    if len(name) > 1 and name[0] == name[-1] == '"':
+        return name[1:-1].encode("latin-1", "backslashreplace").decode("unicode_escape")
+    return name
+
+
+def header_names(text: str) -> list[tuple[str, bool]]:
+    """Every file name the diff ``text`` names in any header, as written (not stripped),
+    with whether patch strips it (git's rename/copy lines have no a/ b/ prefix)."""
+    names: list[tuple[str, bool]] = []
+    for line in text.splitlines():
+        if _CONTEXT_HUNK.match(line):
+            continue
+        if m := _GIT_DIFF.match(line):
+            names += [(_unquote(m[1]), True), (_unquote(m[2]), True)]
+            continue
+        for head in _HEADERS:
+            if line.startswith(head):
+                name = _unquote(line[len(head):].split("\t")[0].strip())
+                if name and name != "/dev/null":
+                    names.append((name, head.endswith(("--- ", "+++ ", "*** ", "Index: "))))
+    return names
+
+
+def _patched_files(patch: Path, strip: int) -> tuple[list[str], list[str]]:
+    """The files the patch may write, as patch finds them (stripped of ``strip`` leading
+    components), and every name in any header as written: all are checked to stay in the
+    closure, the first are made the closure's own."""
+    written: set[str] = set()
+    named: set[str] = set()
+    for name, stripped in header_names(patch.read_text(encoding="utf-8", errors="replace")):
+        named.add(name)
+        if stripped:
+            written.add("/".join(name.split("/")[strip:]) or name)
+    return sorted(written), sorted(named | written)
 
 
 def apply_patch(sub: Substitute, out: Path, *, where: str, closure: Editable) -> set[Path]:
     """Apply the unified diff ``sub.patch`` to the closure with ``patch -p<strip>``."""
     assert sub.patch is not None
-    targets = []
-    for rel in _patched_files(sub.patch, sub.strip):
-        path = out / rel
-        if not closure.contains(path):
+    written, named = _patched_files(sub.patch, sub.strip)
+    for rel in named:
+        if not closure.contains(out / rel):
             raise SubstituteError(f"{where}.patch: {sub.patch.name} touches {rel}, outside the "
                                   "closure; fix the patch or its strip level")
+    targets = []
+    for rel in sorted(set(written) | {r for r in named if os.path.lexists(out / r)}):
+        path = out / rel
         if path.is_file():
-            closure.own_file(path)
+            targets.append(closure.own_file(path))
         else:  # a file the patch creates: its folder must not be a link into the deps
-            closure.own_dir(path.parent)
-        targets.append(path)
+            targets.append(closure.own_dir(path.parent) / path.name)
     tool = process.find_tool("patch", "patch")
     try:
         process.run([tool, f"-p{sub.strip}", "--batch", "--forward", "--no-backup-if-mismatch",

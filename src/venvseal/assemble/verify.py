@@ -1,27 +1,33 @@
 """``[verify]``: the finished closure is exercised in the sandbox before it is registered.
 
-Imports and commands run with the closure's python, offline; every ELF file is checked with
-the toolchain's dynamic loader. Any failure fails the build and nothing enters the store.
+Imports and commands run with the closure's python, offline, with ``[verify] env`` and a time
+limit per check (``[verify] timeout``, see commands.py); every ELF file is checked with the
+toolchain's dynamic loader. Any failure fails the build and nothing enters the store.
 """
 
 from __future__ import annotations
 
-import csv
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path, PurePosixPath
+from typing import TypeVar
 
-from venvseal.assemble.textedit import expand
+from venvseal.assemble import commands
+from venvseal.assemble.importable import find_importable
 from venvseal.elf import loadercheck
 from venvseal.elf.buildid import find_elf_files
-from venvseal.errors import CommandError, VenvsealError
-from venvseal.recipe.model import Recipe
+from venvseal.errors import CommandTimeoutError, VenvsealError
+from venvseal.recipe.model import Command, Recipe
 from venvseal.toolchain.sandbox import Sandbox, SandboxSpec
 
+T = TypeVar("T")
 FAILED = "VENVSEAL-IMPORT-FAILED"
-# Imports each module given, reporting every failure (not only the first) with its tail.
+END = "VENVSEAL-IMPORT-END"
+TRACEBACK_LINES = 12  # of each failed import's traceback: the last frames and the error
+# Imports each module given, reporting every failure (not only the first) with its traceback
+# between two marker lines; the frames of this script and of importlib are left out.
 IMPORTER = f"""\
 import importlib, sys, traceback
 failed = 0
@@ -30,8 +36,12 @@ for name in sys.argv[1:]:
         importlib.import_module(name)
     except BaseException as err:
         failed += 1
-        lines = traceback.format_exception(err)
-        print("{FAILED}", name, "".join(lines[-4:]).strip().replace("\\n", " | "))
+        tb = traceback.TracebackException.from_exception(err)
+        tb.stack = traceback.StackSummary.from_list(
+            [f for f in tb.stack if not f.filename.startswith(("<frozen importlib", "<string>"))])
+        print("\\n{FAILED}", name, flush=True)
+        print("".join(tb.format()).rstrip(), flush=True)
+        print("{END}", flush=True)
 sys.exit(1 if failed else 0)
 """
 
@@ -42,104 +52,131 @@ class VerifyError(VenvsealError):
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class VerifyReport:
-    """What was checked."""
+    """What was checked, and what import-all left out (name, why)."""
 
     imports: int
     commands: int
     elf_files: int
+    skipped: tuple[tuple[str, str], ...] = ()
 
 
-def top_level_modules(site_packages: Path, skip: Sequence[str] = ()) -> list[str]:
-    """Importable top-level names each installed distribution's RECORD lists."""
-    names: set[str] = set()
-    for record in sorted(site_packages.glob("*.dist-info/RECORD")):
-        with record.open(encoding="utf-8", newline="") as f:
-            for row in csv.reader(f):
-                first = row[0].split("/", 1) if row else [""]
-                head = first[0]
-                if len(first) == 1 and head.endswith(".py"):
-                    names.add(head[:-3])
-                elif len(first) == 1 and head.endswith(".so"):
-                    names.add(head.split(".", 1)[0])
-                elif len(first) == 2 and first[1] in ("__init__.py", "__init__.pyi"):
-                    names.add(head)
-    return sorted(n for n in names if n.isidentifier() and n not in skip)
+def parse_failures(output: str) -> list[tuple[str, list[str]]]:
+    """(module, the last lines of its traceback) for each failed import in ``output``."""
+    failures: list[tuple[str, list[str]]] = []
+    current: tuple[str, list[str]] | None = None
+    for line in output.splitlines():
+        if line.startswith(f"{FAILED} "):
+            current = (line.removeprefix(f"{FAILED} ").strip(), [])
+            failures.append(current)
+        elif line == END:
+            current = None
+        elif current is not None:
+            current[1].append(line)
+    return [(name, lines if len(lines) <= TRACEBACK_LINES else
+             [lines[0], "  ...", *lines[-TRACEBACK_LINES + 2:]]) for name, lines in failures]
 
 
 def _run_imports(modules: Sequence[str], *, runner: Sandbox, spec: SandboxSpec,
-                 python: str) -> tuple[list[str], str | None]:
-    """Import ``modules`` in one process: a line per failed import, and the output's tail
-    if the process failed without naming a module (it crashed, or could not start)."""
+                 python: str, timeout: float) -> tuple[list[str], str | None]:
+    """Import ``modules`` in one process: a block per failed import (its name, then its
+    traceback indented), and a problem if the process failed without naming a module (it
+    crashed, could not start, or ran past ``timeout``)."""
     try:
-        runner.run(spec, [python, "-c", IMPORTER, *modules], what="verify imports")
-    except CommandError as err:
-        bad = [ln.removeprefix(FAILED).strip() for ln in err.output_tail.splitlines()
-               if ln.startswith(FAILED)]
-        return bad, None if bad else err.output_tail
-    return [], None
+        done = runner.run(spec, [python, "-c", IMPORTER, *modules], what="verify imports",
+                          check=False, timeout=timeout)
+    except CommandTimeoutError as err:
+        return [], (f"importing {len(modules)} modules did not finish within {timeout:g} s "
+                    "and was killed; raise [verify] timeout, or find the module that hangs "
+                    f"(list it in import-skip):\n{_indent(err.output_tail.splitlines(), 4)}")
+    failures = parse_failures(done.output)
+    blocks = [f"{name}:\n{_indent(lines, 4)}" for name, lines in failures]
+    if done.returncode != 0 and not failures:
+        return [], (f"the import process failed (exit {done.returncode}) without naming a "
+                    f"module:\n{_indent(done.tail().splitlines(), 4)}")
+    return blocks, None
 
 
-def _run_command(command: str | tuple[str, ...], i: int, *, runner: Sandbox, spec: SandboxSpec,
-                 values: Mapping[str, str], key_prefix: str) -> list[str]:
-    argv = (["/bin/sh", "-c", expand(command, values)] if isinstance(command, str)
-            else [expand(part, values) for part in command])
-    try:
-        runner.run(spec, argv, what=f"{key_prefix}verify.commands[{i}]")
-    except CommandError as err:
-        return [f"{key_prefix}verify.commands[{i}] failed (exit {err.returncode}): "
-                f"{' '.join(argv)}\n{err.output_tail}"]
-    return []
+def _indent(lines: Sequence[str], width: int) -> str:
+    return "\n".join(" " * width + line for line in lines)
 
 
 def _check_loader(elf_files: Sequence[PurePosixPath], ignored: Sequence[str], *,
                   runner: Sandbox, spec: SandboxSpec) -> list[str]:
-    lines = loadercheck.unresolved_lines(elf_files, ignored, runner=runner, spec=spec)
-    return [] if lines is None else [f"verify: the dynamic loader cannot resolve:\n{lines}"]
+    report = loadercheck.unresolved_lines(elf_files, ignored, runner=runner, spec=spec)
+    return [] if report is None else [f"verify: {report}"]
+
+
+def _announce(on_step: Callable[[str], None], text: str, task: Callable[[], T]
+              ) -> Callable[[], T]:
+    """``task``, saying ``text`` when it starts (it may wait for a free worker first)."""
+    def run() -> T:
+        on_step(text)
+        return task()
+    return run
 
 
 def verify(rec: Recipe, closure: Path, *, logical: PurePosixPath, site_packages: str,
            values: Mapping[str, str], runner: Sandbox, spec: SandboxSpec,
-           jobs: int = 1) -> VerifyReport:
+           jobs: int = 1, on_step: Callable[[str], None] = lambda _msg: None) -> VerifyReport:
     """Run every check of ``rec.verify`` against the closure built at ``closure``.
 
-    The checks are independent processes, run ``jobs`` at a time; the modules to import are
-    dealt round-robin into ``jobs`` processes, each importing the explicit ``imports`` first.
-    Every failure is reported, in one VerifyError.
+    The checks are independent processes, run ``jobs`` at a time, each named by
+    ``on_step`` when it starts; the modules to import are dealt round-robin into ``jobs``
+    processes, each importing the explicit ``imports`` first. Every failure is reported, in
+    one VerifyError.
     """
     jobs = max(1, jobs)
+    timeout = rec.verify.timeout
     python = str(logical / "bin" / "python")
-    env = {**spec.env, "PATH": f"{logical}/bin:{spec.env.get('PATH', '/usr/bin:/bin')}"}
     # Read-only: a check must not change the closure it checks, nor the store paths it
     # links to.
     mounts = tuple(replace(m, writable=False) for m in spec.mounts)
-    job = SandboxSpec(root=spec.root, mounts=mounts, env=env, network=False, cwd=spec.cwd)
+    job = commands.closure_spec(replace(spec, mounts=mounts, network=False), logical,
+                                rec.verify.env, values)
     first = list(rec.verify.imports)
     rest: list[str] = []
+    skipped: tuple[tuple[str, str], ...] = ()
     if rec.verify.import_all:
-        found = top_level_modules(closure / site_packages, rec.verify.import_skip)
-        rest = [m for m in found if m not in first]
+        found = find_importable(closure / site_packages, rec.verify.import_skip)
+        rest = [m for m in found.modules if m not in first]
+        skipped = found.skipped
     chunks = [first + rest[i::jobs] for i in range(jobs) if rest[i::jobs] or (i == 0 and first)]
-    imports = [partial(_run_imports, chunk, runner=runner, spec=job, python=python)
+    imports = [_announce(on_step, f"verify: importing {len(chunk)} modules",
+                         partial(_run_imports, chunk, runner=runner, spec=job, python=python,
+                                 timeout=timeout))
                for chunk in chunks]
-    commands = [partial(_run_command, command, i, runner=runner, spec=job, values=values,
-                        key_prefix=rec.key_prefix)
-                for i, command in enumerate(rec.verify.commands)]
+    checks: list[Callable[[], list[str]]]
+    checks = [_announce(on_step, f"verify: {rec.key_prefix}verify.commands[{i}]: "
+                        f"{commands.shown(command, values)}",
+                        partial(_command_task, command, i, runner=runner, spec=job,
+                                values=values, key_prefix=rec.key_prefix, timeout=timeout))
+              for i, command in enumerate(rec.verify.commands)]
     # The closure's own ELF files: the relinked deps were checked when they were made.
     elf_files = [logical / p.relative_to(closure).as_posix() for p in find_elf_files(closure)]
-    loader = [partial(_check_loader, elf_files, rec.assemble.ignore_missing, runner=runner,
-                      spec=job)]
+    if elf_files:
+        checks.append(_announce(on_step, f"verify: dynamic loader check of {len(elf_files)} "
+                                "ELF files", partial(_check_loader, elf_files,
+                                                     rec.assemble.ignore_missing,
+                                                     runner=runner, spec=job)))
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         imported = [pool.submit(task) for task in imports]
-        checked = [pool.submit(task) for task in [*commands, *loader]]
+        checked = [pool.submit(task) for task in checks]
         outcomes = [f.result() for f in imported]
         problems = [line for f in checked for line in f.result()]
-    bad = [line for lines, _ in outcomes for line in lines]
-    tails = [tail for _, tail in outcomes if tail is not None]
-    if bad or tails:
-        detail = "\n".join(f"  {b}" for b in bad + tails)
-        problems.insert(0, f"verify: {'some' if tails else len(bad)} import(s) failed in the "
-                           f"closure:\n{detail}")
+    bad = [block for blocks, _ in outcomes for block in blocks]
+    crashed = [problem for _, problem in outcomes if problem is not None]
+    if bad or crashed:
+        detail = "\n".join([_indent(b.splitlines(), 2) for b in bad] + [f"  {p}" for p in crashed])
+        problems.insert(0, f"verify: {'some' if crashed else len(bad)} import(s) failed in "
+                           f"the closure:\n{detail}")
     if problems:
         raise VerifyError("\n".join(problems))
     return VerifyReport(imports=len(first) + len(rest), commands=len(rec.verify.commands),
-                        elf_files=len(elf_files))
+                        elf_files=len(elf_files), skipped=skipped)
+
+
+def _command_task(command: Command, i: int, *, runner: Sandbox, spec: SandboxSpec,
+                  values: Mapping[str, str], key_prefix: str, timeout: float) -> list[str]:
+    problem = commands.run_command(command, where=f"{key_prefix}verify.commands[{i}]",
+                                   runner=runner, spec=spec, values=values, timeout=timeout)
+    return [] if problem is None else [problem]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import shutil
 import tomllib
 import zipfile
@@ -17,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from venvseal.assemble import sources
 from venvseal.errors import CommandError, VenvsealError
 from venvseal.toolchain import sandbox
 from venvseal.toolchain.sandbox import Sandbox, SandboxSpec
@@ -82,17 +84,31 @@ def backend_of(source: Path) -> tuple[str, str]:
             ":".join(system.get("backend-path", [])))
 
 
+def _ignored(folder: str, names: list[str]) -> set[str]:
+    """The entries of ``folder`` a build never sees: sources.IGNORED, and symlinks with an
+    absolute target (out-links such as ``result``; none would resolve in the sandbox)."""
+    skipped = set(shutil.ignore_patterns(*sources.IGNORED)(folder, names))
+    for name in names:
+        path = os.path.join(folder, name)
+        if os.path.islink(path) and os.readlink(path).startswith("/"):
+            skipped.add(name)
+    return skipped
+
+
 def build_wheel(project: Project, work: Path, *, runner: Sandbox, spec: SandboxSpec,
                 build_env: PurePosixPath) -> Path:
     """Build ``project`` offline in the sandbox; the wheel's host path (inside ``work``)."""
     src, out = work / "src", work / "wheel"
-    shutil.copytree(project.source, src, symlinks=True,
-                    ignore=shutil.ignore_patterns(".git", ".venv", "__pycache__", "*.pyc"))
+    # What is copied is what sources.tree_digest hashed for the wheel's key.
+    shutil.copytree(project.source, src, symlinks=True, ignore=_ignored)
     out.mkdir()
     backend, backend_path = backend_of(src)
     inner = sandbox.BUILD_ROOT / "work"
     mounts = (*spec.mounts, sandbox.Mount(host=work, target=inner, writable=True))
-    env = {**spec.env, "PYTHONPATH": str(build_env)}
+    # A backend may run an executable its wheel installed (uv_build runs uv-build, found
+    # on PATH; maturin, cmake and ninja likewise): the build environment's bin/ goes first.
+    env = {**spec.env, "PYTHONPATH": str(build_env),
+           "PATH": f"{build_env / 'bin'}:{spec.env.get('PATH', '/usr/bin:/bin')}"}
     job = SandboxSpec(root=spec.root, mounts=mounts, env=env, network=False, cwd=inner)
     argv = [spec.env["VENVSEAL_PYTHON"], "-c", FRONTEND, str(inner / "src"),
             str(inner / "wheel"), backend, backend_path]

@@ -81,7 +81,10 @@ def cmd_build(s: Session) -> int:
         s.ui.info(line)
     if res.verified is not None:
         data["verified"] = {"imports": res.verified.imports, "commands": res.verified.commands,
-                            "elf_files": res.verified.elf_files}
+                            "elf_files": res.verified.elf_files,
+                            "skipped": dict(res.verified.skipped)}
+        for name, why in res.verified.skipped:
+            s.ui.info(f"import-all skipped {name}: {why}")
         s.ui.info(f"verified: {res.verified.imports} imports, {res.verified.commands} commands, "
                   f"{res.verified.elf_files} ELF files of the closure's own resolved by the "
                   "dynamic loader (the dependencies' were, when the relinked deps were made)")

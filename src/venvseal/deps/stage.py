@@ -173,9 +173,10 @@ def stage_sources(inputs: DepsInputs, dest: Path) -> None:
 
 
 def build_requirements(inputs: DepsInputs) -> tuple[str, ...]:
-    """Every workspace member's build-system.requires plus the recipe's build-requires."""
+    """build-system.requires of every project the assembly installs (workspace members, and
+    the root when it is a package) plus the recipe's build-requires."""
     reqs: set[str] = set(inputs.recipe.deps.build_requires)
-    for member in inputs.lock.workspace_members():
+    for member in inputs.lock.installed_members():  # the root too, if a package
         file = inputs.recipe.project / member.source / "pyproject.toml"
         try:
             data = tomllib.loads(file.read_text(encoding="utf-8"))
@@ -264,7 +265,8 @@ def build_venv(inputs: DepsInputs, out: Path, *, uv_cache: Path, scratch: Path,
             raise (known or DepsBuildError(str(err))) from err
     from venvseal.deps.normalise import normalise_venv
 
-    shutil.rmtree(out / BUILD_ENV / "bin", ignore_errors=True)  # scripts: never run offline
+    # The build environment's bin/ stays: a PEP 517 backend may run its own executable
+    # (uv_build runs uv-build; maturin, cmake, ninja), found on PATH by the assembly.
     return normalise_venv(out, strip_debug=_stripper(runner, spec, out))
 
 

@@ -113,6 +113,18 @@ class CopyRule:
     exclude: tuple[str, ...] = ()
 
 
+DEFAULT_TIMEOUT = 300  # seconds a [verify] check or an [[assemble.run]] command may take
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunStep:
+    """[[assemble.run]]: a command run offline in the closure being built (@out@ writable)."""
+
+    command: Command
+    env: StrMap = EMPTY
+    timeout: int = DEFAULT_TIMEOUT
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Assemble:
     """[assemble]: the offline assembly stage; ``workspace`` None means every member."""
@@ -121,6 +133,8 @@ class Assemble:
     ignore_missing: tuple[str, ...] = ()
     links: StrMap = EMPTY
     copy: tuple[CopyRule, ...] = ()
+    python_path: tuple[str, ...] = ()  # closure folders put on sys.path (a .pth file)
+    run: tuple[RunStep, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -144,6 +158,8 @@ class Verify:
     import_all: bool = False
     import_skip: tuple[str, ...] = ()
     commands: tuple[Command, ...] = ()
+    env: StrMap = EMPTY  # for imports and commands
+    timeout: int = DEFAULT_TIMEOUT  # seconds, per check
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -346,10 +362,11 @@ _TOOLCHAIN_KEYS = ("root", "debian", "python", "library-dirs", "path")
 _DEBIAN_KEYS = ("suite", "packages", "variant")
 _DEPS_KEYS = ("hash", "exclude", "extras", "env", "build-requires")
 _FETCH_KEYS = ("name", "git", "rev", "url", "hash", "install")
-_ASSEMBLE_KEYS = ("workspace", "ignore-missing", "links", "copy")
+_ASSEMBLE_KEYS = ("workspace", "ignore-missing", "links", "copy", "python-path", "run")
+_RUN_KEYS = ("command", "env", "timeout")
 _COPY_KEYS = ("from", "to", "exclude")
 _SUBSTITUTE_KEYS = ("file", "replace", "with", "count", "patch", "strip")
-_VERIFY_KEYS = ("imports", "import-all", "import-skip", "commands")
+_VERIFY_KEYS = ("imports", "import-all", "import-skip", "commands", "env", "timeout")
 _IMAGE_KEYS = ("entrypoint", "cmd", "env", "user", "workdir", "ports", "labels", "include",
                "compression")
 
@@ -528,6 +545,8 @@ def _assemble(t: Table | None, ctx: _Context) -> Assemble:
         if t.check("links", name, _link_name, name):
             checked[name] = t.check("links", target, to_rule, name)
     return Assemble(
+        python_path=t.check_each("python-path", t.get_list("python-path", str) or (), to_rule),
+        run=tuple(_run_step(r, ctx) for r in t.get_tables("run", _RUN_KEYS)),
         workspace=None if workspace is None else t.check_each("workspace", workspace, _package),
         ignore_missing=t.check_each("ignore-missing", t.get_list("ignore-missing", str) or (),
                                     _soname_pattern),
@@ -564,22 +583,55 @@ def _substitute(t: Table, ctx: _Context) -> Substitute | None:
     )
 
 
+def _command(t: Table, key: str, item: object, ctx: _Context,
+             index: int | None = None) -> Command | None:
+    """A shell command string or a non-empty argv, every placeholder in it known."""
+    if isinstance(item, str) and item.strip():
+        command: Command = item
+    elif isinstance(item, list) and item and all(isinstance(a, str) for a in item):
+        command = tuple(item)
+    else:
+        t.add(key, "expected a shell command string or a non-empty array of strings", index)
+        return None
+    words = command if isinstance(command, tuple) else (command,)
+    return command if all(t.check(key, word, ctx.placeholders, index) for word in words) \
+        else None
+
+
+def _step_env(t: Table, ctx: _Context) -> StrMap:
+    """``env`` of a step run in the sandbox: names the sandbox does not own, placeholders."""
+    env = t.get_map("env") or EMPTY
+    for name, value in env.items():
+        t.check("env", name, _build_env_name, name)
+        t.check("env", value, ctx.placeholders, name)
+        if "\0" in value:
+            t.add("env", "must not contain a NUL character", name)
+    return env
+
+
+def _timeout(t: Table) -> int:
+    timeout = t.get("timeout", int)
+    if timeout is not None and not 1 <= timeout <= 86400:
+        t.add("timeout", f"must be a number of seconds from 1 to 86400, got {timeout}")
+    return DEFAULT_TIMEOUT if timeout is None else timeout
+
+
+def _run_step(t: Table, ctx: _Context) -> RunStep:
+    if not t.has("command"):
+        t.add("command", 'required; add e.g. command = "@python@ @out@/manage.py '
+              'collectstatic --noinput"')
+    command = _command(t, "command", t.get("command", object), ctx) if t.has("command") else None
+    return RunStep(command=command or "", env=_step_env(t, ctx), timeout=_timeout(t))
+
+
 def _verify(t: Table | None, ctx: _Context) -> Verify:
     if t is None:
         return Verify()
-    commands: list[Command] = []
-    for i, item in enumerate(t.get("commands", list) or ()):
-        if isinstance(item, str) and item.strip():
-            command: Command = item
-        elif isinstance(item, list) and item and all(isinstance(a, str) for a in item):
-            command = tuple(item)
-        else:
-            t.add("commands", "expected a shell command string or a non-empty array of strings", i)
-            continue
-        words = command if isinstance(command, tuple) else (command,)
-        if all(t.check("commands", word, ctx.placeholders, i) for word in words):
-            commands.append(command)
+    commands = [command for i, item in enumerate(t.get("commands", list) or ())
+                if (command := _command(t, "commands", item, ctx, i)) is not None]
     return Verify(
+        env=_step_env(t, ctx),
+        timeout=_timeout(t),
         imports=t.check_each("imports", t.get_list("imports", str) or (), _module),
         import_all=t.get("import-all", bool) or False,
         import_skip=t.check_each("import-skip", t.get_list("import-skip", str) or (), _module),

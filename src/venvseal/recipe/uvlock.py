@@ -65,6 +65,18 @@ class Lock:
         """Workspace members other than the root project itself."""
         return tuple(p for p in self.local_packages() if p.source not in (".", ""))
 
+    def root_package(self) -> LockedPackage | None:
+        """The root project's own entry (its source is the project folder), if it has one."""
+        return next((p for p in self.local_packages() if p.source in (".", "")), None)
+
+    def installed_members(self) -> tuple[LockedPackage, ...]:
+        """The local projects the assembly builds and installs: every workspace member, and
+        the root project when uv treats it as a package (it has a ``[build-system]`` or
+        ``tool.uv.package = true``; uv then locks it as ``editable``, else ``virtual``)."""
+        root = self.root_package()
+        packaged = () if root is None or root.source_kind == "virtual" else (root,)
+        return (*packaged, *self.workspace_members())
+
     def path_dependencies(self) -> tuple[LockedPackage, ...]:
         """Local directories and archives that uv installs like any other dependency."""
         return tuple(p for p in self.packages

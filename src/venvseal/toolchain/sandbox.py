@@ -205,11 +205,14 @@ class Sandbox:
         return cls(process.find_tool("bwrap", "bubblewrap"))
 
     def run(self, spec: SandboxSpec, argv: Sequence[str], *, what: str,
-            check: bool = True) -> Completed:
-        """Run ``argv`` inside the sandbox; CommandError with the output's tail on failure."""
+            check: bool = True, timeout: float | None = None) -> Completed:
+        """Run ``argv`` inside the sandbox; CommandError with the output's tail on failure
+        (CommandTimeoutError after ``timeout`` seconds: bwrap is killed, and with it, as
+        the init of its pid namespace, every process of the sandbox)."""
         with identity_fds() as identity:
             return process.run(bwrap_argv(self.bwrap, spec, argv, identity=identity),
-                               what=what, check=check, pass_fds=astuple(identity))
+                               what=what, check=check, pass_fds=astuple(identity),
+                               timeout=timeout)
 
     def call(self, spec: SandboxSpec, argv: Sequence[str]) -> int:
         """Run ``argv`` in the sandbox attached to this terminal; its exit status."""
