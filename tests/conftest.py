@@ -6,4 +6,4 @@ test modules in the subfolders can ``import support``.
 
 # The fixtures several test modules use, from the support modules that define them.
 pytest_plugins = ["support.demo", "support.image", "support.registry", "support.trees",
-                  "support.postgres"]
+                  "support.postgres", "support.unprivileged"]

@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -424,6 +425,12 @@ class Store:
             raise StoreError(f"building {name_of(path)} created nothing at {out}; the build "
                              "step must create its output")
         fsutil.seal_tree(out, mtime=CANONICAL_MTIME)
+        # rename(2) moves a folder into another parent only if the folder itself is writable
+        # (its '..' entry changes), a check only root bypasses: the top folder stays
+        # writable until it is in place (_seal_top), and debris cleaning seals one a crash
+        # left open in between.
+        if _is_dir(out):
+            os.chmod(out, fsutil.SEALED_DIR | stat.S_IWUSR)
         # Sealing keeps every NAR-visible property (contents, links, the executable bit), so
         # a hash the caller took of the very tree produce() renamed into place still holds.
         nar = build.hashed or nar_hash(out, progress=build.progress)
@@ -440,6 +447,7 @@ class Store:
         except BaseException:
             meta.unlink(missing_ok=True)
             raise
+        _seal_top(path)
         fsutil.fsync_dir(self.root)
 
     def _write_meta(self, path: StorePath, nar: Sha256, size: int, build: _Build, *,
@@ -700,7 +708,8 @@ class Store:
         metas = {name.removesuffix(".json") for name in os.listdir(self.root / _META)}
         temps = {name.split("~", 1)[0] for name in os.listdir(self.root / _TMP)}
         self._clean_scratch()
-        for basename in sorted((entries ^ metas) | temps):
+        unsealed = {name for name in entries & metas if _top_unsealed(self.root / name)}
+        for basename in sorted((entries ^ metas) | temps | unsealed):
             if not _BASENAME_RE.fullmatch(basename):
                 continue  # not a store path's: leave what we did not make alone
             fd = self._try_lock(basename)
@@ -750,6 +759,8 @@ class Store:
         if os.path.lexists(entry) != meta.exists():
             meta.unlink(missing_ok=True)
             fsutil.remove_tree(entry)
+        elif meta.exists() and _top_unsealed(entry):
+            _seal_top(entry)
 
     def _meta_file(self, basename: str) -> Path:
         return self.root / _META / f"{basename}.json"
@@ -767,6 +778,23 @@ class _Build:
     inputs: dict[str, object] | None
     progress: Callable[[int], None] | None
     hashed: NarResult | None = None
+
+
+def _is_dir(path: Path) -> bool:
+    return stat.S_ISDIR(os.lstat(path).st_mode)
+
+
+def _seal_top(path: Path) -> None:
+    """Make the top folder of the store path ``path`` read-only with the canonical time."""
+    if _is_dir(path):
+        os.chmod(path, fsutil.SEALED_DIR)
+        os.utime(path, ns=(CANONICAL_MTIME * 10**9,) * 2, follow_symlinks=False)
+
+
+def _top_unsealed(path: Path) -> bool:
+    """True for a store path whose top folder a crash left writable (see _publish)."""
+    st = os.lstat(path)
+    return stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) != fsutil.SEALED_DIR
 
 
 def _json_inputs(inputs: Mapping[str, object] | None) -> dict[str, object] | None:
