@@ -23,11 +23,13 @@ from venvseal.hashes import Sha256
 from venvseal.store.core import (
     CANONICAL_MTIME,
     HashMismatchError,
+    PathInfo,
     Store,
     StoreAccessError,
     StoreFullError,
     StoreNameError,
     StorePath,
+    TreeSink,
     default_store_root,
 )
 from venvseal.store.nar import NarError, nar_hash
@@ -742,16 +744,16 @@ class CopyingSubstituter:
         self.source = source
         self.asked: list[tuple[str, Sha256 | None]] = []
 
-    def fetch(self, store: Store, path: StorePath, expected: Sha256 | None) -> object:
+    def fetch(self, sink: TreeSink, path: StorePath, expected: Sha256 | None
+              ) -> PathInfo | None:
         self.asked.append((path.name, expected))
         info = self.source.query(StorePath(self.source.root / path.name))
-        if info is None:
-            return None
-        try:
-            return store.add(path, lambda out: fsutil.link_tree(info.path, out),
-                             expected=expected or info.nar_hash, substitute=False)
-        except HashMismatchError:
+        if info is None or (expected is not None and info.nar_hash != expected):
             return None  # a substituter falls back rather than fail the build
+        with sink.scratch() as work:
+            fsutil.link_tree(info.path, work / "tree")
+            return sink.add_tree(path, work / "tree", nar=nar_hash(work / "tree"),
+                                 references=(), inputs={"copied": True})
 
 
 def must_not_build(out: Path) -> None:
@@ -763,28 +765,34 @@ def test_add_asks_substituters_before_building(tmp_path: Path) -> None:
     path = source.make_path("shared", "fp")
     built = source.add(path, make_tree)
     first, second = CopyingSubstituter(Store(tmp_path / "empty")), CopyingSubstituter(source)
-    store = Store(tmp_path / "store", substituters=[first, second])  # type: ignore[list-item]
+    store = Store(tmp_path / "store", substituters=[first, second])
     mine = StorePath(store.root / path.name)
-    info = store.add(mine, must_not_build)
-    assert info.nar_hash == built.nar_hash and store.substituted == [mine]
+    got = store.realise(mine, must_not_build)
+    info = got.info
+    assert info.nar_hash == built.nar_hash and (got.how, got.fetched) == ("fetched", (mine,))
     assert first.asked == second.asked == [(path.name, None)]
-    assert store.add(mine, must_not_build) == info  # valid now: nobody is asked again
+    again = store.realise(mine, must_not_build)  # valid now: nobody is asked again
+    assert (again.info, again.how, again.fetched) == (info, "valid", ())
     assert len(second.asked) == 1
     other = store.make_path("local-only", "fp")
-    assert store.add(other, make_tree).path == other  # no substituter has it: built
-    assert store.substituted == [mine]
+    made = store.realise(other, make_tree)  # no substituter has it: built
+    assert (made.path, made.how, made.fetched) == (other, "built", ())
+    assert store.add(store.make_path("not-asked", "fp"), make_tree).path.name.endswith(
+        "not-asked")
+    assert len(second.asked) == 2  # add() itself never asks a substituter
 
 
 def test_substitute_for_paths_built_outside_add(tmp_path: Path) -> None:
     source = Store(tmp_path / "source")
     built = source.add(source.make_path("fixed", "fp"), make_tree)
     substituter = CopyingSubstituter(source)
-    store = Store(tmp_path / "store", substituters=[substituter])  # type: ignore[list-item]
+    store = Store(tmp_path / "store", substituters=[substituter])
     mine = StorePath(store.root / built.path.name)
     wrong = nar_hash(Path(__file__)).hash
-    assert store.substitute(mine, wrong) is None  # the substituter's add refused it
-    assert not store.is_valid(mine) and store.substituted == []
-    info = store.substitute(mine, built.nar_hash)
-    assert info is not None and info.nar_hash == built.nar_hash
+    assert store.substitute(mine, wrong) is None  # the substituter refused it
+    assert not store.is_valid(mine)
+    got = store.substitute(mine, built.nar_hash)
+    assert got is not None and got.info.nar_hash == built.nar_hash
+    assert (got.how, got.fetched) == ("fetched", (mine,))
     assert substituter.asked == [(mine.name, wrong), (mine.name, built.nar_hash)]
     assert Store(tmp_path / "plain").substitute(mine) is None

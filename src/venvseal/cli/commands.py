@@ -12,11 +12,11 @@ from venvseal import pipeline
 from venvseal.cli.ui import Ui
 from venvseal.deps.stage import Network
 from venvseal.deps.stage import lock_project as deps_lock
-from venvseal.errors import EXIT_BUILD, EXIT_OK, VenvsealError
+from venvseal.errors import EXIT_BUILD, EXIT_OK, StoreError, VenvsealError
 from venvseal.recipe import model as recipe
 from venvseal.recipe.model import Recipe
 from venvseal.store import nar
-from venvseal.store.core import Store, default_store_root
+from venvseal.store.core import Store, StoreAccessError, default_store_root
 from venvseal.toolchain.sandbox import Sandbox
 
 if TYPE_CHECKING:  # image and registry load only for the image and push commands
@@ -103,8 +103,20 @@ def cmd_hash(args: argparse.Namespace, ui: Ui) -> int:
     return EXIT_OK
 
 
+def open_store_to_read(args: argparse.Namespace) -> Store:
+    """The store of :func:`open_store`, opened for reading only when we may not write it
+    (a read-only mount, another user's store)."""
+    try:
+        return open_store(args)
+    except StoreAccessError as err:
+        try:
+            return Store(err.root, writable=False)
+        except StoreError:
+            raise err from None
+
+
 def cmd_verify(args: argparse.Namespace, ui: Ui) -> int:
-    store = open_store(args)
+    store = open_store_to_read(args)
     paths = [store.parse_path(p) for p in args.paths] if args.paths else None
     with ui.progress("verifying store paths") as advance:
         results = store.verify(paths, progress=advance)
@@ -147,8 +159,8 @@ def cmd_repair(args: argparse.Namespace, ui: Ui) -> int:
 
 
 def cmd_gc(args: argparse.Namespace, ui: Ui) -> int:
-    store = open_store(args)
-    res = store.gc(dry_run=args.dry_run)
+    store = open_store_to_read(args) if args.dry_run else open_store(args)
+    res = store.gc(dry_run=args.dry_run, all_build_inputs=args.all_build_inputs)
     verb = "would delete" if args.dry_run else "deleted"
     lines = [f"{verb} {p}" for p in res.deleted]
     lines.append(f"{verb} {len(res.deleted)} path(s), freeing {human_size(res.freed_bytes)}")

@@ -29,7 +29,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import re
 import zlib
 from collections.abc import Callable, Iterable, Sequence
@@ -41,7 +40,7 @@ from venvseal.errors import StoreCorruptError, StoreError, UsageError, VenvsealE
 from venvseal.hashes import Sha256, parse_sha256
 from venvseal.oci import registry
 from venvseal.oci.registry import Blob, Digest, Reference, Registry
-from venvseal.store.core import PathInfo, Store, StorePath, name_of
+from venvseal.store.core import PathInfo, Store, StorePath, TreeSink, name_of
 from venvseal.store.nar import dump_nar
 from venvseal.store.narread import restore_nar
 
@@ -207,7 +206,7 @@ def closure_order(store: Store, paths: Iterable[StorePath]) -> list[StorePath]:
                 done.add(path)
                 order.append(path)
                 continue
-            info = store.query(path)
+            info = store.pin(path)  # kept from a concurrent gc until the store is closed
             if info is None:
                 raise StoreError(f"{path} is not a valid path in the store at {store.root}; "
                                  "build it before pushing it")
@@ -314,8 +313,9 @@ class OciSubstituter:
     def __repr__(self) -> str:
         return f"OciSubstituter({self.target})"
 
-    def fetch(self, store: Store, path: StorePath, expected: Sha256 | None) -> PathInfo | None:
-        """Make ``path`` valid in ``store`` from the registry; None (store unchanged) if the
+    def fetch(self, sink: TreeSink, path: StorePath, expected: Sha256 | None
+              ) -> PathInfo | None:
+        """Add ``path`` through ``sink`` from the registry; None (store unchanged) if the
         registry lacks it or what it holds is damaged, which is logged as a warning."""
         if self._offline or path in self._fetching:
             return None
@@ -336,7 +336,7 @@ class OciSubstituter:
             return None
         self._fetching.add(path)
         try:
-            return self._restore(store, path, expected, manifest)
+            return self._restore(sink, path, expected, manifest)
         except (VenvsealError, OSError, EOFError, zlib.error, ValueError, KeyError,
                 TypeError) as err:
             # OSError covers gzip.BadGzipFile; EOFError a truncated gzip stream; the
@@ -347,7 +347,7 @@ class OciSubstituter:
         finally:
             self._fetching.discard(path)
 
-    def _restore(self, store: Store, path: StorePath, expected: Sha256 | None,
+    def _restore(self, sink: TreeSink, path: StorePath, expected: Sha256 | None,
                  manifest: registry.Manifest) -> PathInfo | None:
         found = describe(manifest.data)
         if found.basename != path.name:
@@ -356,12 +356,12 @@ class OciSubstituter:
         if found.nar_hash != declared:
             raise CacheError(f"it is annotated {found.nar_hash.sri}, not the declared "
                              f"{declared.sri}")
-        references = self._references(store, path, found.references)
+        references = self._references(sink, path, found.references)
         if references is None:
             return None
         self.notify(f"fetching {path.name} from {self.target} "
                     f"({found.layer_size / 1e6:.1f} MB compressed)")
-        with store.scratch() as work:
+        with sink.scratch() as work:
             blob = work / "nar.gz"
             with blob.open("wb") as out:
                 self.client.get_blob(self.target.repo, found.layer, out)  # checks the digest
@@ -372,17 +372,16 @@ class OciSubstituter:
                 raise CacheError(f"its NAR hashes to {result.hash.sri} ({result.size} bytes), "
                                  f"not {declared.sri} ({found.nar_size} bytes)")
             inputs = {"substituted": str(self.target), "manifest": manifest.digest}
-            return store.add(path, lambda dest: os.rename(tree, dest), expected=declared,
-                             hashed=result, references=references, inputs=inputs,
-                             substitute=False)
+            return sink.add_tree(path, tree, nar=result, references=references,
+                                 inputs=inputs)
 
-    def _references(self, store: Store, path: StorePath,
+    def _references(self, sink: TreeSink, path: StorePath,
                     names: Sequence[str]) -> list[StorePath] | None:
-        """The references as paths in ``store``, each made valid first (from any substituter)."""
+        """The references as store paths, each made valid first (from any substituter)."""
         refs = []
         for name in names:
-            ref = store.parse_path(str(store.root / name))
-            if ref != path and store.substitute(ref) is None:
+            ref = path if name == path.name else sink.reference(name)
+            if ref is None:
                 log.warning("warning: %s refers to %s, which neither the store nor a "
                             "substituter has; building %s instead", path.name, name,
                             name_of(path))

@@ -123,7 +123,7 @@ def realise(spec: DebianSpec, store: Store, *, on_step: Callable[[str], None],
             mirror: str | None = None) -> StorePath:
     """The toolchain's store path, made with debootstrap the first time it is asked for."""
     path = store.make_path(store_name(spec), fingerprint(spec))
-    if store.is_valid(path):
+    if store.pin(path) is not None:  # valid, and kept from a concurrent gc from now on
         return path
     chosen = mirror or apt_mirror()
 
@@ -134,6 +134,6 @@ def realise(spec: DebianSpec, store: Store, *, on_step: Callable[[str], None],
         prune(out)
         shutil.rmtree(out / "debootstrap", ignore_errors=True)
 
-    store.add(path, produce, inputs={"stage": "toolchain", "debian": json.loads(
+    store.realise(path, produce, inputs={"stage": "toolchain", "debian": json.loads(
         fingerprint(spec))})
     return path
