@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from support.unprivileged import User
 
 from venvseal import fsutil
 from venvseal.errors import StoreError, UsageError
@@ -495,20 +496,29 @@ def test_root_under_a_file(tmp_path: Path) -> None:
     assert_points_to_fix(str(info.value), root)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores mode bits; the next test covers it")
-def test_root_in_a_read_only_folder(tmp_path: Path) -> None:
-    parent = tmp_path / "ro"
+def test_root_in_a_read_only_folder(unprivileged: User) -> None:
+    """As the user the test creates: root ignores the mode bits (see test_unprivileged)."""
+    parent = unprivileged.home / "ro"
     parent.mkdir(mode=0o555)
-    with pytest.raises(StoreAccessError, match="is not writable") as info:
-        Store(parent / "store")
-    assert_points_to_fix(str(info.value), parent / "store")
+    unprivileged.own(parent)
+    done = unprivileged.python(textwrap.dedent("""
+        import sys
+        from pathlib import Path
+        from venvseal.store.core import Store, StoreAccessError
+        try:
+            Store(Path(sys.argv[1]))
+        except StoreAccessError as err:
+            print(err)
+        """), parent / "store")
+    assert done.code == 0, done.err
+    assert "is not writable" in done.out
+    assert_points_to_fix(done.out.strip(), parent / "store")
 
 
 def in_private_mount(tmp_path: Path, setup: str, code: str) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` in a new mount namespace after ``setup`` (shell); skip if none is possible."""
+    """Run ``code`` in a new mount namespace after ``setup`` (shell); CI runs as root."""
     probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
-    if probe.returncode != 0:
-        pytest.skip(f"cannot make a mount namespace (unshare -m): {probe.stderr!r}")
+    assert probe.returncode == 0, f"cannot make a mount namespace (unshare -m): {probe.stderr!r}"
     script = tmp_path / "in_mount.py"
     script.write_text(textwrap.dedent(code))
     return subprocess.run(
@@ -538,6 +548,41 @@ def test_root_on_a_read_only_file_system(tmp_path: Path, exists: bool) -> None:
     assert done.returncode == 0, done.stderr
     assert "Read-only file system" in done.stdout
     assert_points_to_fix(done.stdout.strip(), mount / "store")
+
+
+def test_read_only_commands_on_a_read_only_file_system(tmp_path: Path) -> None:
+    """verify and gc --dry-run read a store on a read-only mount; gc is refused."""
+    mount = tmp_path / "mnt"
+    with Store(mount / "store") as store:
+        kept = store.add(store.make_path("kept", "x"), make_tree).path
+        store.add_root(tmp_path / "result", kept)
+        loose = store.add(store.make_path("loose", "x"), tree_producer("other")).path
+    shutil.rmtree(mount / "store" / ".locks")  # a store copied without its lock files
+    (mount / "store" / ".locks").mkdir()
+    done = in_private_mount(
+        tmp_path,
+        f"mount --bind {mount} {mount}; mount -o remount,bind,ro {mount}",
+        f"""
+        import contextlib, io, json, sys
+        from venvseal.cli.main import main
+        for argv in (["verify"], ["gc", "--dry-run"], ["gc"]):
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                code = main(["--json", *argv, "--store", {str(mount / "store")!r}])
+            print("code", code)
+            if code == 0:
+                print(json.dumps(json.loads(out.getvalue())))
+        """,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    codes = [line for line in lines if line.startswith("code ")]
+    assert codes == ["code 0", "code 0", "code 2"], done.stdout + done.stderr
+    results = [json.loads(line) for line in lines if line.startswith("{")]
+    assert results[0]["checked"] == 2 and results[0]["changed"] == []
+    assert results[1]["deleted"] == [str(loose)]
+    assert "Read-only file system" in done.stderr
+    assert Store(mount / "store").is_valid(loose)
 
 
 def test_full_file_system_leaves_nothing(tmp_path: Path) -> None:
