@@ -139,6 +139,7 @@ def owners(root: Path) -> set[int]:
 def test_root_writing_into_a_users_store_leaves_it_the_users(unprivileged: User) -> None:
     root = unprivileged.home / "store"
     assert unprivileged.venvseal("gc", "--store", root).code == 0  # the user makes it
+    (root / ".outputs").rmdir()  # as a store made before that folder existed
     with Store(root) as store:  # root builds in it
         dep = store.add(store.make_path("dep", "x"), lambda out: out.mkdir()).path
         with store.scratch():
@@ -168,7 +169,8 @@ def test_root_writing_into_a_users_store_leaves_it_the_users(unprivileged: User)
 
 @pytest.mark.slow
 def test_the_demo_builds_as_an_unprivileged_user(unprivileged: User) -> None:
-    """The bundled example, built, verified, collected and made an image by a user."""
+    """The bundled example, built, verified, made an image, repaired and collected by a
+    user."""
     user = unprivileged
     project = user.home / "demo"
     import shutil
@@ -195,6 +197,8 @@ def test_the_demo_builds_as_an_unprivileged_user(unprivileged: User) -> None:
     assert image.code == 0, image.err
     assert (user.home / "demo.tar").stat().st_size > 1 << 20
     assert [n for n in os.listdir(user.home) if n.endswith(".tmp")] == []
+    repaired = user.venvseal("--json", "repair", *common, "--force", project, closure)
+    assert repaired.code == 0 and repaired.json()["repaired"] is True, repaired.err
     # The out-link keeps the closure, its references and what it was built from.
     kept = user.venvseal("--json", "gc", "--store", store)
     assert kept.code == 0 and kept.json()["deleted"] == [], kept.err

@@ -111,6 +111,10 @@ class Layout:
         st = os.stat(self.root)
         foreign = os.geteuid() == 0 and st.st_uid != 0
         self.owner: tuple[int, int] | None = (st.st_uid, st.st_gid) if foreign else None
+        if self.owner is not None and writable:  # folders root just made for the owner
+            for sub in (TMP, LOCKS, META, ROOTS, OUTPUTS):
+                if os.lstat(self.root / sub).st_uid != self.owner[0]:
+                    self.give(self.root / sub)
 
     def as_store_path(self, path: Path) -> StorePath | None:
         if path.parent == self.root and BASENAME_RE.fullmatch(path.name):
