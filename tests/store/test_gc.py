@@ -179,3 +179,17 @@ def test_a_pin_in_another_process_keeps_a_path_from_gc(tmp_path: Path) -> None:
         holder.communicate("", timeout=30)
     assert gc_in_another_process(root) == [held.name]
     assert StorePath(held) not in Store(root).paths()
+
+
+def test_verify_leaves_no_pin_behind(tmp_path: Path) -> None:
+    """verify pins each path while hashing it; once it returns, gc in the same process
+    (the CLI run in-process, as tests and embedders do) may collect them."""
+    root = tmp_path / "store"
+    with Store(root) as store:
+        loose = store.add(store.make_path("loose", "x"), tree("loose")).path
+    checked = venvseal("--json", "verify", "--store", root)
+    assert checked.code == 0 and checked.json()["checked"] == 1, checked.err
+    Store(root).verify()  # a store dropped without close() releases its pins too
+    collected = venvseal("--json", "gc", "--store", root)
+    assert collected.code == 0, collected.err
+    assert collected.json()["deleted"] == [str(loose)]

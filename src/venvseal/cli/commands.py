@@ -116,10 +116,10 @@ def open_store_to_read(args: argparse.Namespace) -> Store:
 
 
 def cmd_verify(args: argparse.Namespace, ui: Ui) -> int:
-    store = open_store_to_read(args)
-    paths = [store.parse_path(p) for p in args.paths] if args.paths else None
-    with ui.progress("verifying store paths") as advance:
-        results = store.verify(paths, progress=advance)
+    with open_store_to_read(args) as store:  # verify pins each path: closing unpins them
+        paths = [store.parse_path(p) for p in args.paths] if args.paths else None
+        with ui.progress("verifying store paths") as advance:
+            results = store.verify(paths, progress=advance)
     bad = [r for r in results if not r.ok]
     lines = []
     for r in bad:
@@ -159,8 +159,8 @@ def cmd_repair(args: argparse.Namespace, ui: Ui) -> int:
 
 
 def cmd_gc(args: argparse.Namespace, ui: Ui) -> int:
-    store = open_store_to_read(args) if args.dry_run else open_store(args)
-    res = store.gc(dry_run=args.dry_run, all_build_inputs=args.all_build_inputs)
+    with open_store_to_read(args) if args.dry_run else open_store(args) as store:
+        res = store.gc(dry_run=args.dry_run, all_build_inputs=args.all_build_inputs)
     verb = "would delete" if args.dry_run else "deleted"
     lines = [f"{verb} {p}" for p in res.deleted]
     lines.append(f"{verb} {len(res.deleted)} path(s), freeing {human_size(res.freed_bytes)}")

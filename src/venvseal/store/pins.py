@@ -22,6 +22,11 @@ class Pins:
         self.layout = layout
         self._fds: dict[StorePath, int] = {}
 
+    def __del__(self) -> None:
+        # A store dropped without close() must not keep its locks for the process's life:
+        # a later exclusive lock (a build, gc, repair) in this process would wait forever.
+        self.release_all()
+
     def release_all(self) -> None:
         for fd in self._fds.values():
             os.close(fd)
