@@ -23,7 +23,6 @@ from venvseal.store.layout import (
     top_unsealed,
 )
 
-# Debris --------------------------------------------------------------------------------
 
 def clean_debris(layout: Layout) -> None:
     """Remove leftovers of crashed builds, for each path whose lock is free now.
@@ -44,9 +43,10 @@ def clean_debris(layout: Layout) -> None:
             try:
                 remove_debris(layout, basename)
             except PermissionError:
-                pass
+                pass  # another user's (see above)
             finally:
                 os.close(fd)
+
 
 def clean_scratch(layout: Layout) -> None:
     """Remove scratch folders no live process holds."""
@@ -66,6 +66,7 @@ def clean_scratch(layout: Layout) -> None:
         finally:
             os.close(fd)
 
+
 def clean_locks(layout: Layout) -> None:
     """Delete the lock files of paths that do not exist (failed builds) if they are free."""
     for name in os.listdir(layout.root / LOCKS):
@@ -76,6 +77,7 @@ def clean_locks(layout: Layout) -> None:
         fd = layout.lock(basename, shared=False, wait=False)
         if fd is not None:
             layout.unlink_lock(basename, fd)
+
 
 def remove_debris(layout: Layout, basename: str) -> None:
     """With ``basename``'s lock held: drop its temp files and a half of an invalid path,
