@@ -418,6 +418,21 @@ def test_debris_is_cleaned_on_open_and_builds_succeed(tmp_path: Path) -> None:
     assert store.paths() == sorted(paths)
 
 
+def test_a_top_folder_left_writable_by_a_crash_is_sealed_on_open(tmp_path: Path) -> None:
+    """Killed between publishing's rename and sealing the top folder (which stays writable
+    until then, so an unprivileged user can rename it): the next open seals it."""
+    root = tmp_path / "store"
+    with Store(root) as store:
+        path = store.add(store.make_path("app", "fp"), tree_producer()).path
+        info = store.query(path)
+    os.chmod(path, 0o755)
+    os.utime(path, (5, 5))
+    with Store(root) as store:
+        st = os.lstat(path)
+        assert stat.S_IMODE(st.st_mode) == 0o555 and st.st_mtime_ns == CANONICAL_MTIME * 10**9
+        assert store.query(path) == info and [r.ok for r in store.verify()] == [True]
+
+
 def test_debris_is_cleaned_by_add(store: Store) -> None:
     paths = simulate_crash_debris(store.root, store)
     for path in paths:
