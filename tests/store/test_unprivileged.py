@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 from support import write
 from support.demo import DEMO, committed_rev
-from support.unprivileged import User
+from support.unprivileged import User, user_uv
 
 from venvseal.store.core import Store
-from venvseal.toolchain.resolve import uv_binary
 
 OPERATIONS = textwrap.dedent(
     """
@@ -173,14 +172,12 @@ def test_the_demo_builds_as_an_unprivileged_user(unprivileged: User) -> None:
     user."""
     user = unprivileged
     project = user.home / "demo"
-    import shutil
-
     shutil.copytree(DEMO, project, ignore=shutil.ignore_patterns(
         "build", "result", "uv.lock", "__pycache__", "*.pyc"))
     user.own(project)
     made = user.run(project / "make-extras-repo", cwd=project)
     assert made.code == 0 and made.out.strip() == committed_rev(), made.err
-    locked = user.run(uv_binary(), "lock", "--python", "/usr/bin/python3.11", cwd=project,
+    locked = user.run(user_uv(), "lock", "--python", "/usr/bin/python3.11", cwd=project,
                       env={"UV_PYTHON_DOWNLOADS": "never", "UV_CACHE_DIR": str(user.home / "uv")})
     assert locked.code == 0, locked.err
     store, cache = user.home / "store", user.home / "uv"
@@ -208,4 +205,3 @@ def test_the_demo_builds_as_an_unprivileged_user(unprivileged: User) -> None:
         "demo-api-wheel", "demo-core-wheel", "demo-deps", "extras-wheel"]
     again = user.venvseal("--json", "build", *common, project)
     assert again.code == 0 and again.json()["reused"] is True, again.err
-    assert sys.executable  # the user ran this checkout's venvseal (support.unprivileged)

@@ -7,6 +7,8 @@ lives under a root-only folder the user could not enter.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
 import pwd
 import shutil
@@ -42,7 +44,7 @@ class User:
         """A clean environment for the user: its own HOME, the tests' PATH and PYTHONPATH,
         and the host's proxy and CA bundle variables (what a networked step may borrow)."""
         network = {k: v for k, v in os.environ.items() if k in NETWORK_ENV}
-        python_path = os.pathsep.join([str(SRC), *site.getsitepackages()])
+        python_path = os.pathsep.join(map(str, runtime_paths()))
         return {"HOME": str(self.home), "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
                 "LANG": "C.UTF-8", "PYTHONPATH": python_path, **network, **(extra or {})}
 
@@ -77,6 +79,39 @@ class User:
                 os.lchown(os.path.join(folder, name), self.uid, self.gid)
         os.lchown(path, self.uid, self.gid)
         return path
+
+
+def reachable(path: Path) -> bool:
+    """True if any user may read ``path`` (a folder) and enter every folder above it."""
+    return all(p.stat().st_mode & stat.S_IXOTH for p in [path, *path.parents]) and bool(
+        path.stat().st_mode & stat.S_IROTH)
+
+
+@functools.cache
+def runtime_paths() -> tuple[Path, ...]:
+    """Where the user's Python finds this checkout's venvseal and its dependencies: the
+    checkout and the venv themselves when any user may read them (as in CI), else a copy
+    (a checkout under root's private home), made once per test session."""
+    packages = Path(site.getsitepackages()[0])
+    if reachable(SRC) and reachable(packages):
+        return (SRC, packages)
+    copy = Path(tempfile.mkdtemp(prefix="venvseal-runtime-"))
+    atexit.register(shutil.rmtree, copy, True)
+    os.chmod(copy, 0o755)
+    # uv's find_uv_bin looks for <prefix>/bin/uv beside <prefix>/lib/python3.X/site-packages.
+    lib = copy / packages.relative_to(packages.parents[2])
+    shutil.copytree(packages, lib, ignore=shutil.ignore_patterns(
+        "mypy*", "*mypyc*", "pip", "pip-*", "setuptools*", "_pytest", "pytest*", "ruff*"))
+    (copy / "bin").mkdir()
+    shutil.copy2(Path(sys.prefix) / "bin" / "uv", copy / "bin" / "uv")
+    shutil.copytree(SRC / "venvseal", copy / "src" / "venvseal")
+    subprocess.run(["chmod", "-R", "a+rX", str(copy)], check=True)
+    return (copy / "src", lib)
+
+
+def user_uv() -> Path:
+    """The pinned uv, where the user may run it (beside the site-packages it came with)."""
+    return runtime_paths()[1].parents[2] / "bin" / "uv"
 
 
 def user_python() -> str:
