@@ -35,7 +35,7 @@ from venvseal import pipeline
 from venvseal.deps import stage as deps
 from venvseal.deps.stage import Network
 from venvseal.recipe import model as recipe
-from venvseal.store.core import Store
+from venvseal.store.core import Store, copy_path
 from venvseal.toolchain import resolve as toolchain
 from venvseal.toolchain import sandbox
 from venvseal.toolchain.sandbox import Mount, Sandbox, SandboxSpec
@@ -106,7 +106,7 @@ def venvseal_deps(project: Path, cache: Path, store: Path) -> float:
         rec, tc = resolve(project)
         if rec.toolchain.debian is not None:  # the root is made once, outside the timing
             with Store(TOOLCHAIN_STORE) as source, Store(store) as target:
-                target.copy_from(source, tc.root)  # type: ignore[arg-type]
+                copy_path(target, source, tc.root)  # type: ignore[arg-type]
     start = time.perf_counter()
     subprocess.run([str(VENVSEAL), "--store", str(store), "deps", "--update-hash",
                     "--uv-cache", str(cache), str(project)], check=True,

@@ -24,7 +24,7 @@ from venvseal.assemble.importable import top_level_modules
 from venvseal.elf.buildid import find_elf_files
 from venvseal.elf.loadercheck import loader_check
 from venvseal.recipe.model import load_recipe
-from venvseal.store.core import STORE_DIR, Store, StorePath
+from venvseal.store.core import STORE_DIR, Store, StorePath, copy_path
 from venvseal.toolchain.sandbox import Mount, Sandbox, SandboxSpec, fixed_env
 
 pytestmark = pytest.mark.slow
@@ -70,7 +70,7 @@ class Built:
         cached = cache_root() / "store"
         run = ok(venvseal("--store", cached, "--json", "toolchain", self.project))
         with Store(cached) as source, Store(self.store_root) as store:
-            store.copy_from(source, StorePath(Path(run.json()["root"])))
+            copy_path(store, source, StorePath(Path(run.json()["root"])))
 
     def run(self, *command: str, env: tuple[str, ...] = ()) -> Run:
         opts = [a for kv in env for a in ("--env", kv)]

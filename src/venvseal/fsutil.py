@@ -273,7 +273,9 @@ def _lock(path: Path, operation: int) -> int | None:
     while holding it, and a waiter that then locked the deleted inode opens the path again.
     """
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        # Read-only: flock needs no write access, so a lock file another user created
+        # (root, in a user's store) still locks for everyone who can read it.
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, operation)
             held = os.fstat(fd)

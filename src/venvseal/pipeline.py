@@ -20,8 +20,10 @@ from venvseal.hashes import Sha256
 from venvseal.recipe import model as recipe
 from venvseal.recipe.model import Recipe
 from venvseal.recipe.uvlock import Lock, read_lock
+from venvseal.store import fixed as fixed_output
 from venvseal.store.core import (
     HashMismatchError,
+    Realised,
     Store,
     StoreFullError,
     StorePath,
@@ -61,6 +63,7 @@ class DepsResult:
     hash_updated: bool = False
     report: NormaliseReport | None = None
     deferred: bool = False  # named by its declared hash, not (yet) in the store
+    fetched: tuple[StorePath, ...] = ()  # paths a substituter gave
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -169,7 +172,7 @@ def _reuse_deps(rec: Recipe, ctx: Context, key: str, *, update_hash: bool,
     declared = rec.deps.hash
     cached = ctx.store.lookup_output(key)
     if cached is not None:
-        info = ctx.store.query(cached)
+        info = ctx.store.pin(cached)  # a concurrent gc must not delete it from now on
         if info is not None and (declared == info.nar_hash or update_hash):
             if check:
                 ctx.store.check_intact(cached)
@@ -184,37 +187,42 @@ def _reuse_deps(rec: Recipe, ctx: Context, key: str, *, update_hash: bool,
         if not ctx.store.is_valid(fixed):
             if defer:
                 return DepsResult(path=fixed, hash=declared, reused=True, deferred=True)
-            if ctx.store.substitute(fixed, declared) is not None:
+            found = fixed_output.try_declared(ctx.store, _deps_output(rec, key, update_hash))
+            if found is not None:
                 ctx.store.record_output(key, fixed)
-                return DepsResult(path=fixed, hash=declared, reused=True)
+                return DepsResult(path=fixed, hash=declared, reused=True, fetched=found.fetched)
     return None
+
+
+def _deps_output(rec: Recipe, key: str, update_hash: bool) -> fixed_output.FixedOutput:
+    """The deps stage as a fixed output: named by the declared hash, refused unless equal."""
+    return fixed_output.FixedOutput(
+        name=deps_name(rec), declared=rec.deps.hash, accept_any=update_hash, tree="venv",
+        inputs={"stage": "deps", "fingerprint": key},
+        undeclared=lambda got: UndeclaredHashError(rec.file, f"{rec.key_prefix}deps.hash", got))
 
 
 def _build_deps(rec: Recipe, ctx: Context, inputs: deps.DepsInputs, key: str, *,
                 update_hash: bool) -> DepsResult:
     """Build the venv in scratch space, pin it against the declared hash, add it."""
-    declared = rec.deps.hash
-    with ctx.store.scratch() as work:
-        out = work / "venv"
+
+    def build(out: Path, work: Path) -> NormaliseReport:
         out.mkdir()
         ctx.on_step(f"building the dependency venv of {rec.app.name} (uv sync in the sandbox)")
         try:
-            report = deps.build_venv(inputs, out, uv_cache=ctx.uv_cache, scratch=work,
-                                     runner=ctx.sandbox, network=ctx.network)
+            return deps.build_venv(inputs, out, uv_cache=ctx.uv_cache, scratch=work,
+                                   runner=ctx.sandbox, network=ctx.network)
         except DiskFullError as err:  # the store's own message, naming its root
             raise StoreFullError(ctx.store.root, deps_name(rec)) from err
-        ctx.on_step("hashing the normalised venv")
-        hashed = nar_hash(out)
-        got = hashed.hash
-        if declared != got and not update_hash:
-            _refuse(rec, ctx, declared, got)
-        final = ctx.store.make_fixed_path(deps_name(rec), got)
-        ctx.store.add(final, lambda dest: os.rename(out, dest), expected=got, hashed=hashed,
-                      inputs={"stage": "deps", "fingerprint": key})
+
+    built = fixed_output.build_fixed(
+        ctx.store, _deps_output(rec, key, update_hash), build,
+        on_hash=lambda: ctx.on_step("hashing the normalised venv"))
+    final, got = built.realised.path, built.realised.info.nar_hash
     ctx.store.record_output(key, final)
     result = _pinned(rec, final, got, reused=False, update_hash=update_hash)
     return DepsResult(path=result.path, hash=got, reused=False,
-                      hash_updated=result.hash_updated, report=report)
+                      hash_updated=result.hash_updated, report=built.report)
 
 
 def _refuse(rec: Recipe, ctx: Context, declared: Sha256 | None, got: Sha256) -> None:
@@ -254,7 +262,7 @@ def relinked_name(rec: Recipe) -> str:
 
 
 def run_relinked(rec: Recipe, ctx: Context, tc: toolchain.ResolvedToolchain,
-                 deps_path: StorePath, need_deps: Callable[[], StorePath]) -> StorePath:
+                 deps_path: StorePath, need_deps: Callable[[], StorePath]) -> Realised:
     """The deps venv relinked against ``tc`` and compiled (relinked.py): reused, fetched
     from a substituter, or made (``need_deps()`` realises the deps path first)."""
     from venvseal.assemble import relinked
@@ -263,8 +271,9 @@ def run_relinked(rec: Recipe, ctx: Context, tc: toolchain.ResolvedToolchain,
                                    ignore_missing=tuple(rec.assemble.ignore_missing))
     fingerprint = inputs.fingerprint()
     path = ctx.store.make_path(relinked_name(rec), fingerprint)
-    if ctx.store.substitute(path) is not None:  # valid already, or fetched
-        return path
+    found = ctx.store.substitute(path)  # valid already, or fetched
+    if found is not None:
+        return found
     ctx.store.check_intact(need_deps())  # it is about to be read
 
     def produce(out: Path) -> None:
@@ -275,10 +284,11 @@ def run_relinked(rec: Recipe, ctx: Context, tc: toolchain.ResolvedToolchain,
                     f"({made.edited} relinked); {made.compiled} modules compiled, "
                     f"{made.not_compiled} files skipped as not Python for this interpreter")
 
-    ctx.store.add(path, produce, substitute=False,
-                  inputs={"stage": "relinked", "fingerprint": fingerprint},
-                  on_wait=lambda p: ctx.on_step(f"waiting for another venvseal building {p.name}"))
-    return path
+    info = ctx.store.add(path, produce, build_inputs=[deps_path],
+                         inputs={"stage": "relinked", "fingerprint": fingerprint},
+                         on_wait=lambda p: ctx.on_step(f"waiting for another venvseal "
+                                                       f"building {p.name}"))
+    return Realised(info, "built")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -322,18 +332,20 @@ def run_build(rec: Recipe, ctx: Context, *, out_link: Path | None = None,
                                      lock=lock))
         return deps_result.path
 
-    linked = run_relinked(rec, ctx, tc, deps_result.path, need_deps)
+    relinked = run_relinked(rec, ctx, tc, deps_result.path, need_deps)
+    linked = relinked.path
+    sources = [fetch.realise_fetch(f, ctx.store, recipe_file=rec.file,
+                                   key_prefix=rec.key_prefix, index=i,
+                                   network_env=ctx.network_env)
+               for i, f in enumerate(rec.fetch)]
     fetched = tuple(
         assemble.Fetched(name=f.name, path=r.path, logical=ctx.store.logical(r.path),
                          install=f.install)
-        for i, f in enumerate(rec.fetch)
-        for r in [fetch.realise_fetch(f, ctx.store, recipe_file=rec.file,
-                                      key_prefix=rec.key_prefix, index=i,
-                                      network_env=ctx.network_env)])
+        for f, r in zip(rec.fetch, sources, strict=True))
     inputs = assemble.collect_inputs(rec, tc, deps_result.path, linked, fetched, lock)
     path = ctx.store.make_path(f"{rec.app.name}-{rec.app.version}", inputs.fingerprint())
-    fresh = ctx.store.substitute(path) is None  # neither valid nor fetched
-    if fresh:
+    found = ctx.store.substitute(path)
+    if found is None:  # neither valid nor fetched
         # The assembly copies from the fetched paths. It only links to the relinked deps:
         # a damaged one is repaired for every closure at once, and verify re-hashes it.
         for used in (f.path for f in fetched):
@@ -344,7 +356,8 @@ def run_build(rec: Recipe, ctx: Context, *, out_link: Path | None = None,
         ctx.on_step(f"assembling {path.name} offline")
         built = assemble.assemble(inputs, out, logical=ctx.store.logical(path),
                                   runner=ctx.sandbox,
-                                  wheel_cache=partial(cached_wheel, ctx, need_deps),
+                                  wheel_cache=partial(cached_wheel, ctx, need_deps,
+                                                      used=wheels),
                                   on_step=ctx.on_step)
         ctx.on_step("verifying the closure (imports, commands, dynamic loader)")
         report.append(verify.verify(rec, out, logical=built.layout.logical,
@@ -352,10 +365,17 @@ def run_build(rec: Recipe, ctx: Context, *, out_link: Path | None = None,
                                     values=built.values, runner=ctx.sandbox,
                                     spec=built.spec, jobs=ctx.jobs, on_step=ctx.on_step))
 
+    wheels: list[StorePath] = []
+
+    def build_inputs() -> list[StorePath]:
+        """What a rebuild reads again, kept by gc while the closure is rooted."""
+        toolchain_root = ctx.store.layout.as_store_path(tc.root)
+        return [deps_result.path, *wheels, *([toolchain_root] if toolchain_root else [])]
+
     ctx.store.add(path, produce, references=[linked, *(f.path for f in fetched)],
-                  substitute=False,  # tried above
+                  build_inputs=build_inputs,
                   on_wait=lambda p: ctx.on_step(f"waiting for another venvseal building {p.name}"))
-    if not report and path not in ctx.store.substituted:
+    if not report and (found is None or found.how == "valid"):
         ctx.store.check_intact(path)  # reused: refuse it if it was edited since
     if out_link is not None:
         ctx.store.add_root(out_link, path)
@@ -363,11 +383,20 @@ def run_build(rec: Recipe, ctx: Context, *, out_link: Path | None = None,
                        relinked=linked,
                        fetched=tuple(f.path for f in fetched),
                        reused=not report, verified=report[0] if report else None,
-                       substituted=tuple(ctx.store.substituted))
+                       substituted=_substituted(
+                           found.fetched if found else (), relinked.fetched,
+                           *(r.fetched for r in sources),
+                           *(r.fetched for r in realised or [deps_result])))
+
+
+def _substituted(*groups: tuple[StorePath, ...]) -> tuple[StorePath, ...]:
+    """The paths substituters gave, in the order they were fetched, each once."""
+    return tuple(dict.fromkeys(p for group in groups for p in group))
 
 
 def cached_wheel(ctx: Context, need_deps: Callable[[], StorePath], name: str, key: str,
-                  build: Callable[[Path, Path], Path]) -> Path:
+                 build: Callable[[Path, Path], Path], *,
+                 used: list[StorePath] | None = None) -> Path:
     """A project's wheel, kept in the store under ``key`` so an app edit does not rebuild
     the workspace members it did not touch. Never substituted: a local build is quicker
     than asking a cache for every member."""
@@ -383,7 +412,9 @@ def cached_wheel(ctx: Context, need_deps: Callable[[], StorePath], name: str, ke
             wheel = build(work, deps_path)
             os.rename(wheel, out / wheel.name)
 
-    ctx.store.add(path, produce, substitute=False, inputs={"stage": "wheel", "key": key})
+    ctx.store.add(path, produce, inputs={"stage": "wheel", "key": key})
+    if used is not None:
+        used.append(path)  # the closure's build inputs
     found = list(path.glob("*.whl"))
     if len(found) != 1:  # a reused path someone changed (a deletion leaves no other mark)
         raise StoreError(f"{path} should hold one wheel and holds {len(found)}: it was "

@@ -197,8 +197,10 @@ def test_paths_travel_between_stores_with_their_references(server: Server,
         assert [(p.uploaded, p.bytes_sent) for p in again] == [(False, 0), (False, 0)]
     with Store(tmp_path / "b", substituters=[OciSubstituter(where, client)]) as b:
         top_b = StorePath(b.root / top.path.name)
-        info = b.add(top_b, must_not_build)
-        assert b.substituted == [StorePath(b.root / dep.path.name), top_b]
+        got = b.realise(top_b, must_not_build)
+        info = got.info
+        assert got.how == "fetched"
+        assert got.fetched == (StorePath(b.root / dep.path.name), top_b)
         assert (info.nar_hash, info.nar_size) == (top.nar_hash, top.nar_size)
         assert info.references == (StorePath(b.root / dep.path.name),)
         assert [r.ok for r in b.verify()] == [True, True]
@@ -232,10 +234,12 @@ def test_substitute_for_fixed_outputs_and_valid_paths(server: Server, tmp_path: 
         push_paths(a, [fixed], where, client=Registry(server.host))
     with Store(tmp_path / "b", substituters=[OciSubstituter(where, Registry(server.host))]) as b:
         path = StorePath(b.root / fixed.name)
-        info = b.substitute(path, made.nar_hash)
-        assert info is not None and info.nar_hash == made.nar_hash
-        assert b.substitute(path, made.nar_hash) == info  # valid now: no second fetch
-        assert b.substituted == [path]
+        got = b.substitute(path, made.nar_hash)
+        assert got is not None and got.info.nar_hash == made.nar_hash
+        assert (got.how, got.fetched) == ("fetched", (path,))
+        again = b.substitute(path, made.nar_hash)  # valid now: no second fetch
+        assert again is not None and (again.info, again.how, again.fetched) == (
+            got.info, "valid", ())
         assert b.substitute(StorePath(b.root / ("0" * 32 + "-absent")), None) is None
 
 
@@ -261,7 +265,6 @@ def assert_falls_back(tmp_path: Path, where: OciTarget, info: PathInfo,
         with caplog.at_level(logging.WARNING, logger=LOGGER):
             got = b.substitute(StorePath(b.root / info.path.name), expected)
         assert got is None
-        assert b.substituted == []
     assert store_state(root) == before
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1, warnings
@@ -390,8 +393,8 @@ def test_absent_paths_are_no_warning(server: Server, tmp_path: Path,
                                                             Registry(server.host))]) as b:
         with caplog.at_level(logging.WARNING, logger=LOGGER):
             path = b.make_path("absent", "x")
-            info = b.add(path, lambda out: out.write_text("built\n"))
-        assert info.path == path and b.substituted == []
+            got = b.realise(path, lambda out: out.write_text("built\n"))
+        assert got.path == path and (got.how, got.fetched) == ("built", ())
     assert caplog.records == []
 
 
@@ -401,7 +404,7 @@ def test_an_unreachable_registry_is_warned_about_once(tmp_path: Path,
     with Store(tmp_path / "b", substituters=[OciSubstituter(where, Registry(where.registry))]
                ) as b, caplog.at_level(logging.WARNING, logger=LOGGER):
         for name in ("one", "two"):
-            b.add(b.make_path(name, "x"), lambda out: out.write_text("built\n"))
+            b.realise(b.make_path(name, "x"), lambda out: out.write_text("built\n"))
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 1 and "unreachable" in warnings[0], warnings
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from support.unprivileged import User
 
 from venvseal import fsutil
 from venvseal.errors import StoreError, UsageError
@@ -23,11 +24,13 @@ from venvseal.hashes import Sha256
 from venvseal.store.core import (
     CANONICAL_MTIME,
     HashMismatchError,
+    PathInfo,
     Store,
     StoreAccessError,
     StoreFullError,
     StoreNameError,
     StorePath,
+    TreeSink,
     default_store_root,
 )
 from venvseal.store.nar import NarError, nar_hash
@@ -415,6 +418,21 @@ def test_debris_is_cleaned_on_open_and_builds_succeed(tmp_path: Path) -> None:
     assert store.paths() == sorted(paths)
 
 
+def test_a_top_folder_left_writable_by_a_crash_is_sealed_on_open(tmp_path: Path) -> None:
+    """Killed between publishing's rename and sealing the top folder (which stays writable
+    until then, so an unprivileged user can rename it): the next open seals it."""
+    root = tmp_path / "store"
+    with Store(root) as store:
+        path = store.add(store.make_path("app", "fp"), tree_producer()).path
+        info = store.query(path)
+    os.chmod(path, 0o755)
+    os.utime(path, (5, 5))
+    with Store(root) as store:
+        st = os.lstat(path)
+        assert stat.S_IMODE(st.st_mode) == 0o555 and st.st_mtime_ns == CANONICAL_MTIME * 10**9
+        assert store.query(path) == info and [r.ok for r in store.verify()] == [True]
+
+
 def test_debris_is_cleaned_by_add(store: Store) -> None:
     paths = simulate_crash_debris(store.root, store)
     for path in paths:
@@ -493,20 +511,29 @@ def test_root_under_a_file(tmp_path: Path) -> None:
     assert_points_to_fix(str(info.value), root)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores mode bits; the next test covers it")
-def test_root_in_a_read_only_folder(tmp_path: Path) -> None:
-    parent = tmp_path / "ro"
+def test_root_in_a_read_only_folder(unprivileged: User) -> None:
+    """As the user the test creates: root ignores the mode bits (see test_unprivileged)."""
+    parent = unprivileged.home / "ro"
     parent.mkdir(mode=0o555)
-    with pytest.raises(StoreAccessError, match="is not writable") as info:
-        Store(parent / "store")
-    assert_points_to_fix(str(info.value), parent / "store")
+    unprivileged.own(parent)
+    done = unprivileged.python(textwrap.dedent("""
+        import sys
+        from pathlib import Path
+        from venvseal.store.core import Store, StoreAccessError
+        try:
+            Store(Path(sys.argv[1]))
+        except StoreAccessError as err:
+            print(err)
+        """), parent / "store")
+    assert done.code == 0, done.err
+    assert "is not writable" in done.out
+    assert_points_to_fix(done.out.strip(), parent / "store")
 
 
 def in_private_mount(tmp_path: Path, setup: str, code: str) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` in a new mount namespace after ``setup`` (shell); skip if none is possible."""
+    """Run ``code`` in a new mount namespace after ``setup`` (shell); CI runs as root."""
     probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
-    if probe.returncode != 0:
-        pytest.skip(f"cannot make a mount namespace (unshare -m): {probe.stderr!r}")
+    assert probe.returncode == 0, f"cannot make a mount namespace (unshare -m): {probe.stderr!r}"
     script = tmp_path / "in_mount.py"
     script.write_text(textwrap.dedent(code))
     return subprocess.run(
@@ -536,6 +563,41 @@ def test_root_on_a_read_only_file_system(tmp_path: Path, exists: bool) -> None:
     assert done.returncode == 0, done.stderr
     assert "Read-only file system" in done.stdout
     assert_points_to_fix(done.stdout.strip(), mount / "store")
+
+
+def test_read_only_commands_on_a_read_only_file_system(tmp_path: Path) -> None:
+    """verify and gc --dry-run read a store on a read-only mount; gc is refused."""
+    mount = tmp_path / "mnt"
+    with Store(mount / "store") as store:
+        kept = store.add(store.make_path("kept", "x"), make_tree).path
+        store.add_root(tmp_path / "result", kept)
+        loose = store.add(store.make_path("loose", "x"), tree_producer("other")).path
+    shutil.rmtree(mount / "store" / ".locks")  # a store copied without its lock files
+    (mount / "store" / ".locks").mkdir()
+    done = in_private_mount(
+        tmp_path,
+        f"mount --bind {mount} {mount}; mount -o remount,bind,ro {mount}",
+        f"""
+        import contextlib, io, json, sys
+        from venvseal.cli.main import main
+        for argv in (["verify"], ["gc", "--dry-run"], ["gc"]):
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                code = main(["--json", *argv, "--store", {str(mount / "store")!r}])
+            print("code", code)
+            if code == 0:
+                print(json.dumps(json.loads(out.getvalue())))
+        """,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    codes = [line for line in lines if line.startswith("code ")]
+    assert codes == ["code 0", "code 0", "code 2"], done.stdout + done.stderr
+    results = [json.loads(line) for line in lines if line.startswith("{")]
+    assert results[0]["checked"] == 2 and results[0]["changed"] == []
+    assert results[1]["deleted"] == [str(loose)]
+    assert "Read-only file system" in done.stderr
+    assert Store(mount / "store").is_valid(loose)
 
 
 def test_full_file_system_leaves_nothing(tmp_path: Path) -> None:
@@ -742,16 +804,16 @@ class CopyingSubstituter:
         self.source = source
         self.asked: list[tuple[str, Sha256 | None]] = []
 
-    def fetch(self, store: Store, path: StorePath, expected: Sha256 | None) -> object:
+    def fetch(self, sink: TreeSink, path: StorePath, expected: Sha256 | None
+              ) -> PathInfo | None:
         self.asked.append((path.name, expected))
         info = self.source.query(StorePath(self.source.root / path.name))
-        if info is None:
-            return None
-        try:
-            return store.add(path, lambda out: fsutil.link_tree(info.path, out),
-                             expected=expected or info.nar_hash, substitute=False)
-        except HashMismatchError:
+        if info is None or (expected is not None and info.nar_hash != expected):
             return None  # a substituter falls back rather than fail the build
+        with sink.scratch() as work:
+            fsutil.link_tree(info.path, work / "tree")
+            return sink.add_tree(path, work / "tree", nar=nar_hash(work / "tree"),
+                                 references=(), inputs={"copied": True})
 
 
 def must_not_build(out: Path) -> None:
@@ -763,28 +825,34 @@ def test_add_asks_substituters_before_building(tmp_path: Path) -> None:
     path = source.make_path("shared", "fp")
     built = source.add(path, make_tree)
     first, second = CopyingSubstituter(Store(tmp_path / "empty")), CopyingSubstituter(source)
-    store = Store(tmp_path / "store", substituters=[first, second])  # type: ignore[list-item]
+    store = Store(tmp_path / "store", substituters=[first, second])
     mine = StorePath(store.root / path.name)
-    info = store.add(mine, must_not_build)
-    assert info.nar_hash == built.nar_hash and store.substituted == [mine]
+    got = store.realise(mine, must_not_build)
+    info = got.info
+    assert info.nar_hash == built.nar_hash and (got.how, got.fetched) == ("fetched", (mine,))
     assert first.asked == second.asked == [(path.name, None)]
-    assert store.add(mine, must_not_build) == info  # valid now: nobody is asked again
+    again = store.realise(mine, must_not_build)  # valid now: nobody is asked again
+    assert (again.info, again.how, again.fetched) == (info, "valid", ())
     assert len(second.asked) == 1
     other = store.make_path("local-only", "fp")
-    assert store.add(other, make_tree).path == other  # no substituter has it: built
-    assert store.substituted == [mine]
+    made = store.realise(other, make_tree)  # no substituter has it: built
+    assert (made.path, made.how, made.fetched) == (other, "built", ())
+    assert store.add(store.make_path("not-asked", "fp"), make_tree).path.name.endswith(
+        "not-asked")
+    assert len(second.asked) == 2  # add() itself never asks a substituter
 
 
 def test_substitute_for_paths_built_outside_add(tmp_path: Path) -> None:
     source = Store(tmp_path / "source")
     built = source.add(source.make_path("fixed", "fp"), make_tree)
     substituter = CopyingSubstituter(source)
-    store = Store(tmp_path / "store", substituters=[substituter])  # type: ignore[list-item]
+    store = Store(tmp_path / "store", substituters=[substituter])
     mine = StorePath(store.root / built.path.name)
     wrong = nar_hash(Path(__file__)).hash
-    assert store.substitute(mine, wrong) is None  # the substituter's add refused it
-    assert not store.is_valid(mine) and store.substituted == []
-    info = store.substitute(mine, built.nar_hash)
-    assert info is not None and info.nar_hash == built.nar_hash
+    assert store.substitute(mine, wrong) is None  # the substituter refused it
+    assert not store.is_valid(mine)
+    got = store.substitute(mine, built.nar_hash)
+    assert got is not None and got.info.nar_hash == built.nar_hash
+    assert (got.how, got.fetched) == ("fetched", (mine,))
     assert substituter.asked == [(mine.name, wrong), (mine.name, built.nar_hash)]
     assert Store(tmp_path / "plain").substitute(mine) is None

@@ -314,10 +314,10 @@ def cmd_hash(s: Session) -> int:
 
 
 def cmd_store_verify(s: Session) -> int:
-    store = s.store()
-    paths = [store.parse_path(p) for p in s.args.paths] if s.args.paths else None
-    with s.ui.progress("verifying store paths") as advance:
-        results = store.verify(paths, progress=advance)
+    with s.store_to_read() as store:  # verify pins each path: closing unpins them
+        paths = [store.parse_path(p) for p in s.args.paths] if s.args.paths else None
+        with s.ui.progress("verifying store paths") as advance:
+            results = store.verify(paths, progress=advance)
     bad = [r for r in results if not r.ok]
     lines = []
     for r in bad:
@@ -346,8 +346,8 @@ def cmd_repair(s: Session) -> int:
 
 
 def cmd_gc(s: Session) -> int:
-    store = s.store()
-    res = store.gc(dry_run=s.args.dry_run)
+    with s.store_to_read() if s.args.dry_run else s.store() as store:
+        res = store.gc(dry_run=s.args.dry_run, all_build_inputs=s.args.all_build_inputs)
     verb = "would delete" if s.args.dry_run else "deleted"
     lines = [f"{verb} {p}" for p in res.deleted]
     lines.append(f"{verb} {len(res.deleted)} path(s), freeing {human_size(res.freed_bytes)}")

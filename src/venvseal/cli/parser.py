@@ -191,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("gc", commands.cmd_gc, "delete store paths that no root (out-link) reaches")
     p.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
+    p.add_argument("--all-build-inputs", action="store_true",
+                   help="also delete what rooted closures were built from (deps paths, "
+                        "toolchain roots, wheels): they are kept by default for fast rebuilds")
 
     p = command("hash", commands.cmd_hash, "print the NAR sha256 of a path, as Nix computes it")
     p.add_argument("path", type=Path, metavar="PATH", help="a file or folder")

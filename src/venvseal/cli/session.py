@@ -17,10 +17,10 @@ from pathlib import Path
 from venvseal import pipeline
 from venvseal.cli.ui import Ui
 from venvseal.deps.stage import Network
-from venvseal.errors import UsageError
+from venvseal.errors import StoreError, UsageError
 from venvseal.recipe import model as recipe
 from venvseal.recipe.model import Recipe
-from venvseal.store.core import STORE_DIR, Store, default_store_root
+from venvseal.store.core import STORE_DIR, Store, StoreAccessError, default_store_root
 from venvseal.toolchain import resolve as toolchain
 from venvseal.toolchain.sandbox import Sandbox
 
@@ -124,6 +124,17 @@ class Session:
         if self.args.store is not None:
             return Path(self.args.store)
         return store_root(self.env, self.home, uid=os.geteuid())
+
+    def store_to_read(self) -> Store:
+        """The store, opened for reading only when this user may not write it (a read-only
+        mount, another user's store): for ``store-verify`` and ``gc --dry-run``."""
+        try:
+            return self.store()  # substituters unused, but a bad setting is still an error
+        except StoreAccessError as err:
+            try:
+                return Store(err.root, writable=False)
+            except StoreError:
+                raise err from None
 
     def store(self, *, substituters: bool = True) -> Store:
         """The store, with the substituters of --substituter, else $VENVSEAL_SUBSTITUTERS."""

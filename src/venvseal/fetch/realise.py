@@ -31,8 +31,8 @@ from venvseal.fetch.git import fetch_git
 from venvseal.hashes import Sha256
 from venvseal.netutil import redact_url
 from venvseal.recipe.model import Fetch
-from venvseal.store.core import HashMismatchError, Store, StorePath, UndeclaredHashError
-from venvseal.store.nar import nar_hash
+from venvseal.store.core import Store, StorePath, UndeclaredHashError
+from venvseal.store.fixed import FixedOutput, realise_fixed
 
 __all__ = ["FetchError", "FetchResult", "realise_fetch"]
 
@@ -45,6 +45,7 @@ class FetchResult:
     path: StorePath
     hash: Sha256
     reused: bool
+    fetched: tuple[StorePath, ...] = ()  # paths a substituter gave (this one, or none)
 
 
 def realise_fetch(fetch: Fetch, store: Store, *, recipe_file: Path, key_prefix: str,
@@ -57,26 +58,19 @@ def realise_fetch(fetch: Fetch, store: Store, *, recipe_file: Path, key_prefix: 
     """
     key = f"{key_prefix}fetch[{index}]"
     where = f"{recipe_file}: {key} ({fetch.name})"
-    name = f"{fetch.name}-src"
-    if fetch.hash is not None:
-        path = store.make_fixed_path(name, fetch.hash)
-        if store.substitute(path, fetch.hash) is not None:  # valid, or from a substituter
-            return FetchResult(name=fetch.name, path=path, hash=fetch.hash, reused=True)
-    with store.scratch() as work:
-        out = work / "out"
-        source = _fetch_into(out, fetch, work=work, where=where, key=key,
-                             network_env=network_env, base=recipe_file.parent)
-        hashed = nar_hash(out)
-        got = hashed.hash
-        if fetch.hash is None:
-            raise UndeclaredHashError(recipe_file, f"{key}.hash", got,
-                                      hint=f"in the [[{key_prefix}fetch]] named {fetch.name!r}")
-        if got != fetch.hash:
-            raise HashMismatchError(store.make_fixed_path(name, fetch.hash), fetch.hash, got)
-        path = store.make_fixed_path(name, got)
-        store.add(path, lambda dest: os.rename(out, dest), expected=got, hashed=hashed,
-                  inputs={"stage": "fetch", **source})
-    return FetchResult(name=fetch.name, path=path, hash=got, reused=False)
+
+    def build(out: Path, work: Path) -> dict[str, str]:
+        return _fetch_into(out, fetch, work=work, where=where, key=key,
+                           network_env=network_env, base=recipe_file.parent)
+
+    spec = FixedOutput(
+        name=f"{fetch.name}-src", declared=fetch.hash, inputs={"stage": "fetch"},
+        undeclared=lambda got: UndeclaredHashError(
+            recipe_file, f"{key}.hash", got,
+            hint=f"in the [[{key_prefix}fetch]] named {fetch.name!r}"))
+    got = realise_fixed(store, spec, build)
+    return FetchResult(name=fetch.name, path=got.path, hash=got.info.nar_hash,
+                       reused=got.how != "built", fetched=got.fetched)
 
 
 def _git_location(git: str, base: Path) -> str:

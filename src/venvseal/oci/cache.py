@@ -65,7 +65,7 @@ def closure_order(store: Store, paths: Iterable[StorePath]) -> list[StorePath]:
                 done.add(path)
                 order.append(path)
                 continue
-            info = store.query(path)
+            info = store.pin(path)  # kept from a concurrent gc until the store is closed
             if info is None:
                 raise StoreError(f"{path} is not a valid path in the store at {store.root}; "
                                  "build it before pushing it")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import gzip
 import logging
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from venvseal.hashes import Sha256
 from venvseal.oci import registry
 from venvseal.oci.artifact import Described, OciTarget, describe, tag_for
 from venvseal.oci.registry import Registry
-from venvseal.store.core import PathInfo, Store, StorePath, name_of
+from venvseal.store.core import PathInfo, StorePath, TreeSink, name_of
 from venvseal.store.linkcheck import LinkRule
 from venvseal.store.narread import restore_nar
 
@@ -98,17 +97,18 @@ class OciSubstituter:
     def __repr__(self) -> str:
         return f"OciSubstituter({self.target})"
 
-    def fetch(self, store: Store, path: StorePath, expected: Sha256 | None) -> PathInfo | None:
-        """Make ``path`` valid in ``store`` from the registry; None (store unchanged) if the
+    def fetch(self, sink: TreeSink, path: StorePath, expected: Sha256 | None
+              ) -> PathInfo | None:
+        """Add ``path`` through ``sink`` from the registry; None (store unchanged) if the
         registry lacks it or what it holds is unusable, which is logged as a warning."""
         if self._offline:
             return None
         if self._busy:  # asked back by the store for a reference this fetch planned
             planned = self._planned.get(path)
-            return None if planned is None else self._restore(store, planned)
+            return None if planned is None else self._restore(sink, planned)
         self._busy = True
         try:
-            return self._fetch(store, path, expected)
+            return self._fetch(sink, path, expected)
         except registry.RegistryUnreachableError as err:
             self._offline = True
             log.warning("warning: cannot fetch %s: substituter %s is unreachable or too slow, "
@@ -123,18 +123,19 @@ class OciSubstituter:
             self._planned = {}
         return None
 
-    def _fetch(self, store: Store, path: StorePath, expected: Sha256 | None) -> PathInfo | None:
+    def _fetch(self, sink: TreeSink, path: StorePath, expected: Sha256 | None
+               ) -> PathInfo | None:
         first = self._look_up(path, expected)
         if first is None:
             log.debug("%s: %s is not in the cache", self.target, path.name)
             return None
-        *references, last = self._plan(store, first)
+        *references, last = self._plan(sink, first)
         self._planned = {p.path: p for p in references}
         for planned in references:  # through the store, which records what was substituted
-            if store.substitute(planned.path, planned.expected) is None:
+            if sink.reference(planned.path.name) is None:
                 raise CacheError(f"{planned.path.name}, which {path.name} refers to, could "
                                  "not be fetched")
-        return self._restore(store, last)
+        return self._restore(sink, last)
 
     def _look_up(self, path: StorePath, expected: Sha256 | None) -> _Planned | None:
         """``path``'s manifest, read and checked; None if the cache lacks it."""
@@ -151,40 +152,41 @@ class OciSubstituter:
                              f"{declared.sri}")
         return _Planned(path, found, manifest.digest, declared)
 
-    def _plan(self, store: Store, first: _Planned) -> list[_Planned]:
-        """``first`` and the references the store lacks that this cache has, references
-        first. Iterative; a reference neither has, a loop, or too many paths: CacheError."""
+    def _plan(self, sink: TreeSink, first: _Planned) -> list[_Planned]:
+        """``first`` and the references the store (or another substituter) cannot give
+        that this cache has, references first. Iterative; a reference none has, a loop, or
+        too many paths: CacheError."""
         planned = {first.path: first}
         todo = [first]
         while todo:
             item = todo.pop()
             for name in item.found.references:
-                ref = store.parse_path(str(store.root / name))
-                if ref == item.path or ref in planned or store.query(ref) is not None:
+                ref = StorePath(item.path.parent / name)
+                if ref == item.path or ref in planned:
+                    continue
+                if sink.reference(name) is not None:  # in the store, or from another cache
                     continue
                 if len(planned) >= MAX_PATHS:
                     raise CacheError(f"{first.path.name} and its references make more than "
                                      f"{MAX_PATHS} paths to fetch")
                 found = self._look_up(ref, None)
                 if found is None:
-                    if store.substitute(ref) is None:  # another substituter, maybe
-                        raise CacheError(f"{item.path.name} refers to {name}, which neither "
-                                         f"the store nor a substituter has; building "
-                                         f"{name_of(first.path)} instead")
-                    continue
+                    raise CacheError(f"{item.path.name} refers to {name}, which neither "
+                                     f"the store nor a substituter has; building "
+                                     f"{name_of(first.path)} instead")
                 planned[ref] = found
                 todo.append(found)
         return _references_first(planned)
 
-    def _restore(self, store: Store, planned: _Planned) -> PathInfo:
+    def _restore(self, sink: TreeSink, planned: _Planned) -> PathInfo:
         path, found = planned.path, planned.found
-        references = [store.parse_path(str(store.root / n)) for n in found.references]
+        references = [StorePath(path.parent / n) for n in found.references]
         # A Debian root (toolchain.debian.realise) refers to nothing; a closure never is one.
         root = bool(_ROOT_NAME.fullmatch(name_of(path))) and not found.references
         rule = LinkRule(path.name, frozenset(found.references), root=root)
         self.notify(f"fetching {path.name} from {self.target} "
                     f"({found.layer_size / 1e6:.1f} MB compressed)")
-        with store.scratch() as work:
+        with sink.scratch() as work:
             blob = work / "nar.gz"
             with blob.open("wb") as out:  # at most the descriptor's size; digest checked
                 self.client.get_blob(self.target.repo, found.layer, out, size=found.layer_size)
@@ -196,9 +198,8 @@ class OciSubstituter:
                 raise CacheError(f"its NAR hashes to {result.hash.sri} ({result.size} bytes), "
                                  f"not {planned.expected.sri} ({found.nar_size} bytes)")
             inputs = {"substituted": str(self.target), "manifest": planned.manifest}
-            return store.add(path, lambda dest: os.rename(tree, dest),
-                             expected=planned.expected, hashed=result, references=references,
-                             inputs=inputs, substitute=False)
+            return sink.add_tree(path, tree, nar=result, references=references,
+                                 inputs=inputs)
 
 
 def _references_first(planned: dict[StorePath, _Planned]) -> list[_Planned]:

@@ -15,8 +15,10 @@ Nothing else is recorded: no times, owners, or permissions beyond the user-execu
 Symlinks are never followed. Names are handled as bytes so non-UTF-8 names hash exactly, and
 sorted as bytes, as Nix's ``std::map<std::string, ...>`` does.
 
-One walker (:func:`_serialise`) produces the stream; a sink (:mod:`venvseal.store.narsink`)
-decides where it goes, in constant memory. :func:`nar_hash` hashes on a second thread.
+One walker (:func:`_serialise`) produces the stream; a sink decides where it goes. File
+contents are read straight into a fixed buffer, which is handed on whole, so memory stays flat
+whatever the tree's size. :func:`nar_hash` hashes full buffers on a second thread: hashlib
+releases the GIL for large updates, so hashing overlaps the walk and the reads.
 """
 
 from __future__ import annotations
@@ -29,10 +31,10 @@ from dataclasses import dataclass
 
 from venvseal.errors import EXIT_USAGE, LocatedError, UsageError
 from venvseal.hashes import Sha256
-from venvseal.store.narsink import BUFFER_SIZE, PADDING, Sink, ThreadedHashSink, WriteSink
-
-__all__ = ["BUFFER_SIZE", "NarError", "NarPathNotFoundError", "NarResult", "dump_nar",
-           "nar_hash"]
+from venvseal.store.narsink import BUFFER_SIZE as BUFFER_SIZE
+from venvseal.store.narsink import Sink as _Sink
+from venvseal.store.narsink import ThreadedHashSink as _ThreadedHashSink
+from venvseal.store.narsink import WriteSink as _WriteSink
 
 # O_NOFOLLOW: never follow a symlink swapped in after listing; O_NONBLOCK: never hang on a
 # fifo swapped in after listing (fstat then rejects it).
@@ -40,11 +42,13 @@ _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _BY_NAME = operator.attrgetter("name")
 
+# NAR format: strings are padded with zeros to a multiple of 8 bytes (archive.cc writePadding).
+_PADDING = tuple(bytes(-n % 8) for n in range(8))
 
 
 def _string(data: bytes) -> bytes:
     """One NAR string: u64 little-endian length, ``data``, zero padding to 8 bytes."""
-    return len(data).to_bytes(8, "little") + data + PADDING[len(data) & 7]
+    return len(data).to_bytes(8, "little") + data + _PADDING[len(data) & 7]
 
 
 # The fixed framing, computed once so the hot loop only concatenates a few constants.
@@ -62,8 +66,8 @@ _NODE = _string(b"node")
 # What follows a file's contents, by contents length mod 8: the padding, then the end of the
 # file's node and, in a directory, of the entry holding it.
 _Tails = tuple[bytes, ...]
-_ENTRY_FILE_END: _Tails = tuple(pad + _CLOSE + _CLOSE for pad in PADDING)
-_ROOT_FILE_END: _Tails = tuple(pad + _CLOSE for pad in PADDING)
+_ENTRY_FILE_END: _Tails = tuple(pad + _CLOSE + _CLOSE for pad in _PADDING)
+_ROOT_FILE_END: _Tails = tuple(pad + _CLOSE for pad in _PADDING)
 
 
 class NarError(LocatedError):
@@ -98,7 +102,7 @@ def nar_hash(
     Raises :class:`NarPathNotFoundError` if ``path`` does not exist and :class:`NarError` for a
     file that cannot be archived (device, socket, fifo, unreadable, changed while read).
     """
-    sink = ThreadedHashSink()
+    sink = _ThreadedHashSink()
     try:
         files = _serialise(os.fsencode(path), sink, progress)
     finally:
@@ -111,7 +115,7 @@ def dump_nar(path: str | os.PathLike[str], write: Callable[[bytes | memoryview],
 
     Each chunk is a fresh ``bytes`` object the caller may keep. Raises as :func:`nar_hash`.
     """
-    sink = WriteSink(write)
+    sink = _WriteSink(write)
     _serialise(os.fsencode(path), sink, None)
     sink.flush()
 
@@ -157,7 +161,7 @@ def _os_error(path: bytes, err: OSError) -> NarError:
     return NarError(_show(path), f"cannot be read ({err.strerror or err})", "check the file system")
 
 
-def _serialise(root: bytes, sink: Sink, progress: Callable[[int], None] | None) -> int:
+def _serialise(root: bytes, sink: _Sink, progress: Callable[[int], None] | None) -> int:
     """Write the NAR of ``root`` to ``sink``; return the number of files and symlinks."""
     try:
         st = os.lstat(root)
@@ -185,7 +189,7 @@ def _serialise(root: bytes, sink: Sink, progress: Callable[[int], None] | None) 
     return 1
 
 
-def _serialise_directory(root: bytes, sink: Sink, progress: Callable[[int], None] | None) -> int:
+def _serialise_directory(root: bytes, sink: _Sink, progress: Callable[[int], None] | None) -> int:
     """Write the entries of directory ``root`` (not its node framing); return files seen.
 
     Iterative, so depth costs no Python stack: one sorted listing and one directory file
@@ -203,7 +207,7 @@ def _serialise_directory(root: bytes, sink: Sink, progress: Callable[[int], None
                 name = entry.name
                 n = len(name)
                 head = b"".join(
-                    (_ENTRY_NAME, n.to_bytes(8, "little"), name, PADDING[n & 7], _NODE)
+                    (_ENTRY_NAME, n.to_bytes(8, "little"), name, _PADDING[n & 7], _NODE)
                 )
                 # d_type from readdir answers these without a stat call (lstat only if unknown).
                 if entry.is_file(follow_symlinks=False):
@@ -266,7 +270,7 @@ def _readlink(name: bytes, dir_fd: int | None, path: bytes) -> bytes:
 
 
 def _regular(
-    name: bytes, dir_fd: int | None, path: bytes, sink: Sink, head: bytes, tails: _Tails
+    name: bytes, dir_fd: int | None, path: bytes, sink: _Sink, head: bytes, tails: _Tails
 ) -> int:
     """Write a regular-file node for ``name``, between ``head`` and ``tails``; return its size.
 

@@ -1,10 +1,7 @@
 """Where a NAR stream goes: a fixed buffer handed on whole, to a writer or a hashing thread.
 
-:mod:`venvseal.store.nar` walks a tree and writes its NAR serialisation into a :class:`Sink`.
-File contents are read straight into the sink's fixed buffer, which is handed on whole, so
-memory stays flat whatever the tree's size. :class:`ThreadedHashSink` hashes full buffers on a
-second thread: hashlib releases the GIL for large updates, so hashing overlaps the walk and
-the reads.
+The walker in :mod:`venvseal.store.nar` fills the buffer; file contents are read straight
+into it, so memory stays flat whatever the tree's size.
 """
 
 from __future__ import annotations
@@ -20,10 +17,6 @@ from collections.abc import Callable
 BUFFER_SIZE = 1 << 20
 # Buffers the hashing thread may hold while the walker fills the next one.
 _BUFFERS_IN_FLIGHT = 8
-
-
-# NAR format: strings are padded with zeros to a multiple of 8 bytes (archive.cc writePadding).
-PADDING = tuple(bytes(-n % 8) for n in range(8))
 
 
 class Sink:

@@ -169,7 +169,7 @@ def realise(spec: DebianSpec, store: Store, *, on_step: Callable[[str], None],
             mirror: str | None = None) -> StorePath:
     """The toolchain's store path, made with debootstrap the first time it is asked for."""
     path = store.make_path(store_name(spec), fingerprint(spec))
-    if store.is_valid(path):
+    if store.pin(path) is not None:  # valid, and kept from a concurrent gc from now on
         return path
     chosen = mirror or apt_mirror()
 
@@ -179,6 +179,6 @@ def realise(spec: DebianSpec, store: Store, *, on_step: Callable[[str], None],
         mmdebstrap(spec, out, chosen, hooks=[])
         prune(out)
 
-    store.add(path, produce, inputs={"stage": "toolchain", "debian": json.loads(
+    store.realise(path, produce, inputs={"stage": "toolchain", "debian": json.loads(
         fingerprint(spec))})
     return path

@@ -94,8 +94,8 @@ def realise_debs(pin: DebianPin, store: Store, *, mirror: str | None,
             else:
                 _download(deb, mirror, out / deb.file_name, pin)
 
-    store.add(path, produce, expected=pin.debs_hash,
-              inputs={"stage": "debian-debs", "suite": pin.suite})
+    store.realise(path, produce, expected=pin.debs_hash,
+                  inputs={"stage": "debian-debs", "suite": pin.suite})
     return path
 
 
@@ -129,7 +129,7 @@ def realise_root(spec: DebianSpec, pin: DebianPin, store: Store, *, mirror: str 
                  on_step: Callable[[str], None], local: Path | None = None) -> StorePath:
     """The pinned root's store path, made from the pinned ``.deb``s the first time."""
     path = store.make_path(root_name(pin), f"{ROOT_VERSION}:{pin.fingerprint()}")
-    if store.is_valid(path):
+    if store.pin(path) is not None:  # valid, and kept from a concurrent gc from now on
         return path
     debs = realise_debs(pin, store, mirror=mirror, local=local)
 
@@ -141,7 +141,7 @@ def realise_root(spec: DebianSpec, pin: DebianPin, store: Store, *, mirror: str 
             mmdebstrap(spec, out, source, hooks=[])
         prune(out)
 
-    store.add(path, produce, inputs={"stage": "toolchain", "pinned": pin.fingerprint()})
+    store.realise(path, produce, inputs={"stage": "toolchain", "pinned": pin.fingerprint()})
     return path
 
 

@@ -1,0 +1,92 @@
+"""Fixed outputs: content named by its declared NAR hash, built or fetched, then checked.
+
+The one realiser of the deps stage and of ``[[fetch]]``: name the path from the declared
+hash, try the store and its substituters, else build in scratch space, NAR-hash, compare
+with the declared hash (refusing an undeclared or a different one), and add by rename.
+Nothing enters the store unless its hash is the declared one (or the caller accepts any,
+as ``--update-hash`` does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Generic, TypeVar
+
+from venvseal.errors import VenvsealError
+from venvseal.hashes import Sha256
+from venvseal.store.core import Realised, Store
+from venvseal.store.errors import HashMismatchError
+from venvseal.store.nar import nar_hash
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FixedOutput:
+    """What names and checks one fixed output.
+
+    ``undeclared(got)`` is the error raised when no hash is declared (it names the recipe key
+    to declare); with ``accept_any`` the built content is added whatever its hash.
+    """
+
+    name: str
+    declared: Sha256 | None
+    inputs: Mapping[str, object] = field(default_factory=dict)
+    undeclared: Callable[[Sha256], VenvsealError]
+    accept_any: bool = False
+    tree: str = "out"  # the tree's name in scratch space (a build may record its path)
+
+
+@dataclass(frozen=True, slots=True)
+class Built(Generic[T]):
+    """A fixed output built and added, and what its builder returned."""
+
+    realised: Realised
+    report: T
+
+
+def try_declared(store: Store, out: FixedOutput) -> Realised | None:
+    """The output's path if it is valid or a substituter has it (pinned), else None."""
+    if out.declared is None or out.accept_any:
+        return None
+    return store.substitute(store.make_fixed_path(out.name, out.declared), out.declared)
+
+
+def build_fixed(store: Store, out: FixedOutput, build: Callable[[Path, Path], T], *,
+                inputs_of: Callable[[T], Mapping[str, object]] = lambda _report: {},
+                on_hash: Callable[[], None] = lambda: None) -> Built[T]:
+    """Run ``build(tree, scratch)`` to create ``tree`` in scratch space, check its hash and
+    add it, recording ``out.inputs`` and ``inputs_of(report)``; the store is unchanged when
+    the hash is refused."""
+    with store.scratch() as work:
+        tree = work / out.tree
+        report = build(tree, work)
+        on_hash()
+        hashed = nar_hash(tree)
+        got = hashed.hash
+        check(store, out, got)
+        info = store.add_tree(store.make_fixed_path(out.name, got), tree, expected=got,
+                              hashed=hashed, inputs={**out.inputs, **inputs_of(report)})
+    return Built(Realised(info, "built"), report)
+
+
+def check(store: Store, out: FixedOutput, got: Sha256) -> None:
+    """Refuse ``got`` unless it is the declared hash (or any hash is accepted)."""
+    if out.accept_any:
+        return
+    if out.declared is None:
+        raise out.undeclared(got)
+    if got != out.declared:
+        raise HashMismatchError(store.make_fixed_path(out.name, out.declared), out.declared, got)
+
+
+def realise_fixed(store: Store, out: FixedOutput,
+                  build: Callable[[Path, Path], Mapping[str, object]]) -> Realised:
+    """The output's path: valid, fetched from a substituter, or built and checked
+    (``build`` returns what it fetched, recorded with ``out.inputs``)."""
+    found = try_declared(store, out)
+    if found is not None:
+        return found
+    return build_fixed(store, out, build, inputs_of=lambda extra: extra).realised
