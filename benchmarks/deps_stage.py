@@ -34,6 +34,7 @@ from pathlib import Path
 from venvseal import pipeline
 from venvseal.deps import stage as deps
 from venvseal.deps.stage import Network
+from venvseal.recipe import files
 from venvseal.recipe import model as recipe
 from venvseal.store.core import Store, copy_path
 from venvseal.toolchain import resolve as toolchain
@@ -51,7 +52,7 @@ NETWORK = Network(resolv_conf=Path("/etc/resolv.conf"),
 
 def resolve(project: Path) -> tuple[recipe.Recipe, toolchain.ResolvedToolchain]:
     """The recipe and its toolchain (a Debian root is made in, or reused from, STORE)."""
-    rec = recipe.load_recipe(project)
+    rec = files.load_recipe(project)
     with Store(TOOLCHAIN_STORE) as store:
         ctx = pipeline.Context(store=store, sandbox=Sandbox.locate(), uv_cache=Path("/"),
                                network=NETWORK)

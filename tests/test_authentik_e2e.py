@@ -23,7 +23,7 @@ from support.postgres import postgres_server
 from venvseal.assemble.importable import top_level_modules
 from venvseal.elf.buildid import find_elf_files
 from venvseal.elf.loadercheck import loader_check
-from venvseal.recipe.model import load_recipe
+from venvseal.recipe.files import load_recipe
 from venvseal.store.core import STORE_DIR, Store, StorePath, copy_path
 from venvseal.toolchain.sandbox import Mount, Sandbox, SandboxSpec, fixed_env
 

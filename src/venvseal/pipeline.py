@@ -17,7 +17,7 @@ from venvseal.deps import stage as deps
 from venvseal.deps.diagnose import DiskFullError
 from venvseal.errors import StoreError
 from venvseal.hashes import Sha256
-from venvseal.recipe import model as recipe
+from venvseal.recipe import files
 from venvseal.recipe.model import Recipe
 from venvseal.recipe.uvlock import Lock, read_lock
 from venvseal.store import fixed as fixed_output
@@ -236,7 +236,7 @@ def _pinned(rec: Recipe, path: StorePath, got: Sha256, *, reused: bool,
             update_hash: bool) -> DepsResult:
     updated = update_hash and rec.deps.hash != got
     if updated:
-        recipe.update_deps_hash(rec.file, rec.key_prefix, got.sri)
+        files.update_deps_hash(rec.file, rec.key_prefix, got.sri)
     return DepsResult(path=path, hash=got, reused=reused, hash_updated=updated)
 
 

@@ -10,7 +10,7 @@ from support import PYTHON, write
 
 from venvseal.assemble.stage import WorkspaceError, collect_inputs
 from venvseal.errors import EXIT_USAGE
-from venvseal.recipe.model import load_recipe
+from venvseal.recipe.files import load_recipe
 from venvseal.recipe.uvlock import read_lock
 
 LOCK = """\

@@ -18,7 +18,8 @@ from support import write
 
 from venvseal.assemble.forest import Forest
 from venvseal.assemble.textedit import SubstituteError, apply_all, apply_patch, apply_text, expand
-from venvseal.recipe.model import Substitute, parse_recipe
+from venvseal.recipe.model import Substitute
+from venvseal.recipe.parse import parse_recipe
 
 SITE = "lib/python3.11/site-packages"
 OUT = "/venvseal/store/abc-demo-1.0.0"

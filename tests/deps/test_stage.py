@@ -31,7 +31,8 @@ from support import (
 from support.apps import RECIPE, make_app
 
 from venvseal.deps import stage as deps
-from venvseal.recipe.model import Toolchain, load_recipe
+from venvseal.recipe.files import load_recipe
+from venvseal.recipe.model import Toolchain
 from venvseal.recipe.uvlock import LockError
 from venvseal.toolchain import resolve as toolchain
 from venvseal.toolchain.resolve import ResolvedToolchain

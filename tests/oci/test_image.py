@@ -40,7 +40,8 @@ from venvseal.oci.compress import Compression
 from venvseal.oci.image import ImageConfig, build_image, default_tag
 from venvseal.oci.layers import LayerPlan, write_layer
 from venvseal.oci.registry import parse_reference
-from venvseal.recipe.model import load_recipe, parse_recipe
+from venvseal.recipe.files import load_recipe
+from venvseal.recipe.parse import parse_recipe
 from venvseal.store.core import STORE_DIR
 from venvseal.toolchain.sandbox import Mount, Sandbox, SandboxSpec
 

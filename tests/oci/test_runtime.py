@@ -30,7 +30,7 @@ from venvseal.oci.runtime import (
     runtime_closure,
     stdlib_skip,
 )
-from venvseal.recipe import model as recipe
+from venvseal.recipe import files, parse
 from venvseal.recipe.model import Recipe
 from venvseal.store.core import STORE_DIR
 from venvseal.toolchain import resolve as toolchain
@@ -251,7 +251,7 @@ def test_generated_files_carry_their_bytes(tmp_path: Path) -> None:
 def host_recipe(folder: Path, **image: object) -> Recipe:
     table = {"app": {"name": "handmade", "version": "1.0"},
              "toolchain": {"root": "/", "python": str(HOST_PYTHON)}, "image": image}
-    return recipe.parse_recipe(table, file=folder / "venvseal.toml")
+    return parse.parse_recipe(table, file=folder / "venvseal.toml")
 
 
 def script(path: Path, text: str, mode: int = 0o755) -> None:
@@ -426,7 +426,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
     built = venvseal("--json", "build", "--store", base / "store", "--uv-cache",
                      base / "uv-cache", project)
     assert built.code == 0, built.err
-    return Demo(recipe.load_recipe(project), Path(built.json()["path"]), base / "store",
+    return Demo(files.load_recipe(project), Path(built.json()["path"]), base / "store",
                 base / "uv-cache", Path(built.json()["relinked"]))
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from venvseal.errors import EXIT_USAGE, RecipeError
 from venvseal.hashes import parse_sha256
+from venvseal.recipe.files import find_recipe, load_recipe, update_deps_hash
 from venvseal.recipe.model import (
     DEFAULT_LIBRARY_DIRS,
     DEFAULT_PATH,
@@ -24,11 +25,8 @@ from venvseal.recipe.model import (
     Substitute,
     Toolchain,
     Verify,
-    find_recipe,
-    load_recipe,
-    parse_recipe,
-    update_deps_hash,
 )
+from venvseal.recipe.parse import parse_recipe
 from venvseal.recipe.tomlcheck import StrMap
 
 HASH_A = parse_sha256("a" * 64).sri

@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from venvseal.errors import RecipeError
-from venvseal.recipe.model import Recipe, parse_recipe
+from venvseal.recipe.model import Recipe
+from venvseal.recipe.parse import parse_recipe
 
 SECRET = "s3cr3tTOKEN"
 SETTINGS = settings(max_examples=200, deadline=None, derandomize=True,

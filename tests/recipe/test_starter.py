@@ -8,7 +8,8 @@ import pytest
 from support import write
 
 from venvseal.errors import UsageError
-from venvseal.recipe.model import parse_recipe, read_toml
+from venvseal.recipe.tomlcheck import read_toml
+from venvseal.recipe.parse import parse_recipe
 from venvseal.recipe.starter import HostPython, plan_starter, satisfies, top_level_packages
 from venvseal.recipe.uvlock import Lock, LockedPackage
 

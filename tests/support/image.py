@@ -17,7 +17,7 @@ from venvseal import fsutil
 from venvseal.assemble.forest import Forest
 from venvseal.oci.image import ImageConfig, ImagePaths
 from venvseal.oci.runtime import RuntimeClosure, RuntimeFile
-from venvseal.recipe.model import parse_recipe
+from venvseal.recipe.parse import parse_recipe
 from venvseal.store.core import Store, StorePath
 
 CLOSURE = "0" * 32 + "-x-1.0"

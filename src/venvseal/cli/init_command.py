@@ -7,7 +7,7 @@ from pathlib import Path
 from venvseal import fsutil, pipeline, process
 from venvseal.cli.session import Session
 from venvseal.errors import EXIT_OK, RecipeError, UsageError
-from venvseal.recipe import model
+from venvseal.recipe import files, model
 from venvseal.recipe.starter import HostPython, plan_starter
 from venvseal.recipe.uvlock import read_lock
 
@@ -32,7 +32,7 @@ def _existing(project: Path) -> Path | None:
     if (project / model.RECIPE_FILE).is_file():
         return project / model.RECIPE_FILE
     try:
-        return model.find_recipe(project)[0]
+        return files.find_recipe(project)[0]
     except RecipeError:
         return None
 

@@ -18,7 +18,7 @@ from venvseal import pipeline
 from venvseal.cli.ui import Ui
 from venvseal.deps.stage import Network
 from venvseal.errors import StoreError, UsageError
-from venvseal.recipe import model as recipe
+from venvseal.recipe import files
 from venvseal.recipe.model import Recipe
 from venvseal.store.core import STORE_DIR, Store, StoreAccessError, default_store_root
 from venvseal.toolchain import resolve as toolchain
@@ -115,10 +115,10 @@ class Session:
 
     def load(self) -> Recipe:
         """The recipe named on the command line, else the nearest one from here up."""
-        found, self.key_prefix = recipe.find_recipe(getattr(self.args, "recipe", None),
+        found, self.key_prefix = files.find_recipe(getattr(self.args, "recipe", None),
                                                     self.cwd)
         self.recipe_file = found
-        return recipe.load_recipe(found)
+        return files.load_recipe(found)
 
     def store_root(self) -> Path:
         if self.args.store is not None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from venvseal.errors import UsageError
-from venvseal.recipe.model import project_metadata
+from venvseal.recipe.parse import project_metadata
 from venvseal.recipe.tomlcheck import read_toml
 from venvseal.recipe.uvlock import Lock
 
