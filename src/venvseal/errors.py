@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from venvseal.netutil import scrub
 
@@ -19,22 +20,46 @@ EXIT_USAGE = 2  # bad command line, recipe or input
 
 
 class VenvsealError(Exception):
-    """Root of every error venvseal raises on purpose."""
+    """Root of every error venvseal raises on purpose.
+
+    An error that carries data is a dataclass (``@dataclass(eq=False)``: exceptions compare
+    by identity) whose :meth:`message` builds the text a user reads from its fields; a plain
+    ``VenvsealError("text")`` reads as its text.
+    """
 
     exit_code: int = EXIT_BUILD
 
+    def message(self) -> str:
+        """What went wrong, where, and what to do next."""
+        return super().__str__()
 
+    def __str__(self) -> str:
+        return self.message()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A dataclass error's fields are in __dict__, not (all) in args: pickle both, so an
+        # error crosses from a worker process intact.
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
+
+
+def _rebuild(cls: type[VenvsealError], args: tuple[Any, ...],
+             state: dict[str, Any]) -> VenvsealError:
+    err = cls.__new__(cls)
+    err.args = args
+    err.__dict__.update(state)
+    return err
+
+
+@dataclass(eq=False)
 class LocatedError(VenvsealError):
     """A problem with one thing: ``where`` it is (a file, a key, a fetch), the ``problem``,
     and the ``hint`` (what to do next), read as ``where: problem; hint``."""
 
-    def __init__(self, where: str, problem: str, hint: str) -> None:
-        self.where = where
-        self.problem = problem
-        self.hint = hint
-        super().__init__(str(self))
+    where: str
+    problem: str
+    hint: str
 
-    def __str__(self) -> str:
+    def message(self) -> str:
         return f"{self.where}: {self.problem}; {self.hint}"
 
 
@@ -55,30 +80,31 @@ class Problem:
         return f"{self.where}: {self.message}" if self.where else self.message
 
 
+@dataclass(eq=False)
 class RecipeError(VenvsealError):
     """A recipe is missing, malformed or invalid; carries every problem found at once."""
 
     exit_code = EXIT_USAGE
 
-    def __init__(self, file: str, problems: Sequence[Problem]) -> None:
-        self.file = file
-        self.problems = tuple(problems)
-        super().__init__(str(self))
+    file: str
+    problems: Sequence[Problem]
 
-    def __str__(self) -> str:
+    def __post_init__(self) -> None:
+        self.problems = tuple(self.problems)
+
+    def message(self) -> str:
         # A problem may quote a URL from the recipe: its credentials are never shown.
         return scrub("\n".join(f"{self.file}: {p}" for p in self.problems))
 
 
+@dataclass(eq=False)
 class HashFormatError(UsageError):
     """A hash string is not in a form venvseal reads."""
 
-    def __init__(self, text: str, where: str = "") -> None:
-        self.text = text
-        self.where = where
-        super().__init__(str(self))
+    text: str
+    where: str = ""
 
-    def __str__(self) -> str:
+    def message(self) -> str:
         prefix = f"{self.where}: " if self.where else ""
         return (
             f"{prefix}{self.text!r} is not a sha256 hash; write it as SRI "
@@ -91,34 +117,35 @@ class StoreError(VenvsealError):
     """The store cannot be used or a store path is unknown or damaged."""
 
 
+@dataclass(eq=False)
 class StoreCorruptError(StoreError):
     """A store path's content no longer matches the hash recorded when it was added."""
 
-    def __init__(self, path: str, expected: str, got: str, first_difference: str = "") -> None:
-        self.path = path
-        self.expected = expected
-        self.got = got
-        self.first_difference = first_difference
-        super().__init__(str(self))
+    path: str
+    expected: str
+    got: str
+    first_difference: str = ""
 
-    def __str__(self) -> str:
+    def message(self) -> str:
         where = f" (changed: {self.first_difference})" if self.first_difference else ""
         hashes = f": recorded {self.expected}, now {self.got}" if self.expected else ""
         return (f"store path {self.path} was modified after it was added{where}{hashes}; "
                 f"repair it with 'venvseal repair [RECIPE] {self.path}'")
 
 
+@dataclass(eq=False)
 class CommandError(VenvsealError):
     """An external command failed; carries the command and the tail of its output."""
 
-    def __init__(self, what: str, argv: Sequence[str], returncode: int, output_tail: str) -> None:
-        self.what = what
-        self.argv = tuple(argv)
-        self.returncode = returncode
-        self.output_tail = output_tail
-        super().__init__(str(self))
+    what: str
+    argv: Sequence[str]
+    returncode: int
+    output_tail: str
 
-    def __str__(self) -> str:
+    def __post_init__(self) -> None:
+        self.argv = tuple(self.argv)
+
+    def message(self) -> str:
         tail = f"\n{self.output_tail.rstrip()}" if self.output_tail.strip() else ""
         return f"{self.what} failed (exit {self.returncode}): {' '.join(self.argv)}{tail}"
 

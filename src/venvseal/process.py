@@ -22,15 +22,14 @@ log = logging.getLogger("venvseal.process")
 TAIL_LINES = 25
 
 
+@dataclass(eq=False)
 class ToolMissingError(VenvsealError):
     """A program venvseal needs is not installed."""
 
-    def __init__(self, program: str, package: str) -> None:
-        self.program = program
-        self.package = package
-        super().__init__(str(self))
+    program: str
+    package: str
 
-    def __str__(self) -> str:
+    def message(self) -> str:
         return (f"{self.program} is not installed; install it (Debian: apt-get install "
                 f"{self.package}) and run again")
 

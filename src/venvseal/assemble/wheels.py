@@ -49,16 +49,15 @@ class WheelBuildError(VenvsealError):
     """A project could not be built into a wheel offline."""
 
 
+@dataclass(eq=False)
 class DistributionConflictError(VenvsealError):
     """Two distributions would install the same file."""
 
-    def __init__(self, path: str, first: str, second: str) -> None:
-        self.path = path
-        self.first = first
-        self.second = second
-        super().__init__(str(self))
+    path: str
+    first: str
+    second: str
 
-    def __str__(self) -> str:
+    def message(self) -> str:
         return (f"distributions {self.first} and {self.second} both install {self.path}; "
                 "exclude one of them ([deps] exclude or [assemble] workspace)")
 

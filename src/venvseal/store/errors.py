@@ -2,50 +2,48 @@
 
 from __future__ import annotations
 
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 
 from venvseal.errors import EXIT_USAGE, StoreError, UsageError, VenvsealError
 from venvseal.hashes import Sha256
 
 
+@dataclass(eq=False)
 class StoreAccessError(StoreError):
     """The store's root folder cannot be created or written (a usage error: exit 2)."""
 
     exit_code = EXIT_USAGE
 
-    def __init__(self, root: Path, reason: str) -> None:
-        self.root = root
-        self.reason = reason
-        super().__init__(str(self))
+    root: Path
+    reason: str
 
-    def __str__(self) -> str:
+    def message(self) -> str:
         return (f"store at {self.root} {self.reason}; pass --store DIR or set VENVSEAL_STORE "
                 "to a folder you can write")
 
 
+@dataclass(eq=False)
 class StoreFullError(StoreError):
     """The file system holding the store ran out of space during a build."""
 
-    def __init__(self, root: Path, name: str) -> None:
-        self.root = root
-        self.name = name
-        super().__init__(str(self))
+    root: Path
+    name: str
 
-    def __str__(self) -> str:
+    def message(self) -> str:
         return (f"the store at {self.root} is full while building {self.name}; "
                 "free space (venvseal gc) or pass --store DIR")
 
 
+@dataclass(eq=False)
 class HashMismatchError(StoreError):
     """A fixed-output path's content does not have the hash declared for it."""
 
-    def __init__(self, path: Path, expected: Sha256, got: Sha256) -> None:
-        self.path = path
-        self.expected = expected
-        self.got = got
-        super().__init__(str(self))
+    path: Path
+    expected: Sha256
+    got: Sha256
 
-    def __str__(self) -> str:
+    def message(self) -> str:
         # Worded as Nix words it, so users and tools that know Nix's message recognise it.
         return (f"hash mismatch in fixed-output path '{self.path}':\n"
                 f"  specified: {self.expected.sri}\n"
@@ -54,6 +52,7 @@ class HashMismatchError(StoreError):
                 "otherwise find out which input changed")
 
 
+@dataclass(eq=False)
 class UndeclaredHashError(VenvsealError):
     """A fixed output has no declared hash; it was built and its hash is known now.
 
@@ -61,27 +60,24 @@ class UndeclaredHashError(VenvsealError):
     write it with ``--update-hash``); nothing was added to the store.
     """
 
-    def __init__(self, recipe_file: Path, key: str, got: Sha256, *,
-                 hint: str = "or rerun with --update-hash to write it into the recipe") -> None:
-        self.recipe_file = recipe_file
-        self.key = key
-        self.got = got
-        self.hint = hint
-        super().__init__(str(self))
+    recipe_file: Path
+    key: str
+    got: Sha256
+    _: KW_ONLY
+    hint: str = "or rerun with --update-hash to write it into the recipe"
 
-    def __str__(self) -> str:
+    def message(self) -> str:
         hint = f"\n{self.hint}" if self.hint else ""
         return (f"{self.recipe_file}: {self.key} is not declared; declare it as\n"
                 f'  hash = "{self.got.sri}"{hint}')
 
 
+@dataclass(eq=False)
 class StoreNameError(UsageError):
     """A store path name breaks Nix's naming rule."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
-        super().__init__(str(self))
+    name: str
 
-    def __str__(self) -> str:
+    def message(self) -> str:
         return (f"{self.name!r} is not a valid store path name: use 1 to 211 letters, digits "
                 "and '+-._?=', not starting with '.'")

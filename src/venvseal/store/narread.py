@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
@@ -47,16 +48,15 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
+@dataclass(eq=False)
 class NarFormatError(VenvsealError):
     """A NAR stream is truncated, malformed or hostile; nothing was left at ``dest``."""
 
-    def __init__(self, dest: Path, offset: int, problem: str) -> None:
-        self.dest = dest
-        self.offset = offset
-        self.problem = problem
-        super().__init__(str(self))
+    dest: Path
+    offset: int
+    problem: str
 
-    def __str__(self) -> str:
+    def message(self) -> str:
         return (f"cannot restore the NAR archive into {self.dest}: {self.problem} (at byte "
                 f"{self.offset}); the archive is damaged or was not made by Nix or venvseal, "
                 "so nothing was restored; fetch it again or build the path instead")
