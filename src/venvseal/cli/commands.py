@@ -160,7 +160,8 @@ def cmd_gc(args: argparse.Namespace, ui: Ui) -> int:
 def cmd_deps(args: argparse.Namespace, ui: Ui) -> int:
     rec = load(args)
     with open_store(args, ui) as store:
-        res = pipeline.run_deps(rec, context(args, ui, store), update_hash=args.update_hash)
+        res = pipeline.run_deps(rec, context(args, ui, store), update_hash=args.update_hash,
+                                update_on_drift=args.update_hash_on_drift)
     data: dict[str, object] = {"path": str(res.path), "hash": res.hash.sri, "reused": res.reused,
                                "hash_updated": res.hash_updated}
     lines = []
@@ -177,11 +178,25 @@ def cmd_deps(args: argparse.Namespace, ui: Ui) -> int:
         ui.info(f"normalised: {res.report.removed_files} files removed, "
                 f"{res.report.stripped_elf} ELF files stripped, {refs.summary()}, "
                 f"{res.report.files_changed} files changed")
-    if res.hash_updated:
-        ui.info(f"{rec.file}: {rec.key_prefix}deps.hash = \"{res.hash.sri}\"")
+    data["lock_file"] = str(res.lock_file) if res.lock_file else None
+    _report_pins(rec, res, ui)
     lines.append(str(res.path))
     ui.result(data, *lines)
     return EXIT_OK
+
+
+def _report_pins(rec: Recipe, res: pipeline.DepsResult, ui: Ui) -> None:
+    """Say that the toolchain moved, and what --update-hash wrote."""
+    if res.drift:
+        ui.info(f"notice: the toolchain differs from the one {rec.file}: "
+                f"{rec.key_prefix}deps.hash was declared with ({', '.join(res.drift[:8])}"
+                f"{f' and {len(res.drift) - 8} more' if len(res.drift) > 8 else ''}); "
+                "declaring the hash built with this one (--update-hash-on-drift)")
+    if res.hash_updated:
+        ui.info(f"{rec.file}: {rec.key_prefix}deps.hash = \"{res.hash.sri}\"")
+    if res.lock_file is not None:
+        ui.info(f"{res.lock_file}: recorded what {rec.key_prefix}deps.hash was declared with "
+                "(toolchain, packages, uv, uv.lock)")
 
 
 def cmd_build(args: argparse.Namespace, ui: Ui) -> int:
@@ -189,7 +204,9 @@ def cmd_build(args: argparse.Namespace, ui: Ui) -> int:
     out_link = args.out_link.absolute() if args.out_link is not None else None
     with open_store(args, ui) as store:
         res = pipeline.run_build(rec, context(args, ui, store), out_link=out_link,
-                                 update_hash=args.update_hash)
+                                 update_hash=args.update_hash,
+                                 update_on_drift=args.update_hash_on_drift)
+    _report_pins(rec, res.deps, ui)
     data: dict[str, object] = {
         "path": str(res.path), "reused": res.reused, "deps": str(res.deps.path),
         "relinked": str(res.relinked), "deps_reused": res.deps.reused,

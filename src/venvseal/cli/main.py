@@ -87,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     _uv_cache_arg(p)
     _substituter_arg(p)
     p.add_argument("--update-hash", action="store_true",
-                   help="write the stage's actual hash into the recipe (keeps its comments)")
+                   help="write the stage's actual hash into the recipe (keeps its comments) "
+                   "and what it was built with into venvseal.lock")
+    _drift_arg(p)
 
     p = command("build", commands.cmd_build,
                 "build (or reuse) the closure: deps, fetches, offline assembly, verify")
@@ -97,7 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-link", type=Path, metavar="PATH",
                    help="make PATH a symlink to the closure, and a gc root")
     p.add_argument("--update-hash", action="store_true",
-                   help="write the deps stage's actual hash into the recipe")
+                   help="write the deps stage's actual hash into the recipe, and what it "
+                   "was built with into venvseal.lock")
+    _drift_arg(p)
 
     p = command("run", commands.cmd_run,
                 "build (or reuse) the closure, then run a command in it, in the sandbox "
@@ -186,6 +190,12 @@ def _key_value(text: str) -> tuple[str, str]:
 def _recipe_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("recipe", nargs="?", type=Path, metavar="RECIPE",
                    help="venvseal.toml, pyproject.toml, or their folder (default: .)")
+
+
+def _drift_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--update-hash-on-drift", action="store_true",
+                   help="--update-hash, but only when the toolchain (its packages, uv, the "
+                   "interpreter) differs from the one venvseal.lock recorded; says what moved")
 
 
 def _uv_cache_arg(p: argparse.ArgumentParser) -> None:
