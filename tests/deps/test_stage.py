@@ -266,7 +266,7 @@ def test_fingerprint_changes_with_the_toolchain(tmp_path: Path, host_toolchain: 
     project = make_inputs_project(tmp_path / "p", "workspace")
     other = {"identity": "0" * 64, "uv_version": "0.0.1",
              "python": PurePosixPath("/usr/bin/python3.12")}[field]
-    changed = dataclasses.replace(host_toolchain, **{field: other})
+    changed = dataclasses.replace(host_toolchain, **{field: other})  # type: ignore[arg-type]
     assert fingerprint(project, changed) != fingerprint(project, host_toolchain)
 
 

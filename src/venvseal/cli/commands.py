@@ -172,9 +172,14 @@ def cmd_deps(args: argparse.Namespace, ui: Ui) -> int:
             "references": [r.text.decode("utf-8", "replace") for r in refs.references],
             "files_changed": res.report.files_changed,
             "records_rewritten": res.report.records_rewritten,
-            "conflicts": [str(c) for c in res.report.conflicts]}
+            "conflicts": [str(c) for c in res.report.conflicts],
+            "unstripped": list(res.report.unstripped)}
         for conflict in res.report.conflicts:
             ui.info(f"warning: {conflict}")
+        for rel in res.report.unstripped:
+            ui.info(f"warning: {rel} kept with its debug info: the toolchain's dynamic loader "
+                    "refuses it after strip --strip-debug (a binutils bug); its build path "
+                    "is still replaced")
         ui.info(f"normalised: {res.report.removed_files} files removed, "
                 f"{res.report.stripped_elf} ELF files stripped, {refs.summary()}, "
                 f"{res.report.files_changed} files changed")

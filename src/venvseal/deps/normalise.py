@@ -27,10 +27,11 @@ import re
 import shutil
 import stat
 import tempfile
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from venvseal.deps.strip import LoaderAccepts, StripDebug, strip_safely
 from venvseal.elf.buildid import find_elf_files, set_deterministic_build_id
 from venvseal.elf.refs import DEFAULT_BUILD_ROOT, RefReport, assert_clean, scan, strip_references
 from venvseal.errors import LocatedError
@@ -46,7 +47,10 @@ ROOT_LITTER = ("bin", ".lock", "CACHEDIR.TAG", ".gitignore")
 DIST_INFO_LITTER = ("uv_cache.json",)
 BYTECODE_SUFFIXES = (".pyc", ".pyo")
 
-StripDebug = Callable[[Sequence[Path]], None]
+
+
+def _no_loader(files: Sequence[Path]) -> set[Path]:
+    return set(files)
 
 
 class NormaliseError(LocatedError):
@@ -62,11 +66,12 @@ class NormaliseReport:
     """What :func:`normalise_venv` did."""
 
     removed_files: int  # files and symlinks deleted (bin/, uv's markers, bytecode)
-    stripped_elf: int  # ELF files handed to strip_debug
+    stripped_elf: int  # ELF files with debug info, stripped
     references: RefReport  # build-time references found, and then replaced
     files_changed: int  # kept files whose bytes changed (ELF edits, reference replacement)
     records_rewritten: int  # dist-info RECORD files updated
     conflicts: tuple[Conflict, ...] = ()  # files two distributions installed differently
+    unstripped: tuple[str, ...] = ()  # files strip would have broken: kept with debug info
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,11 +87,13 @@ class Conflict:
 
 
 def normalise_venv(venv: Path, *, strip_debug: StripDebug,
+                   accepts: LoaderAccepts = _no_loader,
                    build_root: bytes = DEFAULT_BUILD_ROOT) -> NormaliseReport:
     """Normalise the venv at ``venv`` in place; see the module docstring for the steps.
 
     ``strip_debug`` runs ``strip --strip-debug`` on the files it is given (once, with every
-    ELF file as ``venv / relative path``, sorted; not called when there are none).
+    ELF file that has debug info, as ``venv / relative path``, sorted; not called when there
+    are none); ``accepts`` says which files the toolchain's loader accepts (see strip.py).
     ``build_root`` is the sandbox's build-time prefix whose every mention is replaced.
     """
     try:
@@ -98,8 +105,8 @@ def normalise_venv(venv: Path, *, strip_debug: StripDebug,
         write_pyvenv_cfg(venv)
         elf_files = find_elf_files(venv)
         before = {path: _sha256(path) for path in elf_files}
-        if elf_files:
-            strip_debug(elf_files)
+        stripped = strip_safely(elf_files, strip_debug=strip_debug, accepts=accepts,
+                                scratch=venv.parent)
         references = scan(venv, (build_root,))
         replaced = {venv / path for path in strip_references(venv, references)}
         # The build-id hashes the file's final bytes, so it comes after the references are
@@ -113,8 +120,9 @@ def normalise_venv(venv: Path, *, strip_debug: StripDebug,
         where = Path(err.filename) if err.filename else venv
         raise NormaliseError(where, err.strerror or str(err),
                              "check that the venv is complete and writable") from err
-    return NormaliseReport(len(removed), len(elf_files), references, len(changed), rewritten,
-                           conflicts)
+    return NormaliseReport(len(removed), len(stripped.stripped), references, len(changed),
+                           rewritten, conflicts,
+                           tuple(p.relative_to(venv).as_posix() for p in stripped.kept))
 
 
 def remove_conflicts(venv: Path) -> tuple[Conflict, ...]:

@@ -24,6 +24,7 @@ from venvseal.deps.inputs import (
     collect_inputs,
     stage_sources,
 )
+from venvseal.elf.loadercheck import DEFAULT_LOADER
 from venvseal.errors import CommandError, UsageError
 from venvseal.recipe.model import Recipe
 from venvseal.toolchain import sandbox
@@ -31,7 +32,8 @@ from venvseal.toolchain.resolve import ResolvedToolchain, uv_binary
 from venvseal.toolchain.sandbox import Mount, Sandbox, SandboxSpec
 
 if TYPE_CHECKING:  # normalise pulls in pyelftools: import it only when building
-    from venvseal.deps.normalise import NormaliseReport, StripDebug
+    from venvseal.deps.normalise import NormaliseReport
+    from venvseal.deps.strip import LoaderAccepts, StripDebug
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -131,7 +133,8 @@ def build_venv(inputs: DepsInputs, out: Path, *, uv_cache: Path, scratch: Path,
     from venvseal.deps.normalise import normalise_venv
 
     shutil.rmtree(out / BUILD_ENV / "bin", ignore_errors=True)  # scripts: never run offline
-    return normalise_venv(out, strip_debug=_stripper(runner, spec, out))
+    return normalise_venv(out, strip_debug=_stripper(runner, spec, out),
+                          accepts=_loader_accepts(runner, spec, out))
 
 
 def _toolchain_cache(uv_cache: Path, toolchain: ResolvedToolchain,
@@ -192,6 +195,23 @@ def _stripper(runner: Sandbox, spec: SandboxSpec, out: Path) -> StripDebug:
                        what="strip --strip-debug (the toolchain needs binutils)")
 
     return strip
+
+
+def _loader_accepts(runner: Sandbox, spec: SandboxSpec, out: Path) -> LoaderAccepts:
+    """The files the toolchain's dynamic loader accepts (``ld.so --verify`` exits 0 for an
+    executable, 2 for a shared object; 1 for what it cannot map), asked in the sandbox."""
+    offline = SandboxSpec(root=spec.root, mounts=spec.mounts, env=spec.env, network=False,
+                          cwd=sandbox.OUT_DIR)
+
+    def accepts(files: Sequence[Path]) -> set[Path]:
+        inside = {str(sandbox.OUT_DIR / f.relative_to(out)): f for f in files}
+        script = ('for f in "$@"; do "$0" --verify "$f" >/dev/null 2>&1; '
+                  'case $? in 0|2) printf "%s\\0" "$f";; esac; done')
+        done = runner.run(offline, ["sh", "-c", script, str(DEFAULT_LOADER), *inside],
+                          what="checking ELF files with the dynamic loader")
+        return {inside[name] for name in done.output.split("\0") if name in inside}
+
+    return accepts
 
 
 __all__ = ["BUILD_ENV", "STAGE_VERSION", "DepsBuildError", "DepsInputs", "Network",
