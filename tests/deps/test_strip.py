@@ -107,7 +107,7 @@ def test_numpy_2_survives_the_deps_stage(tmp_path: Path) -> None:
     assert {p.name.split("-")[0] for p in libs} >= {"libscipy_openblas64_", "libgfortran"}
     assert host_accepts(libs) == set(libs)
     assert run.json()["normalise"]["unstripped"] == []
-    done = subprocess.run([PYTHON, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+    done = subprocess.run([PYTHON, "-B", "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
                            "import numpy as np; a = np.arange(9.0).reshape(3, 3); "
                            "print(int((a @ a).sum()))", str(site)],
                           capture_output=True, text=True, check=False)

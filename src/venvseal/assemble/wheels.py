@@ -92,7 +92,10 @@ def build_wheel(project: Project, work: Path, *, runner: Sandbox, spec: SandboxS
     backend, backend_path = backend_of(src)
     inner = sandbox.BUILD_ROOT / "work"
     mounts = (*spec.mounts, sandbox.Mount(host=work, target=inner, writable=True))
-    env = {**spec.env, "PYTHONPATH": str(build_env)}
+    # As a PEP 517 frontend does: the build environment's scripts on PATH (uv_build runs
+    # its uv-build executable from there).
+    env = {**spec.env, "PYTHONPATH": str(build_env),
+           "PATH": f"{build_env / 'bin'}:{spec.env.get('PATH', '')}"}
     job = SandboxSpec(root=spec.root, mounts=mounts, env=env, network=False, cwd=inner)
     argv = [spec.env["VENVSEAL_PYTHON"], "-c", FRONTEND, str(inner / "src"),
             str(inner / "wheel"), backend, backend_path]

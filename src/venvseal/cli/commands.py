@@ -184,6 +184,7 @@ def cmd_deps(args: argparse.Namespace, ui: Ui) -> int:
                 f"{res.report.stripped_elf} ELF files stripped, {refs.summary()}, "
                 f"{res.report.files_changed} files changed")
     data["lock_file"] = str(res.lock_file) if res.lock_file else None
+    data["drift"] = list(res.drift)
     _report_pins(rec, res, ui)
     lines.append(str(res.path))
     ui.result(data, *lines)
@@ -217,7 +218,8 @@ def cmd_build(args: argparse.Namespace, ui: Ui) -> int:
         "relinked": str(res.relinked), "deps_reused": res.deps.reused,
         "fetched": [str(p) for p in res.fetched],
         "out_link": str(out_link) if out_link else None,
-        "substituted": [str(p) for p in res.substituted]}
+        "substituted": [str(p) for p in res.substituted],
+        "deps_hash_updated": res.deps.hash_updated, "deps_drift": list(res.deps.drift)}
     if res.verified is not None:
         data["verified"] = {"imports": res.verified.imports, "commands": res.verified.commands,
                             "elf_files": res.verified.elf_files}

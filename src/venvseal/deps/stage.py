@@ -8,7 +8,6 @@ which inputs produced it lets an unchanged project skip the stage entirely.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -132,7 +131,9 @@ def build_venv(inputs: DepsInputs, out: Path, *, uv_cache: Path, scratch: Path,
             raise (known or DepsBuildError(str(err))) from err
     from venvseal.deps.normalise import normalise_venv
 
-    shutil.rmtree(out / BUILD_ENV / "bin", ignore_errors=True)  # scripts: never run offline
+    # BUILD_ENV/bin stays: PEP 517 backends run executables from it (uv_build its uv-build,
+    # maturin its maturin), found on PATH as a frontend's isolated environment puts them. Its
+    # scripts' shebangs name the toolchain's python, the same wherever the path is mounted.
     return normalise_venv(out, strip_debug=_stripper(runner, spec, out),
                           accepts=_loader_accepts(runner, spec, out))
 
