@@ -88,7 +88,7 @@ def _uv_spec(toolchain: ResolvedToolchain, network: Network, *, uv_cache: Path,
 
 
 def _sync_argv(inputs: DepsInputs) -> list[str]:
-    argv = ["uv", "sync", "--frozen", "--no-install-project", "--no-install-workspace",
+    argv = ["uv", "sync", "--locked", "--no-install-project", "--no-install-workspace",
             "--no-dev", "--python", str(inputs.toolchain.python)]
     for pkg in inputs.recipe.deps.exclude:
         argv += ["--no-install-package", pkg]
@@ -113,11 +113,12 @@ def build_venv(inputs: DepsInputs, out: Path, *, uv_cache: Path, scratch: Path,
                     env=_uv_env(inputs, network, cache))
     python = str(inputs.toolchain.python)
     lock_file = str(inputs.lock.file)
-    # (argv, what, cache-only first): the lock check and the build backends' resolution ask
-    # the index again on every run; from a warm uv cache they need not, so they try
-    # --offline first and go online only when that fails (a cold cache, a new backend).
-    steps = [(["uv", "lock", "--check", "--python", python], "checking uv.lock", True),
-             (_sync_argv(inputs), "uv sync", False)]
+    # (argv, what, cache-only first): the lock check (sync --locked) and the build backends'
+    # resolution ask the index again on every run; from a warm uv cache they need not, so
+    # they try --offline first and go online only when that fails (a cold cache, a new
+    # backend). One `uv sync --locked` instead of `uv lock --check` and `uv sync --frozen`
+    # saves a uv start and a resolution (~0.1 s warm, issue 16).
+    steps = [(_sync_argv(inputs), "uv sync", True)]
     if reqs := build_requirements(inputs):
         steps.append((_build_env_argv(inputs, reqs), "installing build backends", True))
     for argv, what, offline_first in steps:
