@@ -225,3 +225,15 @@ def test_render_reads_back(recorded: tuple[Path, Path]) -> None:
     odd = dataclasses.replace(pins, packages={'we"ird\\name': "1:2.0~rc1"})
     write(project / "x.lock", pinlock.render(odd, "deps.hash"))
     assert pinlock.read(project / "x.lock") == odd
+
+
+def test_a_damaged_lock_is_replaced_by_update_hash_and_the_mismatch_still_shown(
+        recorded: tuple[Path, Path]) -> None:
+    project, root = recorded
+    write(project / "venvseal.lock", "not toml [")
+    message = str(pinlock.mismatch(inputs(project, root), StorePath(Path("/s/a-demo-deps")),
+                                   DECLARED, GOT))
+    assert f"specified: {DECLARED.sri}" in message and "no venvseal.lock" in message
+    assert pinlock.record(inputs(project, root), GOT) == project / "venvseal.lock"
+    pins = pinlock.read(project / "venvseal.lock")
+    assert pins is not None and pins.hash == GOT.sri

@@ -222,6 +222,13 @@ class DeclaredHashMismatchError(HashMismatchError):
                 f"{self.key} and {self.lock.name}")
 
 
+def _read_or_none(file: Path) -> DepsPins | None:
+    try:
+        return read(file)
+    except PinLockError:
+        return None
+
+
 def _key(inputs: DepsInputs) -> str:
     return f"{inputs.recipe.key_prefix}deps.hash"
 
@@ -230,7 +237,7 @@ def record(inputs: DepsInputs, got: Sha256) -> Path | None:
     """Write venvseal.lock for a deps hash declared as ``got``; its path if it changed."""
     file = lock_file(inputs)
     pins = current(inputs, got)
-    if read(file) == pins:
+    if _read_or_none(file) == pins:  # an unreadable lock is simply replaced
         return None
     write(file, pins, _key(inputs))
     return file
@@ -246,7 +253,7 @@ def mismatch(inputs: DepsInputs, path: StorePath, declared: Sha256,
              got: Sha256) -> DeclaredHashMismatchError:
     """The error for a deps venv that hashed to ``got``, not to the ``declared`` hash."""
     file = lock_file(inputs)
-    recorded = read(file)
+    recorded = _read_or_none(file)  # the mismatch matters more than a damaged lock
     changed = None if recorded is None else differences(recorded, current(inputs, got))
     return DeclaredHashMismatchError(path, declared, got, recipe_file=inputs.recipe.file,
                                      key=_key(inputs), lock=file, changed=changed)
