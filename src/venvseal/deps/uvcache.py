@@ -20,7 +20,7 @@ downloads are shared, named for the pinned uv (uv: crates/uv-cache/src/lib.rs,
 unpacked archives (``archive-v0``, reached only through a pointer in another bucket, so a
 built wheel's archive is found only from its own toolchain's ``sdists-v11``), index pages and
 git checkouts. A bucket another uv version names differently is private to each toolchain:
-safe, only slower (tests/deps/test_uvcache.py says when the list is out of date).
+safe, only slower (tests/deps/test_toolchain_moves.py says when the list is out of date).
 """
 
 from __future__ import annotations
