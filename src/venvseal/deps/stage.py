@@ -1,8 +1,9 @@
 """The fixed-output dependency stage: every locked dependency, installed and normalised.
 
-``uv sync`` runs in the sandbox with network; the venv it makes is normalised (normalise.py)
-and pinned by its NAR hash. The store path is named from the declared hash, and a record of
-which inputs produced it lets an unchanged project skip the stage entirely.
+``uv sync`` runs in the sandbox with network, with a uv cache of the toolchain's own for what
+it builds (uvcache.py); the venv it makes is normalised (normalise.py) and pinned by its NAR
+hash. The store path is named from the declared hash, and a record of which inputs produced it
+lets an unchanged project skip the stage entirely.
 """
 
 from __future__ import annotations
