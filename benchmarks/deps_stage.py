@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from venvseal import pipeline
 from venvseal.deps import stage as deps
@@ -75,7 +75,7 @@ def prepare(project: Path, work: Path) -> Path:
 def _spec(rec: recipe.Recipe, tc: toolchain.ResolvedToolchain, src: Path, out: Path | None,
           cache: Path | None, *, writable_src: bool = False) -> SandboxSpec:
     inputs = deps.DepsInputs(recipe=rec, lock=None, toolchain=tc, files=())  # type: ignore[arg-type]
-    env = deps._uv_env(inputs, NETWORK)  # the stage's own environment
+    env = deps._uv_env(inputs, NETWORK, PurePosixPath())  # the stage's own environment
     mounts = [Mount(host=src, target=sandbox.SRC_DIR, writable=writable_src),
               Mount(host=toolchain.uv_binary(), target=sandbox.TOOLS_DIR / "uv"),
               Mount(host=NETWORK.ca_file, target=sandbox.CA_FILE)]  # type: ignore[arg-type]
@@ -145,7 +145,11 @@ def main() -> int:
     args.work.mkdir(parents=True)
     project = prepare(args.project.resolve(), args.work)
     cold = pairs(args.cold_runs, project, args.work, cold=True)
-    bare_sync(project, args.work / "warm-cache", args.work)  # fill the warm cache
+    # Fill the warm cache: the bare uv's, and venvseal's (its builds are kept per toolchain,
+    # in a folder of the same cache; see src/venvseal/deps/uvcache.py).
+    bare_sync(project, args.work / "warm-cache", args.work)
+    venvseal_deps(project, args.work / "warm-cache", args.work / "store-fill")
+    remove(args.work / "store-fill")
     warm = pairs(args.runs, project, args.work, cold=False)
     store = args.work / "store-noop"
     venvseal_deps(project, args.work / "warm-cache", store)

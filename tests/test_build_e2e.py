@@ -52,7 +52,15 @@ HOST_LOADER = "/lib64/ld-linux-x86-64.so.2"
 
 def test_build_succeeds_with_the_committed_recipe(demo: Demo) -> None:
     assert demo.first.code == 0, demo.first.err
-    assert (demo.project / "venvseal.toml").read_bytes() == (DEMO / "venvseal.toml").read_bytes()
+    drift = demo.first.json()["deps_drift"] if demo.first.code == 0 else []
+    if drift:  # Debian moved since the hash was declared: declared again (docs/pinning.md)
+        print(f"\ndemo: the toolchain moved since venvseal.lock: {drift}")
+        assert all(" -> " in line or line.endswith(("installed", "removed")) for line in drift)
+    else:  # the committed hash held
+        assert (demo.project / "venvseal.toml").read_bytes() == \
+            (DEMO / "venvseal.toml").read_bytes()
+        assert (demo.project / "venvseal.lock").read_bytes() == \
+            (DEMO / "venvseal.lock").read_bytes()
     data = demo.first.json()
     assert data["ok"] is True
     assert data["reused"] is False

@@ -6,6 +6,7 @@ writes, and the caller (the CLI) supplies the side effects through :class:`Conte
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from venvseal.deps import pinlock
 from venvseal.deps import stage as deps
 from venvseal.deps.diagnose import DiskFullError
 from venvseal.errors import StoreError
@@ -22,7 +24,6 @@ from venvseal.recipe.model import Recipe
 from venvseal.recipe.uvlock import Lock, read_lock
 from venvseal.store import fixed as fixed_output
 from venvseal.store.core import (
-    HashMismatchError,
     Realised,
     Store,
     StoreFullError,
@@ -64,6 +65,8 @@ class DepsResult:
     report: NormaliseReport | None = None
     deferred: bool = False  # named by its declared hash, not (yet) in the store
     fetched: tuple[StorePath, ...] = ()  # paths a substituter gave
+    lock_file: Path | None = None  # venvseal.lock, when --update-hash wrote it
+    drift: tuple[str, ...] = ()  # how the toolchain moved, when that re-declared the hash
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -142,29 +145,35 @@ def lock_toolchain(rec: Recipe, ctx: Context) -> toolchain.ResolvedToolchain:
 
 def run_deps(rec: Recipe, ctx: Context, *, update_hash: bool = False,
              tc: toolchain.ResolvedToolchain | None = None, check: bool = True,
-             lock: Lock | None = None, defer: bool = False) -> DepsResult:
+             lock: Lock | None = None, defer: bool = False,
+             update_on_drift: bool = False) -> DepsResult:
     """Realise the deps stage: reuse it when its inputs are unchanged, else build and pin.
 
     Concurrent runs with the same inputs build once: the others wait for the store's lock on
     the inputs, then reuse what the first one added. With ``defer``, a declared hash that
     this store has never seen is trusted for the path's name alone (``deferred``): the
     caller realises it only if a later stage needs its files, and a cache hit never does.
+    With ``update_on_drift``, the hash is re-declared (as with ``update_hash``) only when the
+    toolchain differs from the one venvseal.lock recorded (the result's ``drift`` says how).
     """
     inputs = deps.collect_inputs(rec, tc or resolve_toolchain(rec, ctx), lock=lock)
+    drift = pinlock.drift(inputs) if update_on_drift and not update_hash else ()
+    update_hash = update_hash or bool(drift)
     key = "deps-" + inputs.fingerprint()
-    found = _reuse_deps(rec, ctx, key, update_hash=update_hash, check=check, defer=defer)
-    if found is not None:
-        return found
-    waiting = f"waiting for another venvseal building the dependencies of {rec.app.name}"
-    with ctx.store.exclusive(key, on_wait=lambda: ctx.on_step(waiting)):
-        found = _reuse_deps(rec, ctx, key, update_hash=update_hash, check=check, defer=False)
-        if found is not None:
-            return found
-        return _build_deps(rec, ctx, inputs, key, update_hash=update_hash)
+    found = _reuse_deps(rec, ctx, inputs, key, update_hash=update_hash, check=check,
+                        defer=defer)
+    if found is None:
+        waiting = f"waiting for another venvseal building the dependencies of {rec.app.name}"
+        with ctx.store.exclusive(key, on_wait=lambda: ctx.on_step(waiting)):
+            found = _reuse_deps(rec, ctx, inputs, key, update_hash=update_hash, check=check,
+                                defer=False)
+            if found is None:
+                found = _build_deps(rec, ctx, inputs, key, update_hash=update_hash)
+    return dataclasses.replace(found, drift=drift)
 
 
-def _reuse_deps(rec: Recipe, ctx: Context, key: str, *, update_hash: bool,
-                check: bool, defer: bool) -> DepsResult | None:
+def _reuse_deps(rec: Recipe, ctx: Context, inputs: deps.DepsInputs, key: str, *,
+                update_hash: bool, check: bool, defer: bool) -> DepsResult | None:
     """The stage's path if these inputs made it before, or a substituter has it.
 
     With ``check``, a path edited since it was sealed is refused (see Store.check_intact).
@@ -176,9 +185,10 @@ def _reuse_deps(rec: Recipe, ctx: Context, key: str, *, update_hash: bool,
         if info is not None and (declared == info.nar_hash or update_hash):
             if check:
                 ctx.store.check_intact(cached)
-            return _pinned(rec, cached, info.nar_hash, reused=True, update_hash=update_hash)
+            return _pinned(rec, inputs, cached, info.nar_hash, reused=True,
+                           update_hash=update_hash)
         if info is not None:
-            _refuse(rec, ctx, declared, info.nar_hash)
+            _refuse(rec, ctx, inputs, declared, info.nar_hash)
     if declared is not None and not update_hash:
         # A fixed output is named by its declared hash alone, so a substituter may have it
         # (built elsewhere from the same inputs, if the declared hash is kept up to date).
@@ -187,19 +197,23 @@ def _reuse_deps(rec: Recipe, ctx: Context, key: str, *, update_hash: bool,
         if not ctx.store.is_valid(fixed):
             if defer:
                 return DepsResult(path=fixed, hash=declared, reused=True, deferred=True)
-            found = fixed_output.try_declared(ctx.store, _deps_output(rec, key, update_hash))
+            out = _deps_output(rec, inputs, key, update_hash)
+            found = fixed_output.try_declared(ctx.store, out)
             if found is not None:
                 ctx.store.record_output(key, fixed)
                 return DepsResult(path=fixed, hash=declared, reused=True, fetched=found.fetched)
     return None
 
 
-def _deps_output(rec: Recipe, key: str, update_hash: bool) -> fixed_output.FixedOutput:
-    """The deps stage as a fixed output: named by the declared hash, refused unless equal."""
+def _deps_output(rec: Recipe, inputs: deps.DepsInputs, key: str,
+                 update_hash: bool) -> fixed_output.FixedOutput:
+    """The deps stage as a fixed output: named by the declared hash, refused unless equal
+    (a mismatch says, from venvseal.lock, what moved since the hash was declared)."""
     return fixed_output.FixedOutput(
         name=deps_name(rec), declared=rec.deps.hash, accept_any=update_hash, tree="venv",
         inputs={"stage": "deps", "fingerprint": key},
-        undeclared=lambda got: UndeclaredHashError(rec.file, f"{rec.key_prefix}deps.hash", got))
+        undeclared=lambda got: UndeclaredHashError(rec.file, f"{rec.key_prefix}deps.hash", got),
+        mismatch=lambda path, declared, got: pinlock.mismatch(inputs, path, declared, got))
 
 
 def _build_deps(rec: Recipe, ctx: Context, inputs: deps.DepsInputs, key: str, *,
@@ -216,28 +230,33 @@ def _build_deps(rec: Recipe, ctx: Context, inputs: deps.DepsInputs, key: str, *,
             raise StoreFullError(ctx.store.root, deps_name(rec)) from err
 
     built = fixed_output.build_fixed(
-        ctx.store, _deps_output(rec, key, update_hash), build,
+        ctx.store, _deps_output(rec, inputs, key, update_hash), build,
         on_hash=lambda: ctx.on_step("hashing the normalised venv"))
     final, got = built.realised.path, built.realised.info.nar_hash
     ctx.store.record_output(key, final)
-    result = _pinned(rec, final, got, reused=False, update_hash=update_hash)
-    return DepsResult(path=result.path, hash=got, reused=False,
-                      hash_updated=result.hash_updated, report=built.report)
+    result = _pinned(rec, inputs, final, got, reused=False, update_hash=update_hash)
+    return dataclasses.replace(result, report=built.report)
 
 
-def _refuse(rec: Recipe, ctx: Context, declared: Sha256 | None, got: Sha256) -> None:
-    """Stop with the hash to declare; the store stays as it was."""
+def _refuse(rec: Recipe, ctx: Context, inputs: deps.DepsInputs, declared: Sha256 | None,
+            got: Sha256) -> None:
+    """Stop with the hash to declare and, from venvseal.lock, what changed since it was
+    declared; the store stays as it was."""
     if declared is None:
         raise UndeclaredHashError(rec.file, f"{rec.key_prefix}deps.hash", got)
-    raise HashMismatchError(ctx.store.make_fixed_path(deps_name(rec), declared), declared, got)
+    raise pinlock.mismatch(inputs, ctx.store.make_fixed_path(deps_name(rec), declared),
+                           declared, got)
 
 
-def _pinned(rec: Recipe, path: StorePath, got: Sha256, *, reused: bool,
-            update_hash: bool) -> DepsResult:
+def _pinned(rec: Recipe, inputs: deps.DepsInputs, path: StorePath, got: Sha256, *,
+            reused: bool, update_hash: bool) -> DepsResult:
+    """The result; with ``update_hash``, the recipe's deps.hash and venvseal.lock written."""
     updated = update_hash and rec.deps.hash != got
     if updated:
         files.update_deps_hash(rec.file, rec.key_prefix, got.sri)
-    return DepsResult(path=path, hash=got, reused=reused, hash_updated=updated)
+    written = pinlock.record(inputs, got) if update_hash else None
+    return DepsResult(path=path, hash=got, reused=reused, hash_updated=updated,
+                      lock_file=written)
 
 
 def check_deps(rec: Recipe, ctx: Context) -> CheckResult:
@@ -310,8 +329,8 @@ class BuildResult:
 
 
 def run_build(rec: Recipe, ctx: Context, *, out_link: Path | None = None,
-              update_hash: bool = False,
-              tc: toolchain.ResolvedToolchain | None = None) -> BuildResult:
+              update_hash: bool = False, tc: toolchain.ResolvedToolchain | None = None,
+              update_on_drift: bool = False) -> BuildResult:
     """deps -> fetches -> offline assembly -> verify -> store (-> out-link)."""
     from venvseal.assemble import stage as assemble
     from venvseal.assemble import verify
@@ -322,7 +341,7 @@ def run_build(rec: Recipe, ctx: Context, *, out_link: Path | None = None,
     # The deps path is checked for edits only when a stage reads it (run_relinked, and
     # below); a reused closure is checked itself.
     deps_result = run_deps(rec, ctx, update_hash=update_hash, tc=tc, check=False, lock=lock,
-                           defer=True)
+                           defer=True, update_on_drift=update_on_drift)
     realised: list[DepsResult] = []
 
     def need_deps() -> StorePath:

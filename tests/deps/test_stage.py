@@ -152,8 +152,10 @@ def declare_hash(project: Path) -> None:
 # Each row: what changed, and how. The stage's output can depend on these...
 CHANGES = [
     ("uv.lock", append("uv.lock", "# edited\n")),
-    ("root pyproject.toml", append("pyproject.toml", "# edited\n")),
-    ("member pyproject.toml", append("packages/member/pyproject.toml", "# edited\n")),
+    ("root pyproject.toml", append("pyproject.toml", 'description = "edited"\n')),
+    ("root [tool.uv]", append("pyproject.toml", "[tool.uv]\nno-build-isolation = true\n")),
+    ("member pyproject.toml", append("packages/member/pyproject.toml",
+                                     'description = "edited"\n')),
     ("path dependency source", append("vendor/lib/lib.c", "int more(void) { return 2; }\n")),
     ("new file in the path dependency", lambda p: write(p / "vendor/lib/extra.h", "")),
     ("uv.toml added", lambda p: write(p / "uv.toml", "no-build-isolation = false\n")),
@@ -167,6 +169,10 @@ NON_CHANGES = [
     ("app code", append("src/demo/__init__.py", "ANSWER = 43\n")),
     ("new app file", lambda p: write(p / "src/demo/extra.py", "")),
     ("README", append("README.md", "more\n")),
+    # What uv reads is the parsed pyproject.toml: a comment or a layout change is not an input.
+    ("comment in pyproject.toml", append("pyproject.toml", "# edited\n")),
+    ("layout of pyproject.toml", lambda p: write(p / "pyproject.toml", (
+        p / "pyproject.toml").read_text().replace('name = "demo"', 'name   =   "demo"'))),
     ("app version", lambda p: write(p / "venvseal.toml", (p / "venvseal.toml").read_text()
                                     .replace('version = "1.0.0"', 'version = "1.0.1"'))),
 ]
@@ -192,6 +198,61 @@ def test_fingerprint_ignores_what_the_stage_does_not_read(
     assert fingerprint(project, host_toolchain) == before, case
 
 
+# A recipe kept in pyproject.toml: [tool.venvseal] is venvseal's, not uv's. Each row: the edit,
+# and whether the deps stage's fingerprint must change.
+PYPROJECT_RECIPE = f"""\
+[project]
+name = "demo"
+version = "0.1.0"
+
+[tool.uv]
+package = false
+
+[tool.venvseal.app]
+name = "demo"
+version = "1.0.0"
+
+[tool.venvseal.toolchain]
+root = "/"
+python = "{PYTHON}"
+
+[tool.venvseal.deps]
+hash = ""
+
+[tool.venvseal.verify]
+imports = ["six"]
+
+[tool.venvseal.image]
+entrypoint = ["@python@"]
+"""
+PYPROJECT_EDITS = [
+    ("[tool.venvseal.image]", ('entrypoint = ["@python@"]', 'entrypoint = ["@python@", "-V"]'),
+     False),
+    ("[tool.venvseal.verify]", ('imports = ["six"]', 'imports = ["six", "idna"]'), False),
+    ("[tool.venvseal.app] version", ('version = "1.0.0"', 'version = "1.0.1"'), False),
+    ("[tool.venvseal.deps] hash", ('hash = ""', 'hash = "' + sri(b"x") + '"'), False),
+    ("[tool.venvseal.deps] env", ('hash = ""', 'hash = ""\nenv = { CFLAGS = "-O1" }'), True),
+    ("[tool.uv]", ("package = false", "package = false\nno-build-isolation = true"), True),
+    ("[project]", ('version = "0.1.0"', 'version = "0.1.0"\ndescription = "x"'), True),
+]
+
+
+@pytest.mark.parametrize(("case", "edit", "changes"), PYPROJECT_EDITS,
+                         ids=[row[0] for row in PYPROJECT_EDITS])
+def test_only_what_uv_reads_in_pyproject_is_an_input(
+        tmp_path: Path, host_toolchain: ResolvedToolchain, case: str, edit: tuple[str, str],
+        changes: bool) -> None:
+    project = tmp_path / "p"
+    write(project / "pyproject.toml", PYPROJECT_RECIPE)
+    write(project / "uv.lock", LONE_LOCK.replace('source = { directory = "vendor/lib" }',
+                                                 'source = { registry = "registry" }'))
+    before = fingerprint(project, host_toolchain)
+    text = (project / "pyproject.toml").read_text()
+    assert edit[0] in text, case
+    write(project / "pyproject.toml", text.replace(edit[0], edit[1]))
+    assert (fingerprint(project, host_toolchain) != before) is changes, case
+
+
 def test_member_code_is_not_an_input(tmp_path: Path, host_toolchain: ResolvedToolchain) -> None:
     # --no-install-workspace: the members' code goes in at assembly, not here.
     project = make_inputs_project(tmp_path / "p", "workspace")
@@ -206,7 +267,7 @@ def test_fingerprint_changes_with_the_toolchain(tmp_path: Path, host_toolchain: 
     project = make_inputs_project(tmp_path / "p", "workspace")
     other = {"identity": "0" * 64, "uv_version": "0.0.1",
              "python": PurePosixPath("/usr/bin/python3.12")}[field]
-    changed = dataclasses.replace(host_toolchain, **{field: other})
+    changed = dataclasses.replace(host_toolchain, **{field: other})  # type: ignore[arg-type]
     assert fingerprint(project, changed) != fingerprint(project, host_toolchain)
 
 

@@ -424,7 +424,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
     assert made.returncode == 0, made.stderr
     uv_lock(project, base / "uv-cache")
     built = venvseal("--json", "build", "--store", base / "store", "--uv-cache",
-                     base / "uv-cache", project)
+                     base / "uv-cache", "--update-hash-on-drift", project)  # docs/pinning.md
     assert built.code == 0, built.err
     return Demo(files.load_recipe(project), Path(built.json()["path"]), base / "store",
                 base / "uv-cache", Path(built.json()["relinked"]))

@@ -8,9 +8,9 @@ import pytest
 from support import write
 
 from venvseal.errors import UsageError
-from venvseal.recipe.tomlcheck import read_toml
 from venvseal.recipe.parse import parse_recipe
 from venvseal.recipe.starter import HostPython, plan_starter, satisfies, top_level_packages
+from venvseal.recipe.tomlcheck import read_toml
 from venvseal.recipe.uvlock import Lock, LockedPackage
 
 HOST = HostPython(path="/usr/bin/python3.11", version=(3, 11))

@@ -44,17 +44,30 @@ def cmd_show(s: Session) -> int:
 
 
 def _hash_notice(ui: Ui, o: Opened, deps: pipeline.DepsResult) -> None:
+    """Say that the toolchain moved, and what --update-hash rewrote."""
+    rec = o.recipe
+    if deps.drift:
+        more = f" and {len(deps.drift) - 8} more" if len(deps.drift) > 8 else ""
+        ui.info(f"notice: the toolchain differs from the one {rec.file}: "
+                f"{rec.key_prefix}deps.hash was declared with ({', '.join(deps.drift[:8])}"
+                f"{more}); declaring the hash built with this one (--update-hash-on-drift)")
     if deps.hash_updated:
-        was = o.recipe.deps.hash.sri if o.recipe.deps.hash is not None else ""
-        ui.info(f"updated {o.recipe.file}: {o.recipe.key_prefix}deps.hash = "
+        was = rec.deps.hash.sri if rec.deps.hash is not None else ""
+        ui.info(f"updated {rec.file}: {rec.key_prefix}deps.hash = "
                 f"\"{deps.hash.sri}\" (was \"{was}\")")
+    if deps.lock_file is not None:
+        ui.info(f"updated {deps.lock_file}: what {rec.key_prefix}deps.hash was declared with "
+                "(toolchain, packages, uv, uv.lock)")
 
 
 def cmd_deps(s: Session) -> int:
     with s.open() as o:
-        res = pipeline.run_deps(o.recipe, o.ctx, update_hash=s.args.update_hash)
+        res = pipeline.run_deps(o.recipe, o.ctx, update_hash=s.args.update_hash,
+                                update_on_drift=s.args.update_hash_on_drift)
     data: dict[str, object] = {"path": str(res.path), "hash": res.hash.sri, "reused": res.reused,
-                               "hash_updated": res.hash_updated}
+                               "hash_updated": res.hash_updated,
+                               "lock_file": str(res.lock_file) if res.lock_file else None,
+                               "drift": list(res.drift)}
     if res.report is not None:
         data["normalise"] = normalise_data(res.report)
         for line in normalise_lines(res.report):
@@ -68,14 +81,16 @@ def cmd_build(s: Session) -> int:
     out_link = s.args.out_link.absolute() if s.args.out_link is not None else None
     with s.open() as o:
         previous = _linked(o.store, out_link)
-        res = o.build(out_link=out_link, update_hash=s.args.update_hash)
+        res = o.build(out_link=out_link, update_hash=s.args.update_hash,
+                      update_on_drift=s.args.update_hash_on_drift)
         root = o.store.root
     data: dict[str, object] = {
         "path": str(res.path), "reused": res.reused, "deps": str(res.deps.path),
         "relinked": str(res.relinked), "deps_reused": res.deps.reused,
         "fetched": [str(p) for p in res.fetched],
         "out_link": str(out_link) if out_link else None,
-        "substituted": [str(p) for p in res.substituted]}
+        "substituted": [str(p) for p in res.substituted],
+        "deps_hash_updated": res.deps.hash_updated, "deps_drift": list(res.deps.drift)}
     _hash_notice(s.ui, o, res.deps)
     for line in stage_lines(res, previous):
         s.ui.info(line)

@@ -271,7 +271,12 @@ def _recipe_arg(p: argparse.ArgumentParser) -> None:
 def _update_hash_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--update-hash", action="store_true",
                    help="declare the deps stage's actual hash in the recipe (an empty one on "
-                        "a first build, or a changed one); keeps its comments, says so")
+                        "a first build, or a changed one; keeps its comments, says so) and "
+                        "what it was built with in venvseal.lock")
+    p.add_argument("--update-hash-on-drift", action="store_true",
+                   help="--update-hash, but only when the toolchain (its packages, uv, the "
+                        "interpreter) differs from the one venvseal.lock recorded; says what "
+                        "moved")
 
 
 def _uv_cache_arg(p: argparse.ArgumentParser) -> None:

@@ -62,12 +62,16 @@ def normalise_data(report: NormaliseReport) -> dict[str, object]:
                            for r in report.references.references],
             "files_changed": report.files_changed,
             "records_rewritten": report.records_rewritten,
-            "conflicts": [str(c) for c in report.conflicts]}
+            "conflicts": [str(c) for c in report.conflicts],
+            "unstripped": list(report.unstripped)}
 
 
 def normalise_lines(report: NormaliseReport) -> list[str]:
     """The same for people: a warning per conflict, then a summary."""
     return [*(f"warning: {c}" for c in report.conflicts),
+            *(f"warning: {rel} kept with its debug info: the toolchain's dynamic loader "
+              "refuses it after strip --strip-debug (a binutils bug); its build path is "
+              "still replaced" for rel in report.unstripped),
             f"normalised: {report.removed_files} files removed, {report.stripped_elf} ELF "
             f"files stripped, {report.references.summary()}, {report.files_changed} files "
             "changed"]

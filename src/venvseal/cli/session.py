@@ -91,11 +91,11 @@ class Opened:
             self._tc = pipeline.resolve_toolchain(self.recipe, self.ctx)
         return self._tc
 
-    def build(self, *, out_link: Path | None = None,
-              update_hash: bool = False) -> pipeline.BuildResult:
+    def build(self, *, out_link: Path | None = None, update_hash: bool = False,
+              update_on_drift: bool = False) -> pipeline.BuildResult:
         """``pipeline.run_build`` with this session's toolchain."""
         return pipeline.run_build(self.recipe, self.ctx, tc=self.toolchain, out_link=out_link,
-                                  update_hash=update_hash)
+                                  update_hash=update_hash, update_on_drift=update_on_drift)
 
 
 @dataclass(kw_only=True)

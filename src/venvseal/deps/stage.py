@@ -1,70 +1,39 @@
 """The fixed-output dependency stage: every locked dependency, installed and normalised.
 
-``uv sync`` runs in the sandbox with network; the venv it makes is normalised (normalise.py)
-and pinned by its NAR hash. The store path is named from the declared hash, and a record of
-which inputs produced it lets an unchanged project skip the stage entirely.
+``uv sync`` runs in the sandbox with network, with a uv cache of the toolchain's own for what
+it builds (uvcache.py); the venv it makes is normalised (normalise.py) and pinned by its NAR
+hash. The store path is named from the declared hash, and a record of which inputs produced it
+lets an unchanged project skip the stage entirely.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import os
-import shutil
-import tomllib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
+from venvseal.deps import uvcache
 from venvseal.deps.diagnose import DepsBuildError, DiskFullError, diagnose
+from venvseal.deps.inputs import (
+    BUILD_ENV,
+    STAGE_VERSION,
+    DepsInputs,
+    build_requirements,
+    collect_inputs,
+    stage_sources,
+)
+from venvseal.elf.loadercheck import DEFAULT_LOADER
 from venvseal.errors import CommandError, UsageError
 from venvseal.recipe.model import Recipe
-from venvseal.recipe.uvlock import Lock, LockError, read_lock
-from venvseal.store.nar import nar_hash
 from venvseal.toolchain import sandbox
 from venvseal.toolchain.resolve import ResolvedToolchain, uv_binary
 from venvseal.toolchain.sandbox import Mount, Sandbox, SandboxSpec
 
 if TYPE_CHECKING:  # normalise pulls in pyelftools: import it only when building
-    from venvseal.deps.normalise import NormaliseReport, StripDebug
-
-# Bump when the stage's output for the same inputs changes (normalisation rules, uv flags).
-STAGE_VERSION = "deps-2"
-# Files besides pyproject.toml that change what uv resolves or installs.
-UV_CONFIG_FILES = ("uv.toml",)
-# Inside the output: build backends for the offline assembly stage (not part of the venv).
-BUILD_ENV = "venvseal-build-env"
-# PEP 517: a project without [build-system] is built with setuptools' legacy backend.
-DEFAULT_BUILD_REQUIRES = ("setuptools>=40.8.0",)
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class DepsInputs:
-    """Everything the stage's output depends on; ``fingerprint`` keys its cache."""
-
-    recipe: Recipe
-    lock: Lock
-    toolchain: ResolvedToolchain
-    files: tuple[tuple[str, str], ...]  # (path relative to the project, sha256) sorted
-
-    def fingerprint(self) -> str:
-        """A digest of every input; equal fingerprints give the same output."""
-        deps = self.recipe.canonical()["deps"]
-        deps = {k: v for k, v in deps.items() if k != "hash"}
-        doc = {
-            "stage": STAGE_VERSION,
-            "name": self.recipe.app.name,
-            "deps": deps,
-            "python": str(self.toolchain.python),
-            "path": [str(p) for p in self.toolchain.path],
-            "toolchain": self.toolchain.identity,
-            "uv": self.toolchain.uv_version,
-            "files": self.files,
-        }
-        blob = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
-        return hashlib.sha256(blob).hexdigest()
+    from venvseal.deps.normalise import NormaliseReport
+    from venvseal.deps.strip import LoaderAccepts, StripDebug
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -73,21 +42,6 @@ class Network:
 
     resolv_conf: Path | None
     ca_file: Path | None
-
-
-def _file_digest(file: Path) -> str:
-    return hashlib.sha256(file.read_bytes()).hexdigest()
-
-
-def _inside(project: Path, lock: Lock, package: str, rel: str) -> PurePosixPath:
-    """``rel`` (a path from uv.lock) if it stays inside the project, else a LockError."""
-    path = PurePosixPath(rel)
-    # realpath, not Path.resolve: a symlink loop is "does not exist" later, not a crash.
-    resolved = Path(os.path.realpath(project / rel))
-    if path.is_absolute() or not resolved.is_relative_to(os.path.realpath(project)):
-        raise LockError(lock.file, f"package {package} comes from {rel}, outside the project; "
-                        "move it inside the project folder so the build can see it")
-    return path
 
 
 def _make_cache(uv_cache: Path) -> None:
@@ -100,98 +54,9 @@ def _make_cache(uv_cache: Path) -> None:
                          "write") from err
 
 
-def _declared_members(project: Path) -> set[str]:
-    """The member folders the root pyproject.toml declares ([tool.uv.workspace] globs).
-
-    Staged besides the lock's members: with a stale lock (another project's, say) uv must
-    still see the whole workspace, to say the lock is out of date rather than fail to build.
-    """
-    try:
-        data = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError):
-        return set()  # uv says what is wrong with it
-    tool = data.get("tool")
-    uv = tool.get("uv") if isinstance(tool, dict) else None
-    workspace = uv.get("workspace") if isinstance(uv, dict) else None
-    if not isinstance(workspace, dict):
-        return set()
-
-    def matches(key: str) -> set[Path]:
-        patterns = workspace.get(key)
-        found: set[Path] = set()
-        for pattern in patterns if isinstance(patterns, list) else []:
-            with contextlib.suppress(TypeError, ValueError, NotImplementedError):
-                found.update(project.glob(pattern))  # "", "/abs" and non-strings raise
-        return found
-
-    real = os.path.realpath(project)
-    return {path.relative_to(project).as_posix()
-            for path in matches("members") - matches("exclude")
-            if (path / "pyproject.toml").is_file()
-            and Path(os.path.realpath(path)).is_relative_to(real)}
-
-
-def collect_inputs(recipe: Recipe, toolchain: ResolvedToolchain, *,
-                   lock: Lock | None = None) -> DepsInputs:
-    """Read uv.lock (unless given) and list every project file uv sees, with its digest.
-
-    That is uv.lock, the pyproject.toml (and uv.toml) of the root and of each workspace
-    member (their code is not installed by this stage), and the whole of every local path
-    dependency, which is.
-    """
-    project = recipe.project
-    lock = lock or read_lock(project)
-    # Checked like path dependencies: staging copies these files by their lock paths, so a
-    # member at "../../x" would otherwise be read from, and written to, outside the build.
-    dirs = {"."} | {_inside(project, lock, p.name, p.source).as_posix()
-                    for p in lock.local_packages()} | _declared_members(project)
-    files: list[tuple[str, str]] = [("uv.lock", lock.digest)]
-    for d in sorted(dirs):
-        for name in ("pyproject.toml", *UV_CONFIG_FILES):
-            rel = (PurePosixPath(d) / name).as_posix()
-            file = project / rel
-            if file.is_file():
-                files.append((rel, _file_digest(file)))
-    for dep in lock.path_dependencies():
-        rel = _inside(project, lock, dep.name, dep.source).as_posix()
-        if not (project / rel).exists():
-            raise LockError(lock.file, f"package {dep.name} comes from {rel}, which does not "
-                            "exist; restore it or run 'uv lock' again")
-        files.append((rel, "nar:" + nar_hash(project / rel).hash.base16))
-    return DepsInputs(recipe=recipe, lock=lock, toolchain=toolchain, files=tuple(sorted(files)))
-
-
-def stage_sources(inputs: DepsInputs, dest: Path) -> None:
-    """Copy exactly the files the fingerprint covers, so uv cannot see anything else."""
-    for rel, _digest in inputs.files:
-        source, target = inputs.recipe.project / rel, dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
-        else:
-            shutil.copyfile(source, target)
-
-
-def build_requirements(inputs: DepsInputs) -> tuple[str, ...]:
-    """build-system.requires of every project the assembly installs (workspace members, and
-    the root when it is a package) plus the recipe's build-requires."""
-    reqs: set[str] = set(inputs.recipe.deps.build_requires)
-    for member in inputs.lock.installed_members():  # the root too, if a package
-        file = inputs.recipe.project / member.source / "pyproject.toml"
-        try:
-            data = tomllib.loads(file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError) as err:
-            raise LockError(file, f"cannot read the workspace member's pyproject.toml ({err})"
-                            ) from err
-        system = data.get("build-system", {})
-        reqs.update(system.get("requires", DEFAULT_BUILD_REQUIRES) if system else
-                    DEFAULT_BUILD_REQUIRES)
-    return tuple(sorted(reqs))
-
-
-def _uv_env(inputs: DepsInputs, network: Network) -> dict[str, str]:
+def _uv_env(inputs: DepsInputs, network: Network, cache: PurePosixPath) -> dict[str, str]:
     """The deps stage's environment: the sandbox's, the recipe's build variables, uv's."""
-    env = {**dict(inputs.recipe.deps.env), **_uv_base_env(inputs.toolchain, network)}
+    env = {**dict(inputs.recipe.deps.env), **_uv_base_env(inputs.toolchain, network, cache)}
     env.update({
         "UV_PROJECT_ENVIRONMENT": str(sandbox.OUT_DIR),
         "UV_LINK_MODE": "copy",
@@ -200,10 +65,12 @@ def _uv_env(inputs: DepsInputs, network: Network) -> dict[str, str]:
     return env
 
 
-def _uv_base_env(toolchain: ResolvedToolchain, network: Network) -> dict[str, str]:
-    """What every networked uv step sees: the fixed environment, uv's cache, the CA file."""
+def _uv_base_env(toolchain: ResolvedToolchain, network: Network,
+                 cache: PurePosixPath) -> dict[str, str]:
+    """What every networked uv step sees: the fixed environment, uv's cache (``cache``,
+    inside the mounted cache folder: see uvcache.py), the CA file."""
     env = sandbox.fixed_env(toolchain.path)
-    env.update({"UV_CACHE_DIR": str(sandbox.CACHE_DIR), "UV_PYTHON_DOWNLOADS": "never",
+    env.update({"UV_CACHE_DIR": str(sandbox.CACHE_DIR / cache), "UV_PYTHON_DOWNLOADS": "never",
                 "UV_NO_PROGRESS": "1"})
     if network.ca_file is not None:
         env["SSL_CERT_FILE"] = str(sandbox.CA_FILE)
@@ -222,7 +89,7 @@ def _uv_spec(toolchain: ResolvedToolchain, network: Network, *, uv_cache: Path,
 
 
 def _sync_argv(inputs: DepsInputs) -> list[str]:
-    argv = ["uv", "sync", "--frozen", "--no-install-project", "--no-install-workspace",
+    argv = ["uv", "sync", "--locked", "--no-install-project", "--no-install-workspace",
             "--no-dev", "--python", str(inputs.toolchain.python)]
     for pkg in inputs.recipe.deps.exclude:
         argv += ["--no-install-package", pkg]
@@ -236,7 +103,7 @@ def build_venv(inputs: DepsInputs, out: Path, *, uv_cache: Path, scratch: Path,
     """Install the locked dependencies into ``out`` (an empty folder) and normalise it."""
     src = scratch / "src"
     stage_sources(inputs, src)
-    _make_cache(uv_cache)
+    cache = _toolchain_cache(uv_cache, inputs.toolchain, inputs.recipe.deps.env)
     mounts = [
         # Writable: uv builds a local path dependency in place (setuptools writes its
         # egg-info and build/ next to the sources); src is this build's private copy.
@@ -244,14 +111,15 @@ def build_venv(inputs: DepsInputs, out: Path, *, uv_cache: Path, scratch: Path,
         Mount(host=out, target=sandbox.OUT_DIR, writable=True),
     ]
     spec = _uv_spec(inputs.toolchain, network, uv_cache=uv_cache, mounts=mounts,
-                    env=_uv_env(inputs, network))
+                    env=_uv_env(inputs, network, cache))
     python = str(inputs.toolchain.python)
     lock_file = str(inputs.lock.file)
-    # (argv, what, cache-only first): the lock check and the build backends' resolution ask
-    # the index again on every run; from a warm uv cache they need not, so they try
-    # --offline first and go online only when that fails (a cold cache, a new backend).
-    steps = [(["uv", "lock", "--check", "--python", python], "checking uv.lock", True),
-             (_sync_argv(inputs), "uv sync", False)]
+    # (argv, what, cache-only first): the lock check (sync --locked) and the build backends'
+    # resolution ask the index again on every run; from a warm uv cache they need not, so
+    # they try --offline first and go online only when that fails (a cold cache, a new
+    # backend). One `uv sync --locked` instead of `uv lock --check` and `uv sync --frozen`
+    # saves a uv start and a resolution (~0.1 s warm, issue 16).
+    steps = [(_sync_argv(inputs), "uv sync", True)]
     if reqs := build_requirements(inputs):
         steps.append((_build_env_argv(inputs, reqs), "installing build backends", True))
     for argv, what, offline_first in steps:
@@ -265,9 +133,25 @@ def build_venv(inputs: DepsInputs, out: Path, *, uv_cache: Path, scratch: Path,
             raise (known or DepsBuildError(str(err))) from err
     from venvseal.deps.normalise import normalise_venv
 
-    # The build environment's bin/ stays: a PEP 517 backend may run its own executable
-    # (uv_build runs uv-build; maturin, cmake, ninja), found on PATH by the assembly.
-    return normalise_venv(out, strip_debug=_stripper(runner, spec, out))
+    # BUILD_ENV/bin stays: PEP 517 backends run executables from it (uv_build its uv-build,
+    # maturin its maturin), found on PATH as a frontend's isolated environment puts them. Its
+    # scripts' shebangs name the toolchain's python, the same wherever the path is mounted.
+    return normalise_venv(out, strip_debug=_stripper(runner, spec, out),
+                          accepts=_loader_accepts(runner, spec, out))
+
+
+def _toolchain_cache(uv_cache: Path, toolchain: ResolvedToolchain,
+                     env: Mapping[str, str]) -> PurePosixPath:
+    """This toolchain's uv cache inside ``uv_cache`` (made if needed), relative to it."""
+    _make_cache(uv_cache)
+    key = uvcache.build_key(toolchain.identity, python=toolchain.python, path=toolchain.path,
+                            env=env)
+    try:
+        return uvcache.prepare(uv_cache, key)
+    except OSError as err:
+        raise UsageError(f"the uv cache {uv_cache} cannot be prepared ({err}); pass "
+                         "--uv-cache DIR (or set VENVSEAL_UV_CACHE) to a folder you can "
+                         "write") from err
 
 
 def _full_file_system(err: DiskFullError, *, out: Path, uv_cache: Path) -> DepsBuildError:
@@ -316,8 +200,25 @@ def _stripper(runner: Sandbox, spec: SandboxSpec, out: Path) -> StripDebug:
     return strip
 
 
-__all__ = ["DepsBuildError", "DepsInputs", "Network", "build_venv", "collect_inputs",
-           "stage_sources"]
+def _loader_accepts(runner: Sandbox, spec: SandboxSpec, out: Path) -> LoaderAccepts:
+    """The files the toolchain's dynamic loader accepts (``ld.so --verify`` exits 0 for an
+    executable, 2 for a shared object; 1 for what it cannot map), asked in the sandbox."""
+    offline = SandboxSpec(root=spec.root, mounts=spec.mounts, env=spec.env, network=False,
+                          cwd=sandbox.OUT_DIR)
+
+    def accepts(files: Sequence[Path]) -> set[Path]:
+        inside = {str(sandbox.OUT_DIR / f.relative_to(out)): f for f in files}
+        script = ('for f in "$@"; do "$0" --verify "$f" >/dev/null 2>&1; '
+                  'case $? in 0|2) printf "%s\\0" "$f";; esac; done')
+        done = runner.run(offline, ["sh", "-c", script, str(DEFAULT_LOADER), *inside],
+                          what="checking ELF files with the dynamic loader")
+        return {inside[name] for name in done.output.split("\0") if name in inside}
+
+    return accepts
+
+
+__all__ = ["BUILD_ENV", "STAGE_VERSION", "DepsBuildError", "DepsInputs", "Network",
+           "build_requirements", "build_venv", "collect_inputs", "stage_sources"]
 
 
 def lock_project(recipe: Recipe, toolchain: ResolvedToolchain, *, uv_cache: Path,
@@ -327,10 +228,10 @@ def lock_project(recipe: Recipe, toolchain: ResolvedToolchain, *, uv_cache: Path
     The project folder is mounted writable (uv writes uv.lock there); everything else is as
     in the deps stage, network included.
     """
-    _make_cache(uv_cache)
+    cache = _toolchain_cache(uv_cache, toolchain, {})
     spec = _uv_spec(toolchain, network, uv_cache=uv_cache,
                     mounts=[Mount(host=recipe.project, target=sandbox.SRC_DIR, writable=True)],
-                    env=_uv_base_env(toolchain, network))
+                    env=_uv_base_env(toolchain, network, cache))
     python = str(toolchain.python)
     try:
         runner.run(spec, ["uv", "lock", "--python", python], what="uv lock")

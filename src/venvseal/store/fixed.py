@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 
 from venvseal.errors import VenvsealError
 from venvseal.hashes import Sha256
-from venvseal.store.core import Realised, Store
+from venvseal.store.core import Realised, Store, StorePath
 from venvseal.store.errors import HashMismatchError
 from venvseal.store.nar import nar_hash
 
@@ -28,13 +28,16 @@ class FixedOutput:
     """What names and checks one fixed output.
 
     ``undeclared(got)`` is the error raised when no hash is declared (it names the recipe key
-    to declare); with ``accept_any`` the built content is added whatever its hash.
+    to declare); ``mismatch(path, declared, got)`` the one when another hash is (default:
+    :class:`HashMismatchError`); with ``accept_any`` the built content is added whatever its
+    hash.
     """
 
     name: str
     declared: Sha256 | None
     inputs: Mapping[str, object] = field(default_factory=dict)
     undeclared: Callable[[Sha256], VenvsealError]
+    mismatch: Callable[[StorePath, Sha256, Sha256], VenvsealError] = HashMismatchError
     accept_any: bool = False
     tree: str = "out"  # the tree's name in scratch space (a build may record its path)
 
@@ -79,7 +82,7 @@ def check(store: Store, out: FixedOutput, got: Sha256) -> None:
     if out.declared is None:
         raise out.undeclared(got)
     if got != out.declared:
-        raise HashMismatchError(store.make_fixed_path(out.name, out.declared), out.declared, got)
+        raise out.mismatch(store.make_fixed_path(out.name, out.declared), out.declared, got)
 
 
 def realise_fixed(store: Store, out: FixedOutput,

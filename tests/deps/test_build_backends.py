@@ -1,0 +1,127 @@
+"""Build backends that run executables from their build environment work offline (issue 12).
+
+The deps stage installs every workspace member's build-system.requires into the deps path's
+build environment; the assembly builds the members from it with no network. uv_build runs its
+``uv-build`` executable (found on PATH, in the environment's ``bin/``), scikit-build-core runs
+cmake and ninja from their PyPI wheels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from support import EXCLUDE_NEWER, PYTHON, uv_lock, venvseal, write
+
+pytestmark = pytest.mark.slow
+
+ROOT = f"""\
+[project]
+name = "demo"
+version = "0.1.0"
+requires-python = ">=3.11"
+dependencies = ["member", "native"]
+
+[tool.uv]
+exclude-newer = "{EXCLUDE_NEWER}"
+package = false
+
+[tool.uv.workspace]
+members = ["packages/member", "packages/native"]
+
+[tool.uv.sources]
+member = {{ workspace = true }}
+native = {{ workspace = true }}
+"""
+
+RECIPE = f"""\
+[app]
+name = "demo"
+version = "1.0.0"
+
+[toolchain]
+root = "/"
+python = "{PYTHON}"
+
+[deps]
+hash = ""
+
+[verify]
+imports = ["member", "native"]
+commands = ["@out@/bin/member-hello", "@python@ -c 'import native; assert native.answer() == 42'"]
+"""
+
+UV_BUILD_MEMBER = """\
+[project]
+name = "member"
+version = "0.2.0"
+requires-python = ">=3.11"
+
+[project.scripts]
+member-hello = "member:hello"
+
+[build-system]
+requires = ["uv_build>=0.9,<0.10"]
+build-backend = "uv_build"
+"""
+
+SKBUILD_MEMBER = """\
+[project]
+name = "native"
+version = "0.1.0"
+requires-python = ">=3.11"
+
+[build-system]
+requires = ["scikit-build-core>=0.10", "cmake>=3.26", "ninja>=1.11"]
+build-backend = "scikit_build_core.build"
+"""
+
+CMAKE_LISTS = """\
+cmake_minimum_required(VERSION 3.15...3.31)
+project(${SKBUILD_PROJECT_NAME} LANGUAGES C)
+find_package(Python COMPONENTS Interpreter Development.Module REQUIRED)
+Python_add_library(_native MODULE src/native.c WITH_SOABI)
+install(TARGETS _native DESTINATION native)
+"""
+
+NATIVE_C = """\
+#include <Python.h>
+
+static PyObject *answer(PyObject *self, PyObject *args) { return PyLong_FromLong(42); }
+static PyMethodDef methods[] = {{"answer", answer, METH_NOARGS, NULL}, {NULL, NULL, 0, NULL}};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native", NULL, -1, methods};
+PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&module); }
+"""
+
+
+def make_project(root: Path, lock_cache: Path) -> Path:
+    write(root / "pyproject.toml", ROOT)
+    write(root / "venvseal.toml", RECIPE)
+    member = root / "packages/member"
+    write(member / "pyproject.toml", UV_BUILD_MEMBER)
+    write(member / "src/member/__init__.py", "def hello() -> None:\n    print('hello')\n")
+    native = root / "packages/native"
+    write(native / "pyproject.toml", SKBUILD_MEMBER)
+    write(native / "CMakeLists.txt", CMAKE_LISTS)
+    write(native / "src/native.c", NATIVE_C)
+    write(native / "src/native/__init__.py", "from native._native import answer\n")
+    uv_lock(root, lock_cache)
+    return root
+
+
+def test_uv_build_and_scikit_build_core_members_build_offline(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "app", tmp_path / "lock-cache")
+    run = venvseal("--json", "build", "--store", tmp_path / "store", "--uv-cache",
+                   tmp_path / "uv-cache", "--update-hash", project)
+    assert run.code == 0, run.err
+    data = run.json()
+    assert data["verified"]["imports"] == 2 and data["verified"]["commands"] == 2
+    closure = Path(data["path"])
+    site = closure / "lib/python3.11/site-packages"
+    assert (site / "member-0.2.0.dist-info").is_dir()
+    assert (site / "native-0.1.0.dist-info").is_dir()
+    assert list((site / "native").glob("_native.cpython-311-*.so"))
+    # The deps path keeps the backends' executables, and only the build environment has them.
+    build_env = Path(data["deps"]) / "venvseal-build-env"
+    assert (build_env / "bin/uv-build").is_file()
+    assert not (Path(data["deps"]) / "bin").exists()
