@@ -32,6 +32,7 @@ from venvseal import fsutil
 from venvseal.elf import patchelf as elf
 from venvseal.elf import refs
 from venvseal.elf.buildid import find_elf_files
+from venvseal.elf.tool import locate_patchelf
 from venvseal.store.core import Store
 from venvseal.store.nar import nar_hash
 
@@ -122,7 +123,7 @@ def main() -> int:
     start = time.perf_counter()
     plan = elf.plan_patchelf(copy, toolchain_root=Path(deps_stage.resolve(project)[1].root),
                              library_dirs=deps_stage.resolve(project)[1].library_dirs)
-    edited = elf.apply_plan(plan, patchelf=elf.locate_patchelf())
+    edited = elf.apply_plan(plan, patchelf=locate_patchelf())
     rows.append((f"auto-patchelf ({len(find_elf_files(copy))} ELF files, {edited} edited)",
                  f"{time.perf_counter() - start:.2f} s", "-", "-"))
 

@@ -57,7 +57,7 @@ from support import (
 )
 from support.apps import add_assembly, make_app
 
-from venvseal.elf.patchelf import locate_patchelf
+from venvseal.elf.tool import locate_patchelf
 from venvseal.store.nar import nar_hash
 
 pytestmark = pytest.mark.slow

