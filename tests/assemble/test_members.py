@@ -6,31 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from support import PYTHON, write
+from support import PYTHON, fixture_text, write
 
 from venvseal.assemble.stage import WorkspaceError, collect_inputs
 from venvseal.errors import EXIT_USAGE
 from venvseal.recipe.files import load_recipe
 from venvseal.recipe.uvlock import read_lock
 
-LOCK = """\
-version = 1
-revision = 5
-requires-python = ">=3.11"
-
-[manifest]
-members = ["site", "member"]
-
-[[package]]
-name = "site"
-version = "0.1.0"
-source = {{ {root} = "." }}
-
-[[package]]
-name = "member"
-version = "0.2.0"
-source = {{ editable = "packages/member" }}
-"""
+LOCK = fixture_text("uvlock/members.lock")
 
 
 def project(tmp_path: Path, root_kind: str, workspace: str) -> Path:

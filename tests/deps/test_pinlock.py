@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 import pytest
-from support import PYTHON, write
+from support import PYTHON, fixture_text, write
 from support.apps import RECIPE
 
 from venvseal.deps import pinlock
@@ -19,23 +19,7 @@ from venvseal.recipe.files import load_recipe
 from venvseal.store.core import StorePath
 from venvseal.toolchain.resolve import ResolvedToolchain
 
-LOCK = """\
-version = 1
-revision = 3
-requires-python = ">=3.11"
-
-[[package]]
-name = "demo"
-version = "0.1.0"
-source = { virtual = "." }
-dependencies = [{ name = "six" }]
-
-[[package]]
-name = "six"
-version = "1.16.0"
-source = { registry = "registry" }
-wheels = [{ url = "wheel-url", hash = "sha256:00", size = 1 }]
-"""
+LOCK = fixture_text("uvlock/pinlock.lock")
 
 STATUS = """\
 Package: libpq-dev

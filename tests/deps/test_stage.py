@@ -23,6 +23,7 @@ from support import (
     PYTHON,
     Run,
     empty_store,
+    fixture_text,
     store_paths,
     store_state,
     venvseal,
@@ -48,60 +49,10 @@ def sri(data: bytes) -> str:
 # Fast: the stage's inputs -------------------------------------------------------------------
 
 # uv.lock as uv writes it for the layout below; registry sources carry a made-up value.
-WORKSPACE_LOCK = """\
-version = 1
-revision = 5
-requires-python = ">=3.11"
-
-[manifest]
-members = ["demo", "member"]
-
-[[package]]
-name = "demo"
-version = "0.1.0"
-source = { virtual = "." }
-dependencies = [{ name = "lib" }, { name = "member" }, { name = "six" }]
-
-[[package]]
-name = "lib"
-version = "0.1.0"
-source = { directory = "vendor/lib" }
-
-[[package]]
-name = "member"
-version = "0.2.0"
-source = { editable = "packages/member" }
-
-[[package]]
-name = "six"
-version = "1.16.0"
-source = { registry = "registry" }
-wheels = [{ url = "wheel-url", hash = "sha256:00", size = 1 }]
-"""
+WORKSPACE_LOCK = fixture_text("uvlock/demo-workspace.lock")
 
 # A lone project: no [manifest], the root is an editable install of ".".
-LONE_LOCK = """\
-version = 1
-revision = 5
-requires-python = ">=3.11"
-
-[[package]]
-name = "demo"
-version = "0.1.0"
-source = { editable = "." }
-dependencies = [{ name = "lib" }, { name = "six" }]
-
-[[package]]
-name = "lib"
-version = "0.1.0"
-source = { directory = "vendor/lib" }
-
-[[package]]
-name = "six"
-version = "1.16.0"
-source = { registry = "registry" }
-wheels = [{ url = "wheel-url", hash = "sha256:00", size = 1 }]
-"""
+LONE_LOCK = fixture_text("uvlock/demo-lone.lock")
 
 # What the stage must see: uv.lock, each member's pyproject.toml, the whole path dependency.
 STAGED = {

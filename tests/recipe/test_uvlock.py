@@ -10,92 +10,14 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from support import fixture_text
 
 from venvseal.recipe.uvlock import LockedPackage, LockError, read_lock
 
-WORKSPACE_LOCK = """\
-version = 1
-revision = 5
-requires-python = ">=3.11"
-
-[options]
-exclude-newer = "2026-11-01T00:00:00Z"
-
-[manifest]
-members = [
-    "app",
-    "member",
-]
-
-[[package]]
-name = "app"
-version = "1.0.0"
-source = { virtual = "." }
-dependencies = [
-    { name = "cext" },
-    { name = "member" },
-    { name = "six" },
-]
-
-[[package]]
-name = "cext"
-version = "0.1.0"
-source = { directory = "vendor/cext" }
-
-[[package]]
-name = "member"
-version = "0.2.0"
-source = { editable = "packages/member" }
-
-[[package]]
-name = "six"
-version = "1.16.0"
-source = { registry = "registry" }
-sdist = { url = "sdist-url", hash = "sha256:00", size = 1 }
-wheels = [
-    { url = "wheel-url", hash = "sha256:11", size = 1 },
-]
-
-[[package]]
-name = "tarball"
-version = "2.0"
-source = { path = "dist/tarball-2.0.tar.gz" }
-sdist = { hash = "sha256:22" }
-
-[[package]]
-name = "fromgit"
-version = "3.0"
-source = { git = "git-url?rev=v3#0123456789abcdef0123456789abcdef01234567" }
-
-[[package]]
-name = "fromurl"
-version = "4.0"
-source = { url = "archive-url", subdirectory = "python" }
-"""
+WORKSPACE_LOCK = fixture_text("uvlock/workspace.lock")
 
 # A lone project (no workspace): uv writes no [manifest] table at all.
-SINGLE_PROJECT_LOCK = """\
-version = 1
-revision = 5
-requires-python = ">=3.11"
-
-[[package]]
-name = "solo"
-version = "0.1.0"
-source = { editable = "." }
-dependencies = [{ name = "idna" }, { name = "helper" }]
-
-[[package]]
-name = "idna"
-version = "3.10"
-source = { registry = "registry" }
-wheels = [{ url = "wheel-url", hash = "sha256:33", size = 1 }]
-
-[[package]]
-name = "helper"
-version = "1.0"
-source = { directory = "libs/helper" }
-"""
+SINGLE_PROJECT_LOCK = fixture_text("uvlock/single-project.lock")
 
 
 def write_lock(project: Path, text: str | bytes) -> Path:

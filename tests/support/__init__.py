@@ -121,3 +121,11 @@ def uv_lock(project: Path, cache: Path) -> None:
     done = subprocess.run([str(uv_binary()), "lock", "--python", PYTHON], cwd=project, env=env,
                           capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def fixture_text(name: str) -> str:
+    """A test data file under ``tests/fixtures/`` (uv.lock texts shared by several tests)."""
+    return (FIXTURES / name).read_text(encoding="utf-8")
