@@ -258,6 +258,7 @@ def run_build(rec: Recipe, ctx: Context, *, out_link: Path | None = None,
     from venvseal.assemble import stage as assemble
     from venvseal.assemble import verify
     from venvseal.fetch import realise as fetch
+    from venvseal.toolchain import trace
 
     lock = read_lock(rec.project)  # read once: the deps and the assembly stage both use it
     tc = tc or resolve_toolchain(rec, ctx)
@@ -298,10 +299,15 @@ def run_build(rec: Recipe, ctx: Context, *, out_link: Path | None = None,
                                   runner=ctx.sandbox,
                                   wheel_cache=partial(cached_wheel, ctx, need_deps))
         ctx.on_step("verifying the closure (imports, commands, dynamic loader)")
-        report.append(verify.verify(rec, out, logical=built.layout.logical,
-                                    site_packages=built.layout.site_packages,
-                                    values=built.values, runner=ctx.sandbox,
-                                    spec=built.spec, jobs=ctx.jobs))
+        # Traced once: what the checks open joins the runtime closure (oci/runtime.py).
+        with ctx.store.scratch() as scratch:
+            tracer = trace.Tracer.prepare(scratch)
+            report.append(verify.verify(rec, out, logical=built.layout.logical,
+                                        site_packages=built.layout.site_packages,
+                                        values=built.values, runner=ctx.sandbox,
+                                        spec=built.spec, jobs=ctx.jobs, tracer=tracer))
+            if tracer is not None:
+                trace.write_record(out, tracer.opened())
 
     ctx.store.add(path, produce, references=[linked, *(f.path for f in fetched)],
                   substitute=False,  # tried above

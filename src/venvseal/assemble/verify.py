@@ -19,6 +19,7 @@ from venvseal.elf.buildid import find_elf_files
 from venvseal.errors import CommandError, VenvsealError
 from venvseal.recipe.model import Recipe
 from venvseal.toolchain.sandbox import Sandbox, SandboxSpec
+from venvseal.toolchain.trace import Tracer
 
 FAILED = "VENVSEAL-IMPORT-FAILED"
 # Imports each module given, reporting every failure (not only the first) with its tail.
@@ -66,12 +67,18 @@ def top_level_modules(site_packages: Path, skip: Sequence[str] = ()) -> list[str
     return sorted(n for n in names if n.isidentifier() and n not in skip)
 
 
+def _traced(tracer: Tracer | None, argv: list[str], label: str, order: int) -> list[str]:
+    return argv if tracer is None else tracer.wrap(argv, label, order)
+
+
 def _run_imports(modules: Sequence[str], *, runner: Sandbox, spec: SandboxSpec,
-                 python: str) -> tuple[list[str], str | None]:
+                 python: str, tracer: Tracer | None = None,
+                 order: int = 0) -> tuple[list[str], str | None]:
     """Import ``modules`` in one process: a line per failed import, and the output's tail
     if the process failed without naming a module (it crashed, or could not start)."""
+    argv = _traced(tracer, [python, "-c", IMPORTER, *modules], "verify.imports", order)
     try:
-        runner.run(spec, [python, "-c", IMPORTER, *modules], what="verify imports")
+        runner.run(spec, argv, what="verify imports")
     except CommandError as err:
         bad = [ln.removeprefix(FAILED).strip() for ln in err.output_tail.splitlines()
                if ln.startswith(FAILED)]
@@ -80,11 +87,13 @@ def _run_imports(modules: Sequence[str], *, runner: Sandbox, spec: SandboxSpec,
 
 
 def _run_command(command: str | tuple[str, ...], i: int, *, runner: Sandbox, spec: SandboxSpec,
-                 values: Mapping[str, str], key_prefix: str) -> list[str]:
+                 values: Mapping[str, str], key_prefix: str,
+                 tracer: Tracer | None = None) -> list[str]:
     argv = (["/bin/sh", "-c", expand(command, values)] if isinstance(command, str)
             else [expand(part, values) for part in command])
     try:
-        runner.run(spec, argv, what=f"{key_prefix}verify.commands[{i}]")
+        runner.run(spec, _traced(tracer, argv, f"verify.commands[{i}]", 1000 + i),
+                   what=f"{key_prefix}verify.commands[{i}]")
     except CommandError as err:
         return [f"{key_prefix}verify.commands[{i}] failed (exit {err.returncode}): "
                 f"{' '.join(argv)}\n{err.output_tail}"]
@@ -99,12 +108,13 @@ def _check_loader(elf_files: Sequence[PurePosixPath], ignored: Sequence[str], *,
 
 def verify(rec: Recipe, closure: Path, *, logical: PurePosixPath, site_packages: str,
            values: Mapping[str, str], runner: Sandbox, spec: SandboxSpec,
-           jobs: int = 1) -> VerifyReport:
+           jobs: int = 1, tracer: Tracer | None = None) -> VerifyReport:
     """Run every check of ``rec.verify`` against the closure built at ``closure``.
 
     The checks are independent processes, run ``jobs`` at a time; the modules to import are
     dealt round-robin into ``jobs`` processes, each importing the explicit ``imports`` first.
-    Every failure is reported, in one VerifyError.
+    Every failure is reported, in one VerifyError. With ``tracer``, the imports and
+    commands run under strace (toolchain/trace.py); the loader check does not.
     """
     jobs = max(1, jobs)
     python = str(logical / "bin" / "python")
@@ -112,6 +122,7 @@ def verify(rec: Recipe, closure: Path, *, logical: PurePosixPath, site_packages:
     # Read-only: a check must not change the closure it checks, nor the store paths it
     # links to.
     mounts = tuple(replace(m, writable=False) for m in spec.mounts)
+    mounts += tracer.mounts if tracer is not None else ()
     job = SandboxSpec(root=spec.root, mounts=mounts, env=env, network=False, cwd=spec.cwd)
     first = list(rec.verify.imports)
     rest: list[str] = []
@@ -119,10 +130,10 @@ def verify(rec: Recipe, closure: Path, *, logical: PurePosixPath, site_packages:
         found = top_level_modules(closure / site_packages, rec.verify.import_skip)
         rest = [m for m in found if m not in first]
     chunks = [first + rest[i::jobs] for i in range(jobs) if rest[i::jobs] or (i == 0 and first)]
-    imports = [partial(_run_imports, chunk, runner=runner, spec=job, python=python)
-               for chunk in chunks]
+    imports = [partial(_run_imports, chunk, runner=runner, spec=job, python=python,
+                       tracer=tracer, order=n) for n, chunk in enumerate(chunks)]
     commands = [partial(_run_command, command, i, runner=runner, spec=job, values=values,
-                        key_prefix=rec.key_prefix)
+                        key_prefix=rec.key_prefix, tracer=tracer)
                 for i, command in enumerate(rec.verify.commands)]
     # The closure's own ELF files: the relinked deps were checked when they were made.
     elf_files = [logical / p.relative_to(closure).as_posix() for p in find_elf_files(closure)]

@@ -231,6 +231,8 @@ def cmd_closure(args: argparse.Namespace, ui: Ui) -> int:
                                         references=res.references)
         whole = runtime.root_size(tc.root)
     files = [f for f in found.files if f.kind == "file"]
+    for note in found.notes:
+        ui.info(f"warning: {note}")
     ui.table(f"runtime closure of {res.path.name} from the toolchain root {tc.root}",
              ("path", "size", "why"),
              [(str(f.path), human_size(f.size) if f.kind == "file" else f.kind, f.why)
@@ -238,7 +240,8 @@ def cmd_closure(args: argparse.Namespace, ui: Ui) -> int:
     share = f"{100 * found.size / whole:.1f}%" if whole else "-"
     ui.result(
         {"path": str(res.path), "root": str(tc.root), "size": found.size,
-         "root_size": whole, "count": len(found.files),
+         "root_size": whole, "count": len(found.files), "notes": list(found.notes),
+         "image_path": [str(p) for p in found.path or ()],
          "files": [{"path": str(f.path), "host": None if f.content is not None else str(f.host),
                     "kind": f.kind, "size": f.size, "why": f.why} for f in found.files]},
         f"{len(found.files)} entries ({len(files)} files), {human_size(found.size)} "
@@ -302,6 +305,8 @@ def _image_blobs(rec: Recipe, args: argparse.Namespace, ui: Ui, store: Store,
     ctx.on_step(f"finding what {res.path.name} needs from the toolchain root at run time")
     runtime = closure.runtime_closure(rec, tc, res.path, runner=ctx.sandbox,
                                       references=res.references)
+    for note in runtime.notes:
+        ui.info(f"warning: {note}")
     ctx.on_step("writing the image's layers")
     return res, image.build_blobs(rec, res, runtime, scratch)
 

@@ -307,10 +307,17 @@ def placeholder_values(rec: Recipe, closure: Path, fetched: Sequence[Path]) -> d
     return values
 
 
-def image_config(rec: Recipe, values: Mapping[str, str], layers: Sequence[Layer]) -> bytes:
-    """The image configuration (image-spec config.md) from ``[image]``, canonical JSON."""
+def image_config(rec: Recipe, values: Mapping[str, str], layers: Sequence[Layer],
+                 path: Sequence[PurePosixPath] | None = None) -> bytes:
+    """The image configuration (image-spec config.md) from ``[image]``, canonical JSON.
+
+    PATH is ``[image] path`` if given, else the closure's ``bin/`` and ``path``: the
+    ``toolchain.path`` folders the image has (RuntimeClosure.path; all of them if None).
+    """
     spec = rec.image
-    env = {"PATH": ":".join([f"{values['out']}/bin", *map(str, rec.toolchain.path)])}
+    folders = ([expand(p, values) for p in spec.path] if spec.path is not None else
+               [f"{values['out']}/bin", *map(str, rec.toolchain.path if path is None else path)])
+    env = {"PATH": ":".join(folders)}
     env.update({k: expand(v, values) for k, v in spec.env.items()})
     config: dict[str, Any] = {"Env": [f"{k}={v}" for k, v in
                                       sorted(env.items(), key=lambda kv: kv[0] != "PATH")]}
@@ -391,7 +398,8 @@ def build_blobs(rec: Recipe, result: BuildResult, runtime: RuntimeClosure,
     # zlib releases the GIL: the layers compress side by side, each a deterministic stream.
     with ThreadPoolExecutor(max_workers=len(plans)) as pool:
         layers = tuple(pool.map(write_layer, plans, files))
-    config = image_config(rec, placeholder_values(rec, result.path, fetched), layers)
+    config = image_config(rec, placeholder_values(rec, result.path, fetched), layers,
+                          runtime.path)
     return BuiltImage(layers, files, config, image_manifest(config, layers))
 
 

@@ -157,6 +157,7 @@ class Image:
     ports: tuple[str, ...] = ()
     labels: StrMap = EMPTY
     include: tuple[PurePosixPath, ...] = ()
+    path: tuple[str, ...] | None = None  # the image's PATH folders; None: computed
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -347,7 +348,8 @@ _ASSEMBLE_KEYS = ("workspace", "ignore-missing", "links", "copy")
 _COPY_KEYS = ("from", "to", "exclude")
 _SUBSTITUTE_KEYS = ("file", "replace", "with", "count", "patch", "strip")
 _VERIFY_KEYS = ("imports", "import-all", "import-skip", "commands")
-_IMAGE_KEYS = ("entrypoint", "cmd", "env", "user", "workdir", "ports", "labels", "include")
+_IMAGE_KEYS = ("entrypoint", "cmd", "env", "user", "workdir", "ports", "labels", "include",
+               "path")
 
 
 def parse_recipe(data: Mapping[str, object], *, file: Path, key_prefix: str = "") -> Recipe:
@@ -588,7 +590,20 @@ def _image(t: Table | None, ctx: _Context) -> Image:
         ports=tuple(dict.fromkeys(t.check_each("ports", t.get("ports", list) or (), port))),
         labels=labels,
         include=t.check_each("include", t.get_list("include", str) or (), absolute_path),
+        path=_image_path(t, ctx),
     )
+
+
+def _image_path(t: Table, ctx: _Context) -> tuple[str, ...] | None:
+    """``[image] path``: absolute folders (or starting with a placeholder), in order."""
+    folders = t.get_list("path", str)
+    if folders is None:
+        return None
+    for i, folder in enumerate(folders):
+        t.check("path", folder, ctx.placeholders, i)
+        if not folder.startswith(("/", "@")) or ":" in folder:
+            t.add("path", f"{folder!r} must be an absolute folder without ':'", i)
+    return tuple(folders)
 
 
 # Files

@@ -1,0 +1,80 @@
+"""Libraries that Python code loads by name: ``ctypes.CDLL("libmagic.so.1")``,
+``ctypes.util.find_library("magic")``, ``cffi``'s ``ffi.dlopen("sodium")``.
+
+No loader sees these: the name is a string in a ``.py`` file. They are found as string
+literals passed to those calls in the installed distributions' Python files, and looked up
+in the toolchain's library folders the way the loader (a file name: ``libX.so.N``) or
+``find_library`` (a bare name: ``libNAME.so.<version>``, from ld.so.cache) would.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+# Cheap first test on the bytes, before the regular expression runs.
+_HINTS = (b"CDLL", b"LoadLibrary", b"find_library", b"dlopen", b"PyDLL")
+_CALL = re.compile(rb"""(?:CDLL|PyDLL|LoadLibrary|find_library|dlopen)\(\s*[rbuRBU]?(['"])"""
+                   rb"""([A-Za-z0-9_.+-]+)\1""")
+# Names for other systems, never found in a Linux root.
+_FOREIGN = (".dll", ".dylib")
+
+
+@dataclass(frozen=True, slots=True)
+class ByName:
+    """One library name a Python file loads, and where (closure-relative file)."""
+
+    name: str
+    file: str
+
+
+def scan(tree: Path) -> list[ByName]:
+    """Every library name passed as a literal to a loading call in ``tree``'s .py files."""
+    found: dict[str, ByName] = {}
+    for rel, path in _python_files(tree, ""):
+        with open(path, "rb") as f:
+            data = f.read()
+        if not any(h in data for h in _HINTS):
+            continue
+        for m in _CALL.finditer(data):
+            name = m[2].decode("ascii")
+            if not name.endswith(_FOREIGN) and name not in found:
+                found[name] = ByName(name, rel)
+    return sorted(found.values(), key=lambda b: b.name)
+
+
+def _python_files(folder: Path, prefix: str) -> Iterator[tuple[str, str]]:
+    with os.scandir(folder) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            yield from _python_files(Path(entry.path), f"{prefix}{entry.name}/")
+        elif entry.name.endswith(".py") and entry.is_file(follow_symlinks=True):
+            yield prefix + entry.name, entry.path
+
+
+def candidates(name: str) -> tuple[str, ...] | None:
+    """Glob patterns for the files a bare name (``magic``) may be, most likely first; None
+    for an exact file name (``libmagic.so.1``), which is looked up as it is."""
+    if ".so" in name:
+        return None
+    base = name if name.startswith("lib") else f"lib{name}"
+    return (f"{base}.so.[0-9]*", f"{base}.so")
+
+
+def find_in(folders: list[tuple[PurePosixPath, Path]], name: str) -> PurePosixPath | None:
+    """The library ``name`` in the first of ``folders`` (root path, host path) that has it."""
+    patterns = candidates(name)
+    for logical, host in folders:
+        if patterns is None:
+            if (host / name).exists():
+                return logical / name
+            continue
+        for pattern in patterns:
+            hits = sorted(host.glob(pattern), key=lambda p: (len(p.name), p.name))
+            if hits:
+                return logical / hits[0].name
+    return None
