@@ -47,11 +47,16 @@ class Expander:
         self._db_read = False
         self._packages: set[str] = set()
         self._traced: set[PurePosixPath] = set()
+        self._stores: dict[PurePosixPath, Path] = {}
 
     def run(self, traced: dict[PurePosixPath, str], *, closures: Sequence[Path]) -> list[str]:
         """Trace ``traced`` (file -> reason for its libraries) and everything that follows;
         the notes. ``closures``: the closure's host path first, then its references."""
         pending = dict(traced)
+        self._stores = {STORE_DIR / p.name: p for p in closures}
+        for file in traced:  # the closure's own ELF files may carry dlopen notes too
+            if file.is_relative_to(STORE_DIR):
+                self._dlopen(file, pending)
         sources = self._opened(closures[0], pending) + self._by_name(closures, pending)
         for _ in range(MAX_ROUNDS):
             libraries = self._trace(pending)
@@ -124,11 +129,19 @@ class Expander:
         for path in db.runtime_files(owner):
             self._add(path, f"package {owner} of {library}", pending)
 
+    def _host(self, file: PurePosixPath) -> Path | None:
+        """Where a file of the root or of a mounted store path is on the host."""
+        if file.is_relative_to(STORE_DIR):
+            top = STORE_DIR / file.relative_to(STORE_DIR).parts[0]
+            return self._stores[top] / file.relative_to(top) if top in self._stores else None
+        real = self._resolve(file)
+        return None if real is None else self.c.host(real)
+
     def _dlopen(self, library: PurePosixPath, pending: dict[PurePosixPath, str]) -> None:
-        real = self._resolve(library)
-        if real is None:
+        host = self._host(library)
+        if host is None:
             return
-        for entry in dlopen_notes(self.c.host(real)):
+        for entry in dlopen_notes(host):
             found = next((p for s in entry.sonames if (p := self._find(s)) is not None), None)
             if found is not None:
                 self._add(found, f"dlopen note of {library}", pending)
