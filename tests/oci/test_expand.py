@@ -4,6 +4,7 @@ libraries loaded by name from Python, and the image's PATH."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path, PurePosixPath
@@ -130,3 +131,23 @@ def test_the_image_path_keeps_the_folders_the_image_has(tmp_path: Path, path: li
                                                         kept: tuple[str, ...]) -> None:
     found = grow(tmp_path, closure_dir(tmp_path), path=path)
     assert found.path == tuple(map(P, kept))
+
+
+@pytest.mark.parametrize(("image_table", "folders", "expected"), [
+    ({}, None, "@out@/bin:/usr/bin:/bin:/build/only"),  # nothing computed: toolchain.path
+    ({}, ("/usr/bin",), "@out@/bin:/usr/bin"),
+    ({"path": ["@out@/bin", "/opt/tool/bin"]}, ("/usr/bin",), "@out@/bin:/opt/tool/bin"),
+    ({"env": {"PATH": "/x"}}, ("/usr/bin",), "/x"),
+])
+def test_the_image_path(tmp_path: Path, image_table: dict[str, object],
+                        folders: tuple[str, ...] | None, expected: str) -> None:
+    from venvseal.oci.image import image_config
+
+    rec = recipe.parse_recipe({"app": {"name": "grown", "version": "1.0"},
+                               "toolchain": {"path": ["/usr/bin", "/bin", "/build/only"]},
+                               "image": image_table}, file=tmp_path / "venvseal.toml")
+    out = "/venvseal/store/" + "0" * 32 + "-grown-1.0"
+    config = json.loads(image_config(rec, {"out": out}, [], None if folders is None
+                                     else tuple(map(P, folders))))
+    env = dict(e.split("=", 1) for e in config["config"]["Env"])
+    assert env["PATH"] == expected.replace("@out@", out)

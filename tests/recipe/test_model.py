@@ -390,6 +390,14 @@ BAD: list[tuple[str, str, str, str]] = [
     ("bad user", MINIMAL + '[image]\nuser = "a b"\n', "image.user", "'user:group'"),
     ("relative include", MINIMAL + '[image]\ninclude = ["etc/ssl"]\n', "image.include[0]",
      "must be an absolute path"),
+    ("relative image path", MINIMAL + '[image]\npath = ["/usr/bin", "bin"]\n', "image.path[1]",
+     "must be an absolute folder"),
+    ("image path with colon", MINIMAL + '[image]\npath = ["/a:/b"]\n', "image.path[0]",
+     "without ':'"),
+    ("image path placeholder", MINIMAL + '[image]\npath = ["@nope@/bin"]\n', "image.path[0]",
+     "unknown placeholder @nope@"),
+    ("image path not strings", MINIMAL + '[image]\npath = "/usr/bin"\n', "image.path",
+     "expected"),
 ]
 
 
