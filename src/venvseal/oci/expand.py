@@ -57,16 +57,19 @@ class Expander:
         for file in traced:  # the closure's own ELF files may carry dlopen notes too
             if file.is_relative_to(STORE_DIR):
                 self._dlopen(file, pending)
+        # The loader's view first, so its reasons stick for what the checks opened too.
+        libraries = self._trace(pending)
+        pending = {}
         sources = self._opened(closures[0], pending) + self._by_name(closures, pending)
         for _ in range(MAX_ROUNDS):
-            libraries = self._trace(pending)
-            pending = {}
             for library in dict.fromkeys([*sources, *libraries]):
                 self._dlopen(library, pending)
                 self._package(library, pending)
             sources = []
             if not pending:
                 break
+            libraries = self._trace(pending)
+            pending = {}
         return self.notes
 
     def _resolve(self, path: PurePosixPath) -> PurePosixPath | None:
