@@ -16,7 +16,8 @@ SOURCES = {
     "magic/loader.py": "import ctypes.util\nlib = ctypes.util.find_library('magic')\n",
     "a/b.py": ('from ctypes import CDLL\nCDLL("libsasl2.so.2")\n'
                'ctypes.cdll.LoadLibrary(r"libz.so.1")\n'),
-    "c.py": "ffi.dlopen( 'sodium' )\nctypes.CDLL(name)\nctypes.WinDLL('kernel32.dll')\n",
+    "c.py": ("ffi.dlopen( 'sodium' )\nctypes.CDLL(name)\nctypes.WinDLL('kernel32.dll')\n"
+             "find_library('Kernel32')\n"),
     "d.py": "find_library('magic')  # again: listed once, for the first file\n",
     "e.txt": "CDLL('libnot-python.so')\n",
     "f.py": "print('no loading here')\n",

@@ -30,6 +30,10 @@ P = PurePosixPath
     ("/usr/lib/x86_64-linux-gnu/cmake/Foo/FooConfig.cmake", False),
     ("/var/lib/dpkg/info/libc6.list", False),  # the running system's, not the program's
     ("/lib/systemd/system/x.service", False),
+    ("/usr/share/i18n/charmaps/UTF-8.gz", False),
+    ("/usr/bin/openssl", False),
+    ("/sbin/ldconfig", False),
+    ("/usr/lib/ssl/openssl.cnf", True),
     ("/", False),
 ])
 def test_runtime_files_leave_out_docs_headers_and_packaging(path: str, runtime: bool) -> None:

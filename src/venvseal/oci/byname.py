@@ -21,6 +21,9 @@ _CALL = re.compile(rb"""(?:CDLL|PyDLL|LoadLibrary|find_library|dlopen)\(\s*[rbuR
                    rb"""([A-Za-z0-9_.+-]+)\1""")
 # Names for other systems, never found in a Linux root.
 _FOREIGN = (".dll", ".dylib")
+_WINDOWS = frozenset(("advapi32", "crypt32", "dbghelp", "gdi32", "kernel32", "msvcrt", "ntdll",
+                      "ole32", "oleaut32", "psapi", "secur32", "shell32", "user32", "version",
+                      "winmm", "ws2_32"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +44,8 @@ def scan(tree: Path) -> list[ByName]:
             continue
         for m in _CALL.finditer(data):
             name = m[2].decode("ascii")
-            if not name.endswith(_FOREIGN) and name not in found:
+            if not name.endswith(_FOREIGN) and name.lower() not in _WINDOWS \
+                    and name not in found:
                 found[name] = ByName(name, rel)
     return sorted(found.values(), key=lambda b: b.name)
 

@@ -6,7 +6,7 @@ authentication plugins from ``.../libmariadb3/plugin/``, glibc its gconv modules
 reads its mechanisms' folder. What a library's package installs beside it is therefore
 part of its runtime closure, less what no running program reads: documentation, manual
 pages, translations, headers, static archives, pkg-config files and packaging metadata
-(:data:`SKIP_PREFIXES`, :data:`SKIP_SUFFIXES`).
+and programs (:data:`SKIP_PREFIXES`, :data:`SKIP_SUFFIXES`).
 
 The database is dpkg's own: ``/var/lib/dpkg/info/<package>[:<arch>].list`` holds every
 path a package installed, as its .deb names it. On a merged-/usr root those names may pass
@@ -32,7 +32,12 @@ SKIP_PREFIXES = tuple(PurePosixPath(p) for p in (
     "/usr/share/menu", "/usr/share/applications", "/usr/share/aclocal",
     "/usr/share/pkgconfig", "/usr/include", "/etc/init.d", "/etc/systemd", "/etc/logrotate.d",
     "/etc/cron.d", "/etc/cron.daily", "/usr/lib/systemd", "/lib/systemd", "/usr/lib/tmpfiles.d",
-    "/usr/lib/sysusers.d"))
+    "/usr/lib/sysusers.d",
+    # Sources of locales, for localedef (the compiled ones are in /usr/lib/locale).
+    "/usr/share/i18n",
+    # Programs: a library does not run its package's programs (a check that does is traced,
+    # and what it runs comes in as "opened by").
+    "/bin", "/sbin", "/usr/bin", "/usr/sbin", "/usr/games"))
 SKIP_SUFFIXES = (".a", ".h", ".pc")
 SKIP_GLOBS = ("*/pkgconfig/*", "*/cmake/*")
 # Only what a build step and the image see (sandbox.ROOT_ENTRIES); /var and the like are

@@ -62,7 +62,7 @@ class Expander:
         pending = {}
         sources = self._opened(closures[0], pending) + self._by_name(closures, pending)
         for _ in range(MAX_ROUNDS):
-            for library in dict.fromkeys([*sources, *libraries]):
+            for library in dict.fromkeys([*libraries, *sources]):
                 self._dlopen(library, pending)
                 self._package(library, pending)
             sources = []
