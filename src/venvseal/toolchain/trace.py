@@ -53,8 +53,9 @@ class Tracer:
         if strace is None:
             return None
         tools, logs = scratch / "strace-tools", scratch / "strace-logs"
-        tools.mkdir()
+        tools.mkdir(mode=0o755)
         logs.mkdir()
+        logs.chmod(0o777)  # written by whichever uid the checks run as in the sandbox
         listed = process.run([HOST_LOADER, "--list", strace], what="libraries of strace")
         for library in [*_LIBRARY.findall(listed.output), HOST_LOADER, strace]:
             shutil.copy(library, tools / Path(library).name)
