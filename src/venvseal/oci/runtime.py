@@ -188,7 +188,6 @@ def runtime_closure(rec: Recipe, tc: ResolvedToolchain, closure: Path, *,
     spec = SandboxSpec(root=tc.root, env=fixed_env(tc.path),
                        mounts=tuple(Mount(host=p, target=STORE_DIR / p.name) for p in paths))
     c = RootCollector(tc.root)
-    notes: list[str] = []
     scans = [(STORE_DIR / p.name, _scan(p)) for p in paths]
     python, loader = _add_interpreter(c, tc, dict(scans[0][1].links).get("bin/python",
                                                                           tc.python))
@@ -198,19 +197,8 @@ def runtime_closure(rec: Recipe, tc: ResolvedToolchain, closure: Path, *,
     for folder in folders:  # the zip of the standard library is usually absent
         c.add_tree(folder, "stdlib", stdlib_skip)
     trees = _trees(c, [*tc.path, *tc.library_dirs, *LIBRARY_DIRS, *folders])
-    programs = [python]
-    for top, found in scans:
-        for rel, target in found.links:
-            why = f"symlink target of {top.name}/{rel}" if top != scans[0][0] else \
-                f"symlink target of {rel}"
-            if _within(c, target, trees, python):
-                programs += _programs(c, tc, Shebang(target), why)
-            else:
-                notes.append(f"{top.name}/{rel}: its symlink to {target} is not followed (it "
-                             "leads outside the toolchain's program and library folders); "
-                             "name the target in [image] include if the app needs it")
-        for rel, shebang in found.scripts:
-            programs += _programs(c, tc, shebang, f"script interpreter of {rel}")
+    linked, notes = _linked_programs(c, tc, scans, trees, python)
+    programs = [python, *linked]
     for i, path in enumerate(rec.image.include):
         if not c.add_tree(path, "include"):
             raise ImageConfigError(f"{rec.file}: {rec.key_prefix}image.include[{i}]: {path} "
@@ -229,6 +217,27 @@ def runtime_closure(rec: Recipe, tc: ResolvedToolchain, closure: Path, *,
     _add_etc(c, rec)
     c.add_tree(LOCALE, "locale")
     return c.result(tuple(notes), path=_image_path(c, tc))
+
+
+def _linked_programs(c: RootCollector, tc: ResolvedToolchain,
+                     scans: Sequence[tuple[PurePosixPath, _Scan]], trees: Sequence[PurePosixPath],
+                     python: PurePosixPath) -> tuple[list[PurePosixPath], list[str]]:
+    """Record what the store paths' symlinks and scripts need; the ELF programs to trace,
+    and notes on the symlinks not followed (only a file in the toolchain's trees is)."""
+    programs: list[PurePosixPath] = []
+    notes: list[str] = []
+    for top, found in scans:
+        prefix = "" if top == scans[0][0] else f"{top.name}/"
+        for rel, target in found.links:
+            if _within(c, target, trees, python):
+                programs += _programs(c, tc, Shebang(target), f"symlink target of {prefix}{rel}")
+            else:
+                notes.append(f"{top.name}/{rel}: its symlink to {target} is not followed (it "
+                             "leads outside the toolchain's program and library folders); "
+                             "name the target in [image] include if the app needs it")
+        for rel, shebang in found.scripts:
+            programs += _programs(c, tc, shebang, f"script interpreter of {prefix}{rel}")
+    return programs, notes
 
 
 def _trees(c: RootCollector, folders: Sequence[PurePosixPath]) -> list[PurePosixPath]:
