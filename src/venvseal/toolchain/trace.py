@@ -48,9 +48,15 @@ class Tracer:
     @classmethod
     def prepare(cls, scratch: Path) -> Tracer | None:
         """Copy the host's strace, its libraries and loader into ``scratch``; None if the
-        host has no strace (the checks then run untraced)."""
+        host has no strace or it cannot trace here (the checks then run untraced)."""
         strace = shutil.which("strace")
         if strace is None:
+            return None
+        # Where ptrace is not allowed (a container's seccomp profile), strace cannot work:
+        # the checks then run untraced, as without strace, rather than fail.
+        probe = process.run([strace, "-f", "-qq", "-o", "/dev/null", "--", "/bin/true"],
+                            what="strace (a trial run)", check=False)
+        if probe.returncode != 0:
             return None
         tools, logs = scratch / "strace-tools", scratch / "strace-logs"
         tools.mkdir(mode=0o755)
