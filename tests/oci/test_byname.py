@@ -3,11 +3,12 @@ looked up in library folders."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path, PurePosixPath
 
 import pytest
 
-from venvseal.oci.byname import ByName, candidates, find_in, scan
+from venvseal.oci.byname import ByName, candidates, find_in, scan, scan_elf
 
 P = PurePosixPath
 HOST_LIB = Path("/usr/lib/x86_64-linux-gnu")
@@ -53,3 +54,21 @@ def test_find_in_prefers_a_versioned_file(tmp_path: Path) -> None:
     assert find_in(folders, "bar") is None
     host = [(P("/usr/lib/x86_64-linux-gnu"), HOST_LIB)]
     assert find_in(host, "z") == P("/usr/lib/x86_64-linux-gnu/libz.so.1")
+
+
+def test_scan_elf_reads_names_a_program_dlopens_itself(tmp_path: Path) -> None:
+    source = tmp_path / "loader.c"
+    source.write_text('#include <dlfcn.h>\n'
+                      'void *load(void) { return dlopen("libkadm5clnt_mit.so", RTLD_NOW); }\n'
+                      'const char *other(void) { return "libpython3.14.so.1.0"; }\n'
+                      'const char *packed(void) { return "x.solibkadm5srv_mit.so.1libz"; }\n'
+                      'const char *not_a_library(void) { return "libfoo.txt lib.so"; }\n')
+    compiled = subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(tmp_path / "ext.so"),
+                               str(source), "-lz"], capture_output=True, text=True, check=False)
+    assert compiled.returncode == 0, compiled.stderr
+    (tmp_path / "data.bin").write_bytes(b"libnot-elf.so.1\0")
+    found = scan_elf(tmp_path, ["ext.so", "data.bin"])
+    # libz.so.1 is a DT_NEEDED name (.dynstr): the loader's business, not read here.
+    assert found == [ByName("libkadm5clnt_mit.so", "ext.so"),
+                     ByName("libkadm5srv_mit.so.1", "ext.so"),
+                     ByName("libpython3.14.so.1.0", "ext.so")]

@@ -1,5 +1,6 @@
-"""Libraries that Python code loads by name: ``ctypes.CDLL("libmagic.so.1")``,
-``ctypes.util.find_library("magic")``, ``cffi``'s ``ffi.dlopen("sodium")``.
+"""Libraries that code loads by name: ``ctypes.CDLL("libmagic.so.1")``,
+``ctypes.util.find_library("magic")``, ``cffi``'s ``ffi.dlopen("sodium")`` in Python files,
+and library file names in an ELF file's read-only data (a ``dlopen`` in C or Rust).
 
 No loader sees these: the name is a string in a ``.py`` file. They are found as string
 literals passed to those calls in the installed distributions' Python files, and looked up
@@ -47,6 +48,34 @@ def scan(tree: Path) -> list[ByName]:
             if not name.endswith(_FOREIGN) and name.lower() not in _WINDOWS \
                     and name not in found:
                 found[name] = ByName(name, rel)
+    return sorted(found.values(), key=lambda b: b.name)
+
+
+# A library file name in read-only data. C strings end in NUL; Rust's are packed end to end
+# ("...libkadm5clnt_mit.solibkadm5srv_mit.so..."), so a name ends at its first ".so" (and
+# version numbers).
+_SONAME = re.compile(rb"lib[A-Za-z0-9_.+-]+?\.so(?:\.[0-9]+)*")
+_RODATA = (".rodata", ".rodata.str1.1", ".rodata.str1.8")
+
+
+def scan_elf(tree: Path, elf_files: list[str]) -> list[ByName]:
+    """Library file names in the read-only data of ``tree``'s ELF files (``elf_files``,
+    relative): names a program passes to ``dlopen`` itself, as python-kadmin-rs does with
+    ``libkadm5clnt_mit.so``. The names its loader resolves (``.dynstr``) are not read."""
+    from elftools.common.exceptions import ELFError  # lazy: pyelftools is only needed here
+    from elftools.elf.elffile import ELFFile
+
+    found: dict[str, ByName] = {}
+    for rel in elf_files:
+        try:
+            with open(tree / rel, "rb") as f:
+                elf = ELFFile(f)
+                data = b"".join(s.data() for s in elf.iter_sections() if s.name in _RODATA)
+        except (ELFError, OSError):
+            continue
+        for m in _SONAME.finditer(data):
+            name = m[0].decode("ascii")
+            found.setdefault(name, ByName(name, rel))
     return sorted(found.values(), key=lambda b: b.name)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
 from venvseal.elf.dlopen import dlopen_notes
@@ -49,9 +49,11 @@ class Expander:
         self._traced: set[PurePosixPath] = set()
         self._stores: dict[PurePosixPath, Path] = {}
 
-    def run(self, traced: dict[PurePosixPath, str], *, closures: Sequence[Path]) -> list[str]:
+    def run(self, traced: dict[PurePosixPath, str], *, closures: Sequence[Path],
+            elf: Mapping[Path, Sequence[str]]) -> list[str]:
         """Trace ``traced`` (file -> reason for its libraries) and everything that follows;
-        the notes. ``closures``: the closure's host path first, then its references."""
+        the notes. ``closures``: the closure's host path first, then its references;
+        ``elf``: each one's ELF files (relative paths)."""
         pending = dict(traced)
         self._stores = {STORE_DIR / p.name: p for p in closures}
         for file in traced:  # the closure's own ELF files may carry dlopen notes too
@@ -60,7 +62,7 @@ class Expander:
         # The loader's view first, so its reasons stick for what the checks opened too.
         libraries = self._trace(pending)
         pending = {}
-        sources = self._opened(closures[0], pending) + self._by_name(closures, pending)
+        sources = self._opened(closures[0], pending) + self._by_name(closures, elf, pending)
         for _ in range(MAX_ROUNDS):
             for library in dict.fromkeys([*libraries, *sources]):
                 self._dlopen(library, pending)
@@ -171,11 +173,12 @@ class Expander:
                 added.append(file)
         return added
 
-    def _by_name(self, closures: Sequence[Path],
+    def _by_name(self, closures: Sequence[Path], elf: Mapping[Path, Sequence[str]],
                  pending: dict[PurePosixPath, str]) -> list[PurePosixPath]:
         added = []
         for tree in closures:
-            for use in byname.scan(tree):
+            uses = byname.scan(tree) + byname.scan_elf(tree, list(elf.get(tree, ())))
+            for use in uses:
                 found = self._find(use.name)
                 if found is None:
                     self.notes.append(

@@ -213,7 +213,8 @@ def runtime_closure(rec: Recipe, tc: ResolvedToolchain, closure: Path, *,
     traced |= {top / rel: f"library of {rel}" for top, found in scans for rel in found.elf}
     expander = Expander(c, runner=runner, spec=spec, loader=loader,
                         search=[*tc.library_dirs, *LIBRARY_DIRS])
-    notes += expander.run(traced, closures=paths)
+    notes += expander.run(traced, closures=paths,
+                          elf={p: found.elf for p, (_, found) in zip(paths, scans, strict=True)})
     _add_etc(c, rec)
     c.add_tree(LOCALE, "locale")
     return c.result(tuple(notes), path=_image_path(c, tc))
