@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
@@ -19,6 +20,7 @@ import pytest
 from support import Run, venvseal, venvseal_process
 from support.demo import elf_files
 from support.postgres import postgres_server
+from support.rootfs import unpack
 
 from venvseal.assemble.importable import top_level_modules
 from venvseal.elf.buildid import find_elf_files
@@ -178,3 +180,47 @@ def test_check_rebuilds_the_deps_cold_and_gets_the_same_hash(built: Built) -> No
 def test_the_closure_verifies_in_the_store(built: Built) -> None:
     run = ok(venvseal("--store", built.store_root, "--json", "verify", built.path))
     assert run.json()["checked"] == 1 and run.json()["changed"] == []
+
+
+IMAGE_CHECK = r'''
+import gssapi, kadmin, xmlsec, lxml.etree as etree
+from cryptography.hazmat.primitives import serialization as s
+from cryptography.hazmat.primitives.asymmetric import rsa
+key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+private = key.private_bytes(s.Encoding.PEM, s.PrivateFormat.PKCS8, s.NoEncryption())
+public = key.public_key().public_bytes(s.Encoding.PEM, s.PublicFormat.SubjectPublicKeyInfo)
+doc = etree.fromstring(b"<Response><Assertion>x</Assertion></Response>")
+sig = xmlsec.template.create(doc, xmlsec.Transform.EXCL_C14N, xmlsec.Transform.RSA_SHA256)
+doc.append(sig)
+ref = xmlsec.template.add_reference(sig, xmlsec.Transform.SHA256)
+xmlsec.template.add_transform(ref, xmlsec.Transform.ENVELOPED)
+signer = xmlsec.SignatureContext()
+signer.key = xmlsec.Key.from_memory(private, xmlsec.KeyFormat.PEM)
+signer.sign(sig)
+verifier = xmlsec.SignatureContext()
+verifier.key = xmlsec.Key.from_memory(public, xmlsec.KeyFormat.PEM)
+verifier.verify(sig)
+print("xmlsec verified")
+print("mechs", *sorted(str(m) for m in gssapi.mechs.Mechanism.all_mechs()))
+try:  # the kadm5 client library is dlopened first; no krb5.conf then stops it
+    kadmin.KAdmin.with_password(kadmin.KAdm5Variant.MitClient, "a/admin@EXAMPLE.ORG", "x")
+except Exception as err:
+    print("kadmin", type(err).__name__)
+'''
+
+
+def test_the_image_signs_saml_lists_krb5_and_loads_kadm5(built: Built, tmp_path: Path) -> None:
+    archive = tmp_path / "authentik.tar"
+    ok(venvseal("--store", built.store_root, "--json", "image", built.project, "--uv-cache",
+                built.uv_cache, "-o", archive))
+    image = unpack(archive)
+    try:
+        done = image.run([f"{STORE_DIR}/{built.path.name}/bin/python", "-c", IMAGE_CHECK])
+    finally:
+        shutil.rmtree(image.root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines[0] == "xmlsec verified"
+    assert "krb5" in lines[1].split()
+    # LibraryLoadError when the image lacks libkadm5clnt_mit.so (before issue 14).
+    assert lines[2] == "kadmin KerberosException", done.stdout

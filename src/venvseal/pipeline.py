@@ -335,6 +335,7 @@ def run_build(rec: Recipe, ctx: Context, *, out_link: Path | None = None,
     from venvseal.assemble import stage as assemble
     from venvseal.assemble import verify
     from venvseal.fetch import realise as fetch
+    from venvseal.toolchain import trace
 
     lock = read_lock(rec.project)  # read once: the deps and the assembly stage both use it
     tc = tc or resolve_toolchain(rec, ctx)
@@ -379,10 +380,16 @@ def run_build(rec: Recipe, ctx: Context, *, out_link: Path | None = None,
                                                       used=wheels),
                                   on_step=ctx.on_step)
         ctx.on_step("verifying the closure (imports, commands, dynamic loader)")
-        report.append(verify.verify(rec, out, logical=built.layout.logical,
-                                    site_packages=built.layout.site_packages,
-                                    values=built.values, runner=ctx.sandbox,
-                                    spec=built.spec, jobs=ctx.jobs, on_step=ctx.on_step))
+        # Traced once: what the checks open joins the runtime closure (oci/runtime.py).
+        with ctx.store.scratch() as scratch:
+            tracer = trace.Tracer.prepare(scratch)
+            report.append(verify.verify(rec, out, logical=built.layout.logical,
+                                        site_packages=built.layout.site_packages,
+                                        values=built.values, runner=ctx.sandbox,
+                                        spec=built.spec, jobs=ctx.jobs, on_step=ctx.on_step,
+                                        tracer=tracer))
+            if tracer is not None:
+                trace.write_record(out, tracer.opened())
 
     wheels: list[StorePath] = []
 

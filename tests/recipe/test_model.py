@@ -410,6 +410,14 @@ BAD: list[tuple[str, str, str, str]] = [
      "not an environment variable name"),
     ("verify env placeholder", MINIMAL + '[verify]\nenv = { X = "@nope@" }\n',
      "verify.env.X", "unknown placeholder @nope@"),
+    ("relative image path", MINIMAL + '[image]\npath = ["/usr/bin", "bin"]\n', "image.path[1]",
+     "must be an absolute folder"),
+    ("image path with colon", MINIMAL + '[image]\npath = ["/a:/b"]\n', "image.path[0]",
+     "without ':'"),
+    ("image path placeholder", MINIMAL + '[image]\npath = ["@nope@/bin"]\n', "image.path[0]",
+     "unknown placeholder @nope@"),
+    ("image path not strings", MINIMAL + '[image]\npath = "/usr/bin"\n', "image.path",
+     "expected"),
 ]
 
 

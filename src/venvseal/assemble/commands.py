@@ -46,11 +46,14 @@ def closure_spec(spec: SandboxSpec, logical: PurePosixPath, env: Mapping[str, st
 
 
 def run_command(command: Command, *, where: str, runner: Sandbox, spec: SandboxSpec,
-                values: Mapping[str, str], timeout: float) -> str | None:
-    """Run ``command`` (the recipe's key ``where``); None if it succeeded, else the problem."""
+                values: Mapping[str, str], timeout: float,
+                wrap: Callable[[list[str]], list[str]] | None = None) -> str | None:
+    """Run ``command`` (the recipe's key ``where``); None if it succeeded, else the problem.
+    ``wrap`` may put the command line inside another (a tracer)."""
     line = shown(command, values)
+    argv = argv_of(command, values)
     try:
-        runner.run(spec, argv_of(command, values), what=where, timeout=timeout)
+        runner.run(spec, wrap(argv) if wrap is not None else argv, what=where, timeout=timeout)
     except CommandTimeoutError as err:
         return (f"{where} did not finish within {timeout:g} s and was killed: {line}; make "
                 f"it finish, or raise its timeout{_tail(err)}")

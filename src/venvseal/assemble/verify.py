@@ -21,6 +21,7 @@ from venvseal.elf.buildid import find_elf_files
 from venvseal.errors import CommandTimeoutError, VenvsealError
 from venvseal.recipe.model import Command, Recipe
 from venvseal.toolchain.sandbox import Sandbox, SandboxSpec
+from venvseal.toolchain.trace import Tracer
 
 T = TypeVar("T")
 FAILED = "VENVSEAL-IMPORT-FAILED"
@@ -76,14 +77,19 @@ def parse_failures(output: str) -> list[tuple[str, list[str]]]:
              [lines[0], "  ...", *lines[-TRACEBACK_LINES + 2:]]) for name, lines in failures]
 
 
+def _traced(tracer: Tracer | None, argv: list[str], label: str, order: int) -> list[str]:
+    return argv if tracer is None else tracer.wrap(argv, label, order)
+
+
 def _run_imports(modules: Sequence[str], *, runner: Sandbox, spec: SandboxSpec,
-                 python: str, timeout: float) -> tuple[list[str], str | None]:
+                 python: str, timeout: float, tracer: Tracer | None = None,
+                 order: int = 0) -> tuple[list[str], str | None]:
     """Import ``modules`` in one process: a block per failed import (its name, then its
     traceback indented), and a problem if the process failed without naming a module (it
     crashed, could not start, or ran past ``timeout``)."""
     try:
-        done = runner.run(spec, [python, "-c", IMPORTER, *modules], what="verify imports",
-                          check=False, timeout=timeout)
+        argv = _traced(tracer, [python, "-c", IMPORTER, *modules], "verify.imports", order)
+        done = runner.run(spec, argv, what="verify imports", check=False, timeout=timeout)
     except CommandTimeoutError as err:
         return [], (f"importing {len(modules)} modules did not finish within {timeout:g} s "
                     "and was killed; raise [verify] timeout, or find the module that hangs "
@@ -117,13 +123,15 @@ def _announce(on_step: Callable[[str], None], text: str, task: Callable[[], T]
 
 def verify(rec: Recipe, closure: Path, *, logical: PurePosixPath, site_packages: str,
            values: Mapping[str, str], runner: Sandbox, spec: SandboxSpec,
-           jobs: int = 1, on_step: Callable[[str], None] = lambda _msg: None) -> VerifyReport:
+           jobs: int = 1, on_step: Callable[[str], None] = lambda _msg: None,
+           tracer: Tracer | None = None) -> VerifyReport:
     """Run every check of ``rec.verify`` against the closure built at ``closure``.
 
     The checks are independent processes, run ``jobs`` at a time, each named by
     ``on_step`` when it starts; the modules to import are dealt round-robin into ``jobs``
     processes, each importing the explicit ``imports`` first. Every failure is reported, in
-    one VerifyError.
+    one VerifyError. With ``tracer``, the imports and commands run under strace
+    (toolchain/trace.py); the loader check does not.
     """
     jobs = max(1, jobs)
     timeout = rec.verify.timeout
@@ -131,6 +139,7 @@ def verify(rec: Recipe, closure: Path, *, logical: PurePosixPath, site_packages:
     # Read-only: a check must not change the closure it checks, nor the store paths it
     # links to.
     mounts = tuple(replace(m, writable=False) for m in spec.mounts)
+    mounts += tracer.mounts if tracer is not None else ()
     job = commands.closure_spec(replace(spec, mounts=mounts, network=False), logical,
                                 rec.verify.env, values)
     first = list(rec.verify.imports)
@@ -143,13 +152,14 @@ def verify(rec: Recipe, closure: Path, *, logical: PurePosixPath, site_packages:
     chunks = [first + rest[i::jobs] for i in range(jobs) if rest[i::jobs] or (i == 0 and first)]
     imports = [_announce(on_step, f"verify: importing {len(chunk)} modules",
                          partial(_run_imports, chunk, runner=runner, spec=job, python=python,
-                                 timeout=timeout))
-               for chunk in chunks]
+                                 timeout=timeout, tracer=tracer, order=n))
+               for n, chunk in enumerate(chunks)]
     checks: list[Callable[[], list[str]]]
     checks = [_announce(on_step, f"verify: {rec.key_prefix}verify.commands[{i}]: "
                         f"{commands.shown(command, values)}",
                         partial(_command_task, command, i, runner=runner, spec=job,
-                                values=values, key_prefix=rec.key_prefix, timeout=timeout))
+                                values=values, key_prefix=rec.key_prefix, timeout=timeout,
+                                tracer=tracer))
               for i, command in enumerate(rec.verify.commands)]
     # The closure's own ELF files: the relinked deps were checked when they were made.
     elf_files = [logical / p.relative_to(closure).as_posix() for p in find_elf_files(closure)]
@@ -176,7 +186,10 @@ def verify(rec: Recipe, closure: Path, *, logical: PurePosixPath, site_packages:
 
 
 def _command_task(command: Command, i: int, *, runner: Sandbox, spec: SandboxSpec,
-                  values: Mapping[str, str], key_prefix: str, timeout: float) -> list[str]:
-    problem = commands.run_command(command, where=f"{key_prefix}verify.commands[{i}]",
-                                   runner=runner, spec=spec, values=values, timeout=timeout)
+                  values: Mapping[str, str], key_prefix: str, timeout: float,
+                  tracer: Tracer | None = None) -> list[str]:
+    problem = commands.run_command(
+        command, where=f"{key_prefix}verify.commands[{i}]", runner=runner, spec=spec,
+        values=values, timeout=timeout,
+        wrap=lambda argv: _traced(tracer, argv, f"verify.commands[{i}]", 1000 + i))
     return [] if problem is None else [problem]

@@ -171,7 +171,8 @@ def _image_blobs(o: Opened, scratch: Path) -> tuple[pipeline.BuildResult, BuiltI
     paths = image.ImagePaths(closure=res.path, relinked=res.relinked, fetched=res.fetched)
     return res, image.assemble_image(o.recipe, o.toolchain, paths, store=o.store,
                                      runner=o.ctx.sandbox, scratch=scratch,
-                                     on_step=o.ctx.on_step)
+                                     on_step=o.ctx.on_step,
+                                     on_note=lambda note: o.ctx.on_step(f"warning: {note}"))
 
 
 def cmd_image(s: Session) -> int:
@@ -248,6 +249,8 @@ def cmd_closure(s: Session) -> int:
                                         references=res.references)
         whole = runtime.root_size(tc.root)
     files = [f for f in found.files if f.kind == "file"]
+    for note in found.notes:
+        s.ui.info(f"warning: {note}")
     s.ui.table(f"runtime closure of {res.path.name} from the toolchain root {tc.root}",
                ("path", "size", "why"),
                [(str(f.path), human_size(f.size) if f.kind == "file" else f.kind, f.why)
@@ -255,7 +258,8 @@ def cmd_closure(s: Session) -> int:
     share = f"{100 * found.size / whole:.1f}%" if whole else "-"
     s.ui.result(
         {"path": str(res.path), "root": str(tc.root), "size": found.size,
-         "root_size": whole, "count": len(found.files),
+         "root_size": whole, "count": len(found.files), "notes": list(found.notes),
+         "image_path": [str(p) for p in found.path or ()],
          "files": [{"path": str(f.path), "host": None if f.content is not None else str(f.host),
                     "kind": f.kind, "size": f.size, "why": f.why} for f in found.files]},
         f"{len(found.files)} entries ({len(files)} files), {human_size(found.size)} "

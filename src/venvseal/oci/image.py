@@ -20,6 +20,7 @@ core (:mod:`venvseal.oci.compress`).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import re
@@ -108,9 +109,15 @@ def placeholder_values(config: ImageConfig, paths: ImagePaths) -> dict[str, str]
 
 def image_config(config: ImageConfig, values: Mapping[str, str],
                  layers: Sequence[Layer]) -> bytes:
-    """The image configuration (image-spec config.md) from ``[image]``, canonical JSON."""
+    """The image configuration (image-spec config.md) from ``[image]``, canonical JSON.
+
+    PATH is ``[image] path`` if given, else the closure's ``bin/`` and ``config.path`` (the
+    ``toolchain.path`` folders the image has: RuntimeClosure.path).
+    """
     spec = config.spec
-    env = {"PATH": ":".join([f"{values['out']}/bin", *map(str, config.path)])}
+    folders = ([expand(p, values) for p in spec.path] if spec.path is not None else
+               [f"{values['out']}/bin", *map(str, config.path)])
+    env = {"PATH": ":".join(folders)}
     env.update({k: expand(v, values) for k, v in spec.env.items()})
     doc: dict[str, Any] = {"Env": [f"{k}={v}" for k, v in
                                    sorted(env.items(), key=lambda kv: kv[0] != "PATH")]}
@@ -254,13 +261,20 @@ def save(image: BuiltImage, out: Path, tag: Reference) -> int:
 
 def assemble_image(rec: Recipe, tc: ResolvedToolchain, paths: ImagePaths, *, store: Store,
                    runner: Sandbox, scratch: Path,
-                   on_step: Callable[[str], None] = lambda _step: None) -> BuiltImage:
-    """The image of a built closure: its runtime closure found, its layers kept in ``store``."""
+                   on_step: Callable[[str], None] = lambda _step: None,
+                   on_note: Callable[[str], None] = lambda _note: None) -> BuiltImage:
+    """The image of a built closure: its runtime closure found (``on_note`` hears what it
+    left out and why), its layers kept in ``store``."""
     on_step(f"finding what {paths.closure.name} needs from the toolchain root at run time")
     runtime = runtime_closure(rec, tc, paths.closure, runner=runner,
                               references=(paths.relinked, *paths.fetched))
+    for note in runtime.notes:
+        on_note(note)
     on_step("writing the image's layers")
-    return build_blobs(ImageConfig.from_recipe(rec), paths, runtime, scratch, store=store)
+    config = ImageConfig.from_recipe(rec)
+    if runtime.path is not None:  # the toolchain.path folders the image has
+        config = dataclasses.replace(config, path=runtime.path)
+    return build_blobs(config, paths, runtime, scratch, store=store)
 
 
 @dataclass(frozen=True, slots=True)

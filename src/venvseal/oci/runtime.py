@@ -1,54 +1,68 @@
-"""The runtime closure: exactly what a built closure needs from its toolchain root at run time.
+"""The runtime closure: what a built closure needs from its toolchain root at run time.
 
 A closure runs with the toolchain root as ``/`` and itself at ``/venvseal/store/<name>``. A
 container image needs only part of that root, and this module lists it, read-only (analysis
-first; the image writer acts on the result):
+first; the image writer acts on the result). What comes in, and the reason each file shows
+in ``venvseal closure``:
 
-- the interpreter ``bin/python`` points at, with the symlinks that lead to it, and its
-  standard library: the folders on its own ``sys.path`` (asked of the interpreter itself,
-  in the sandbox, with ``-I -S``: on Debian ``/usr/lib/python3.X`` and its ``lib-dynload``,
-  never ``/usr/lib/python3/dist-packages``), less :data:`STDLIB_SKIP`;
-- every shared library that the interpreter, the standard library's extension modules, the
-  closure's ELF files and its scripts' interpreters load, transitively, as the toolchain's
-  own dynamic loader resolves them in the sandbox (``LD_TRACE_LOADED_OBJECTS``, as ``ldd``
-  does), and the loader itself;
-- the merged-/usr top-level symlinks (``/bin``, ``/lib``, ...) the root has;
-- ``[image] include`` folders, whole, and the libraries of the ELF files in them (a
-  program a script runs, such as ``/usr/bin/dirname``, is named there);
-- a minimal ``/etc``: passwd and group (generated when the root has none), nsswitch.conf,
-  and ld.so.cache (so the loader resolves in the image exactly as it did in the root);
-- the C.UTF-8 locale the sandbox runs everything with.
+- ``interpreter``: the file ``bin/python`` points at, with its symlinks; ``dynamic loader``;
+  the ``merged /usr`` top-level links (``/bin``, ``/lib``, ...);
+- ``stdlib``: the folders on the interpreter's own ``sys.path`` (asked of it in the sandbox,
+  with ``-I -S``), less :data:`STDLIB_SKIP`;
+- ``library of X``: every shared library the toolchain's dynamic loader loads for the
+  interpreter, the scripts' interpreters, the closure's ELF files and everything below
+  (``LD_TRACE_LOADED_OBJECTS``, as ``ldd`` does);
+- ``package P of X``: the runtime files of the Debian package that owns a library or a file
+  the checks opened (plugin folders, data files; oci/dpkg.py), when the root has a dpkg
+  database;
+- ``opened by verify.commands[N]`` / ``verify.imports``: toolchain files the ``[verify]``
+  checks opened or ran, traced with strace when the closure was built (toolchain/trace.py);
+- ``dlopen note of X``: libraries an ELF ``.note.dlopen`` names (elf/dlopen.py);
+- ``loaded by name in F``: libraries Python code loads with ctypes or cffi (oci/byname.py);
+- ``include``: ``[image] include`` paths, whole, the one way to add any other host file;
+- ``etc``: a minimal ``/etc`` (passwd, group, nsswitch.conf, ld.so.cache) and ``locale``.
 
-Every symlink met on the way to a file is kept as a symlink, with its target.
+A symlink of the closure (or of a store path it references) is followed only into the
+toolchain's own program and library folders, and only to a file (issue 13: a fetched git
+tree's ``leak -> /etc/shadow`` never brings the host's file along); what is not followed is
+said in :attr:`RuntimeClosure.notes`. Nothing private to the host enters (rootfs.py).
 """
 
 from __future__ import annotations
 
 import fnmatch
 import os
-import re
 import stat
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Literal
 
 from elftools.elf.elffile import ELFFile
 from elftools.elf.segments import InterpSegment
 
 from venvseal.elf.buildid import ELF_MAGIC
 from venvseal.elf.loadercheck import DEFAULT_LOADER
-from venvseal.elf.loadercheck import trace as trace_libraries
-from venvseal.errors import EXIT_USAGE, VenvsealError
+from venvseal.oci.expand import Expander
+from venvseal.oci.rootfs import (
+    PARENT,
+    ROOT,
+    ClosureError,
+    ImageConfigError,
+    PrivateFileError,
+    RootCollector,
+    RuntimeClosure,
+    RuntimeFile,
+)
+from venvseal.oci.shebang import SHEBANG_MAX, Shebang, parse_shebang
 from venvseal.recipe.model import Recipe
 from venvseal.store.core import STORE_DIR
-from venvseal.toolchain.resolve import MAX_LINKS, ResolvedToolchain, resolve_in_root
+from venvseal.toolchain.resolve import ResolvedToolchain, resolve_in_root
 from venvseal.toolchain.sandbox import ROOT_ENTRIES, Mount, Sandbox, SandboxSpec, fixed_env
 
-Kind = Literal["file", "dir", "symlink"]
-Skip = Callable[[PurePosixPath, bool], bool]  # (path relative to the tree, is a folder)
-PARENT = "parent"
-ROOT = PurePosixPath("/")
+__all__ = ["ClosureError", "ImageConfigError", "PrivateFileError", "RootCollector",
+           "RuntimeClosure", "RuntimeFile", "Shebang", "parse_shebang", "root_size",
+           "runtime_closure", "stdlib_skip"]
+
 ETC = PurePosixPath("/etc")
 # Left out of the standard library: its own test suite and the Tk GUI (tkinter, IDLE,
 # turtledemo), which a server never imports; config-3.X-<triplet>, the static libpython
@@ -67,93 +81,14 @@ ETC_FILES = ("nsswitch.conf", "ld.so.cache")
 # glibc 2.35 it is a compiled locale in this folder, not built into libc.
 LOCALE = PurePosixPath("/usr/lib/locale/C.utf8")
 MERGED_USR = ("bin", "lib", "lib32", "lib64", "libx32", "sbin")
-# Provided by the container runtime, never by the root: a symlink into them (/etc/mtab ->
-# ../proc/self/mounts) is kept, and not followed into the host's own /proc.
-VIRTUAL = ("dev", "proc", "run", "sys", "tmp")
-SHEBANG_MAX = 256  # BINPRM_BUF_SIZE: the kernel reads no more of a script's first line
+# Where the loader looks after DT_RUNPATH and ld.so.cache (glibc's trusted folders, x86_64).
+LIBRARY_DIRS = tuple(PurePosixPath(p) for p in (
+    "/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64", "/lib",
+    "/usr/lib"))
 SCRIPT_DEPTH = 4  # nested script interpreters followed (the kernel allows only a few)
 
-
-_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 _SYS_PATH = "import sys; print('\\n'.join(p for p in sys.path if p))"
 _TRACED_WHY = ("stdlib", "include", "symlink target of ")
-
-
-class ClosureError(VenvsealError):
-    """The runtime closure cannot be computed from this toolchain root."""
-
-
-class ImageConfigError(ClosureError):
-    """``[image]`` names something the toolchain root does not have (exit 2)."""
-
-    exit_code = EXIT_USAGE
-
-
-@dataclass(frozen=True, slots=True)
-class RuntimeFile:
-    """One entry of the image's file system, taken from the toolchain root.
-
-    ``content`` is set only for a file venvseal writes itself (a default /etc/passwd when
-    the root has none; mode 0644); ``host`` does not exist then. :meth:`read_bytes` covers
-    both. Modes and symlink targets are read from ``host``.
-    """
-
-    path: PurePosixPath  # absolute, inside the image and the root
-    host: Path  # where to read it on the host (inside the toolchain root folder)
-    kind: Kind
-    size: int  # bytes for files, 0 otherwise
-    why: str
-    content: bytes | None = None
-
-    def read_bytes(self) -> bytes:
-        """The file's bytes (kind "file" only)."""
-        return self.content if self.content is not None else self.host.read_bytes()
-
-
-@dataclass(frozen=True, slots=True)
-class RuntimeClosure:
-    """Every entry, sorted by path (parents first), each parent folder present, no duplicates."""
-
-    files: tuple[RuntimeFile, ...]
-
-    @property
-    def size(self) -> int:
-        """Total bytes of the regular files."""
-        return sum(f.size for f in self.files)
-
-
-@dataclass(frozen=True, slots=True)
-class Shebang:
-    """A script's ``#!`` line: the interpreter and the rest, one argument as Linux passes it."""
-
-    interpreter: PurePosixPath
-    argument: str = ""
-
-    @property
-    def env_program(self) -> str | None:
-        """For ``#!/usr/bin/env [-S] [-i] [NAME=VALUE...] PROGRAM``: PROGRAM, else None."""
-        if self.interpreter.name != "env":
-            return None
-        words = iter(self.argument.split())
-        for word in words:
-            if word in ("-u", "--unset", "-C", "--chdir"):
-                next(words, None)  # these take a value
-            elif word.startswith("-S") and len(word) > 2:
-                return word[2:]
-            elif not word.startswith("-") and not _ASSIGNMENT.match(word):
-                return word
-        return None
-
-
-def parse_shebang(head: bytes) -> Shebang | None:
-    """The ``#!`` line at the start of ``head`` (a file's first bytes), or None."""
-    if not head.startswith(b"#!"):
-        return None
-    line = head[2:SHEBANG_MAX].split(b"\n", 1)[0].replace(b"\t", b" ").strip(b" \r")
-    interpreter, _, argument = line.partition(b" ")
-    if not interpreter:
-        return None
-    return Shebang(PurePosixPath(os.fsdecode(interpreter)), os.fsdecode(argument.strip(b" ")))
 
 
 def stdlib_skip(rel: PurePosixPath, is_dir: bool) -> bool:
@@ -163,131 +98,6 @@ def stdlib_skip(rel: PurePosixPath, is_dir: bool) -> bool:
     if rel.name == "__pycache__":
         return True
     return len(rel.parts) == 1 and any(fnmatch.fnmatchcase(rel.name, p) for p in STDLIB_SKIP)
-
-
-class RootCollector:
-    """Records entries of a root file system, as reached from its ``/``, with their reasons.
-
-    Paths are resolved one component at a time, as the kernel would with the root as
-    ``/``; every symlink met is recorded too, so the result resolves the same way. A first
-    reason sticks, except that "parent" gives way to a real one.
-    """
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.entries: dict[PurePosixPath, RuntimeFile] = {}
-        self._walked: set[PurePosixPath] = set()
-
-    def host(self, path: PurePosixPath) -> Path:
-        """Where ``path`` (inside the root) is on the host, no symlink followed."""
-        return self.root / str(path).lstrip("/")
-
-    def record(self, path: PurePosixPath, why: str, content: bytes | None = None) -> None:
-        """Add one entry (and its parent folders) unless it is there for a better reason."""
-        old = self.entries.get(path)
-        if old is not None and content is None and (old.why != PARENT or why == PARENT):
-            return
-        host = self.host(path)
-        if content is not None:
-            entry = RuntimeFile(path, host, "file", len(content), why, content)
-        else:
-            entry = RuntimeFile(path, host, *self._kind(path, why == PARENT), why)
-        self.entries[path] = entry
-        if path.parent != ROOT and path.parent not in self.entries:
-            self.record(path.parent, PARENT)
-
-    def _kind(self, path: PurePosixPath, parent: bool) -> tuple[Kind, int]:
-        try:
-            mode = os.lstat(self.host(path))
-        except FileNotFoundError:
-            if parent:  # the folder of a generated file, absent from the root
-                return "dir", 0
-            raise
-        if stat.S_ISLNK(mode.st_mode):
-            return "symlink", 0
-        if stat.S_ISDIR(mode.st_mode):
-            return "dir", 0
-        if stat.S_ISREG(mode.st_mode):
-            return "file", mode.st_size
-        raise ClosureError(f"{path} in the toolchain root {self.root} is a device, socket or "
-                           "pipe, which an image cannot hold; leave it out of [image] include")
-
-    def add_path(self, path: PurePosixPath, why: str) -> PurePosixPath | None:
-        """Record ``path`` and every symlink on the way; its symlink-free path, or None.
-
-        None means the chain ends at nothing (a dangling symlink, whose links are still
-        recorded). A folder is recorded alone, not its content (see :meth:`add_tree`).
-        """
-        todo, current, hops, via = list(path.parts[1:]), ROOT, 0, None
-        while todo:
-            name = todo.pop(0)
-            if name in ("", "."):
-                continue
-            if name == "..":
-                if current == ROOT:
-                    raise ClosureError(f"{via or path} in the toolchain root {self.root} leads "
-                                       "outside the root ('..' above /); an image cannot hold "
-                                       "it: fix the symlink in the root, or leave it out")
-                current = current.parent
-                continue
-            here = current / name
-            host = self.host(here)
-            if (current == ROOT and name in VIRTUAL) or not os.path.lexists(host):
-                return None
-            if not host.is_symlink():
-                current = here
-                continue
-            self.record(here, why)
-            hops += 1
-            target = PurePosixPath(os.readlink(host))
-            if hops > MAX_LINKS:
-                raise ClosureError(f"{path} in the toolchain root {self.root}: too many "
-                                   "levels of symlinks")
-            via = f"symlink {here} -> {target}"
-            todo = list(target.parts[1:] if target.is_absolute() else target.parts) + todo
-            current = ROOT if target.is_absolute() else current
-        if current != ROOT:
-            self.record(current, why)
-        return current
-
-    def add_tree(self, path: PurePosixPath, why: str, skip: Skip | None = None) -> bool:
-        """Record ``path`` and, if it is a folder, everything in it; False if it is absent.
-
-        A symlink inside keeps being a symlink, and what it points to elsewhere in the root
-        is recorded too (a folder whole).
-        """
-        real = self.add_path(path, why)
-        if real is None:
-            return False
-        if real == ROOT and path != ROOT:
-            return True  # a symlink to / inside a folder: not a reason to take everything
-        if real == ROOT or self.entries[real].kind == "dir":
-            self._walk(real, real, why, skip)
-        return True
-
-    def _walk(self, folder: PurePosixPath, top: PurePosixPath, why: str,
-              skip: Skip | None) -> None:
-        if folder in self._walked:
-            return
-        self._walked.add(folder)
-        with os.scandir(self.host(folder)) as it:
-            entries = sorted(it, key=lambda e: e.name)
-        for entry in entries:
-            path = folder / entry.name
-            is_dir = entry.is_dir(follow_symlinks=False)
-            if skip is not None and skip(path.relative_to(top), is_dir):
-                continue
-            if entry.is_symlink():
-                self.add_tree(path, why, skip)
-            elif is_dir:
-                self.record(path, why)
-                self._walk(path, top, why, skip)
-            else:
-                self.record(path, why)
-
-    def result(self) -> RuntimeClosure:
-        """The entries so far, sorted by path components (so parents come first)."""
-        return RuntimeClosure(tuple(sorted(self.entries.values(), key=lambda f: f.path.parts)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,7 +168,7 @@ def _programs(c: RootCollector, tc: ResolvedToolchain, shebang: Shebang, why: st
         if not program.is_absolute() or program.is_relative_to(STORE_DIR):
             continue  # relative to the working folder, or in a store path: nothing to add
         real = c.add_path(program, why)
-        if real is None or c.entries[real].kind != "file":
+        if real is None or c.kind_of(real) != "file":
             continue
         with c.host(real).open("rb") as f:
             head = f.read(SHEBANG_MAX)
@@ -383,16 +193,12 @@ def runtime_closure(rec: Recipe, tc: ResolvedToolchain, closure: Path, *,
                                                                           tc.python))
     stdlib = runner.run(spec, [str(python), "-I", "-S", "-c", _SYS_PATH],
                         what=f"{python}: where its standard library is").output
-    for folder in map(PurePosixPath, stdlib.splitlines()):
-        if folder.is_absolute():  # the zip of the standard library is usually absent
-            c.add_tree(folder, "stdlib", stdlib_skip)
-    programs = [python]
-    for _, found in scans:
-        for rel, target in found.links:  # a folder is taken whole, a program with its libraries
-            if c.add_tree(target, f"symlink target of {rel}"):
-                programs += _programs(c, tc, Shebang(target), f"symlink target of {rel}")
-        for rel, shebang in found.scripts:
-            programs += _programs(c, tc, shebang, f"script interpreter of {rel}")
+    folders = [f for f in map(PurePosixPath, stdlib.splitlines()) if f.is_absolute()]
+    for folder in folders:  # the zip of the standard library is usually absent
+        c.add_tree(folder, "stdlib", stdlib_skip)
+    trees = _trees(c, [*tc.path, *tc.library_dirs, *LIBRARY_DIRS, *folders])
+    linked, notes = _linked_programs(c, tc, scans, trees, python)
+    programs = [python, *linked]
     for i, path in enumerate(rec.image.include):
         if not c.add_tree(path, "include"):
             raise ImageConfigError(f"{rec.file}: {rec.key_prefix}image.include[{i}]: {path} "
@@ -405,21 +211,73 @@ def runtime_closure(rec: Recipe, tc: ResolvedToolchain, closure: Path, *,
     traced |= {p: f"library of {p}" for p, f in sorted(c.entries.items())
                if f.kind == "file" and f.why.startswith(_TRACED_WHY) and _is_elf(f.host)}
     traced |= {top / rel: f"library of {rel}" for top, found in scans for rel in found.elf}
-    for file, trace in trace_libraries(list(traced), runner=runner, spec=spec,
-                                       loader=loader).items():
-        for library in trace.libraries:
-            if not library.is_relative_to(STORE_DIR):
-                c.add_path(library, traced[file])
+    expander = Expander(c, runner=runner, spec=spec, loader=loader,
+                        search=[*tc.library_dirs, *LIBRARY_DIRS])
+    notes += expander.run(traced, closures=paths,
+                          elf={p: found.elf for p, (_, found) in zip(paths, scans, strict=True)})
     _add_etc(c, rec)
     c.add_tree(LOCALE, "locale")
-    return c.result()
+    return c.result(tuple(notes), path=_image_path(c, tc))
+
+
+def _linked_programs(c: RootCollector, tc: ResolvedToolchain,
+                     scans: Sequence[tuple[PurePosixPath, _Scan]], trees: Sequence[PurePosixPath],
+                     python: PurePosixPath) -> tuple[list[PurePosixPath], list[str]]:
+    """Record what the store paths' symlinks and scripts need; the ELF programs to trace,
+    and notes on the symlinks not followed (only a file in the toolchain's trees is)."""
+    programs: list[PurePosixPath] = []
+    notes: list[str] = []
+    for top, found in scans:
+        prefix = "" if top == scans[0][0] else f"{top.name}/"
+        for rel, target in found.links:
+            if _within(c, target, trees, python):
+                programs += _programs(c, tc, Shebang(target), f"symlink target of {prefix}{rel}")
+            else:
+                notes.append(f"{top.name}/{rel}: its symlink to {target} is not followed (it "
+                             "leads outside the toolchain's program and library folders); "
+                             "name the target in [image] include if the app needs it")
+        for rel, shebang in found.scripts:
+            programs += _programs(c, tc, shebang, f"script interpreter of {prefix}{rel}")
+    return programs, notes
+
+
+def _trees(c: RootCollector, folders: Sequence[PurePosixPath]) -> list[PurePosixPath]:
+    """The toolchain's program and library folders, symlink-free."""
+    found = (c.resolve(f) for f in folders)
+    return sorted({f for f in found if f is not None and f != ROOT})
+
+
+def _within(c: RootCollector, target: PurePosixPath, trees: Sequence[PurePosixPath],
+            python: PurePosixPath) -> bool:
+    """Whether a store path's symlink to ``target`` leads to a file in ``trees``."""
+    try:
+        real = c.resolve(target)
+    except ClosureError:
+        return False
+    if real is None or real == ROOT:
+        return False
+    if not stat.S_ISREG(os.lstat(c.host(real)).st_mode):
+        return False
+    return real == python or any(real.is_relative_to(t) for t in trees)
+
+
+def _image_path(c: RootCollector, tc: ResolvedToolchain) -> tuple[PurePosixPath, ...]:
+    """The ``toolchain.path`` folders the image has (with something in them)."""
+    kept = []
+    for folder in tc.path:
+        real = c.resolve(folder)
+        if real is not None and c.kind_of(real) == "dir" and any(
+                p.parent == real and f.why != PARENT for p, f in c.entries.items()):
+            c.resolve(folder, record="PATH")  # its symlinks, so it resolves in the image
+            kept.append(folder)
+    return tuple(kept)
 
 
 def _add_interpreter(c: RootCollector, tc: ResolvedToolchain,
                      link: PurePosixPath) -> tuple[PurePosixPath, PurePosixPath]:
     """The interpreter (and its loader, and the merged-/usr links): its path and its loader."""
     python = c.add_path(link, "interpreter")
-    if python is None or c.entries[python].kind != "file":
+    if python is None or c.kind_of(python) != "file":
         raise ClosureError(f"the closure's interpreter {link} is not a file in the toolchain "
                            f"root {tc.root}; rebuild the closure with this toolchain")
     loader = (_is_elf(c.host(python)) and _loader_of(c.host(python))) or DEFAULT_LOADER
@@ -444,7 +302,7 @@ def _add_etc(c: RootCollector, rec: Recipe) -> None:
     names: dict[str, set[str]] = {}
     for name, default in (("passwd", DEFAULT_PASSWD), ("group", DEFAULT_GROUP)):
         real = c.add_path(ETC / name, "etc")
-        if real is None or c.entries[real].kind != "file":
+        if real is None or c.kind_of(real) != "file":
             c.record(ETC / name, "etc (generated: the root has none)", default)
             data = default
         else:

@@ -159,6 +159,7 @@ class Image:
     labels: StrMap = EMPTY
     include: tuple[PurePosixPath, ...] = ()
     compression: Literal["gzip", "zstd"] = "gzip"  # of the layers
+    path: tuple[str, ...] | None = None  # the image's PATH folders; None: computed
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -76,7 +76,7 @@ _COPY_KEYS = ("from", "to", "exclude")
 _SUBSTITUTE_KEYS = ("file", "replace", "with", "count", "patch", "strip")
 _VERIFY_KEYS = ("imports", "import-all", "import-skip", "commands", "env", "timeout")
 _IMAGE_KEYS = ("entrypoint", "cmd", "env", "user", "workdir", "ports", "labels", "include",
-               "compression")
+               "compression", "path")
 
 
 def parse_recipe(data: Mapping[str, object], *, file: Path, key_prefix: str = "") -> Recipe:
@@ -370,8 +370,21 @@ def _image(t: Table | None, ctx: Context) -> Image:
         ports=tuple(dict.fromkeys(t.check_each("ports", t.get("ports", list) or (), port))),
         labels=labels,
         include=t.check_each("include", t.get_list("include", str) or (), absolute_path),
+        path=_image_path(t, ctx),
         compression=t.check("compression", t.get("compression", str), _compression) or "gzip",
     )
+
+
+def _image_path(t: Table, ctx: Context) -> tuple[str, ...] | None:
+    """``[image] path``: absolute folders (or starting with a placeholder), in order."""
+    folders = t.get_list("path", str)
+    if folders is None:
+        return None
+    for i, folder in enumerate(folders):
+        t.check("path", folder, ctx.placeholders, i)
+        if not folder.startswith(("/", "@")) or ":" in folder:
+            t.add("path", f"{folder!r} must be an absolute folder without ':'", i)
+    return tuple(folders)
 
 
 def _compression(value: str) -> Literal["gzip", "zstd"]:
