@@ -12,9 +12,11 @@ a changed toolchain identity.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from venvseal.toolchain.deb822 import stanzas
 
 STATUS = Path("var/lib/dpkg/status")
 # Compilers, binutils, build tools, the C library and Python: each with its versioned names
@@ -35,21 +37,6 @@ class Package:
     provides: tuple[str, ...]
 
 
-def _stanzas(text: str) -> Iterator[dict[str, str]]:
-    for block in text.split("\n\n"):
-        fields: dict[str, str] = {}
-        key = ""
-        for line in block.splitlines():
-            if line[:1] in (" ", "\t") and key:
-                fields[key] += "\n" + line.strip()
-            elif ":" in line:
-                key, _, value = line.partition(":")
-                key = key.strip().lower()
-                fields[key] = value.strip()
-        if fields:
-            yield fields
-
-
 def _names(field: str) -> tuple[str, ...]:
     """Package names in a relationship field: "a (>= 1) | b:any, c" -> (a, b, c)."""
     names = []
@@ -64,7 +51,7 @@ def parse_status(text: str) -> dict[str, Package]:
     """Installed packages of a dpkg status file, by name (``name:arch`` where several
     architectures of one name are installed)."""
     found: list[tuple[str, str, Package]] = []
-    for fields in _stanzas(text):
+    for fields in stanzas(text):
         if fields.get("status", "").split()[-1:] != ["installed"] or "package" not in fields:
             continue
         name = fields["package"]

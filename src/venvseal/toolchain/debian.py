@@ -19,6 +19,7 @@ from venvseal import fsutil, process
 from venvseal.errors import CommandError, VenvsealError
 from venvseal.recipe.model import DebianSpec
 from venvseal.store.core import Store, StorePath
+from venvseal.toolchain.deb822 import stanzas
 
 APT_DIR = Path("/etc/apt")
 # Only a booted system needs these; the sandbox supplies /dev, /proc and /tmp itself.
@@ -37,13 +38,7 @@ class DebianError(VenvsealError):
 
 
 def _deb822_mirrors(text: str) -> Iterator[tuple[str, list[str]]]:
-    for stanza in text.split("\n\n"):
-        fields: dict[str, str] = {}
-        for line in stanza.splitlines():
-            if line.startswith("#") or ":" not in line or line[:1].isspace():
-                continue
-            key, _, value = line.partition(":")
-            fields[key.strip().lower()] = value.strip()
+    for fields in stanzas(text):
         if "deb" in fields.get("types", "").split():
             for uri in fields.get("uris", "").split():
                 yield uri, fields.get("suites", "").split()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ import tomlkit
 from venvseal.errors import LocatedError
 from venvseal.hashes import Sha256, parse_sha256
 from venvseal.recipe.model import DebianSpec
+from venvseal.toolchain.deb822 import stanzas
 
 LOCK_NAME = "venvseal.lock"
 TABLE = "debian"
@@ -154,18 +155,6 @@ def write_pin(lock_file: Path, pin: DebianPin) -> None:
     temp.replace(lock_file)
 
 
-def parse_packages_index(text: str) -> Iterator[dict[str, str]]:
-    """The stanzas of a Debian ``Packages`` index, as field -> value (continuations dropped)."""
-    for stanza in text.split("\n\n"):
-        fields: dict[str, str] = {}
-        for line in stanza.splitlines():
-            if line and not line[0].isspace() and ":" in line:
-                key, _, value = line.partition(":")
-                fields[key] = value.strip()
-        if "Package" in fields:
-            yield fields
-
-
 def pinned_debs(installed: Sequence[tuple[str, str, str]],
                 indexes: Sequence[str]) -> tuple[PinnedDeb, ...]:
     """Each installed ``(name, version, architecture)`` with its index entry.
@@ -175,16 +164,17 @@ def pinned_debs(installed: Sequence[tuple[str, str, str]],
     """
     known: dict[tuple[str, str, str], dict[str, str]] = {}
     for text in indexes:
-        for f in parse_packages_index(text):
-            known[(f["Package"], f.get("Version", ""), f.get("Architecture", ""))] = f
+        for f in stanzas(text):
+            if "package" in f:
+                known[(f["package"], f.get("version", ""), f.get("architecture", ""))] = f
     debs = []
     for name, version, arch in installed:
         entry = known.get((name, version, arch))
         if entry is None:
             raise ValueError(f"{name} {version} ({arch}) is in no Packages index apt used")
         debs.append(_deb_from({"name": name, "version": version, "architecture": arch,
-                               "sha256": entry["SHA256"], "size": entry["Size"],
-                               "filename": entry["Filename"]}))
+                               "sha256": entry["sha256"], "size": entry["size"],
+                               "filename": entry["filename"]}))
     return tuple(sorted(debs, key=lambda d: d.name))
 
 
