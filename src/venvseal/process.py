@@ -10,6 +10,7 @@ import logging
 import shlex
 import shutil
 import subprocess
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,8 +59,11 @@ def find_tool(program: str, package: str, path: str | None = None) -> str:
 def run(argv: Sequence[str], *, what: str, env: Mapping[str, str] | None = None,
         cwd: Path | None = None, check: bool = True, stdin: str | None = None,
         scrub: Callable[[str], str] | None = None, pass_fds: Sequence[int] = (),
-        timeout: float | None = None) -> Completed:
+        timeout: float | None = None,
+        on_line: Callable[[str], None] | None = None) -> Completed:
     """Run ``argv`` to completion; raise CommandError (with the output's tail) if it fails.
+
+    ``on_line`` hears each line of output (scrubbed) as it is printed: progress for people.
 
     With ``timeout`` (seconds), a command still running then is killed (SIGKILL) and
     CommandTimeoutError raised, whatever ``check`` says.
@@ -74,12 +78,16 @@ def run(argv: Sequence[str], *, what: str, env: Mapping[str, str] | None = None,
     shown = [clean(arg) for arg in argv]
     log.debug("$ %s", shlex.join(shown))
     try:
-        proc = subprocess.run(
-            list(argv), env=dict(env) if env is not None else None, cwd=cwd,
-            input=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, errors="replace", check=False, pass_fds=tuple(pass_fds),
-            timeout=timeout,
-        )
+        if on_line is not None and stdin is None:
+            proc = _streamed(argv, env=env, cwd=cwd, pass_fds=pass_fds, timeout=timeout,
+                             on_line=lambda line: on_line(clean(line)))
+        else:
+            proc = subprocess.run(
+                list(argv), env=dict(env) if env is not None else None, cwd=cwd,
+                input=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                text=True, errors="replace", check=False, pass_fds=tuple(pass_fds),
+                timeout=timeout,
+            )
     except subprocess.TimeoutExpired as err:
         output = err.output if isinstance(err.output, str) else (err.output or b"").decode(
             "utf-8", "replace")
@@ -94,3 +102,33 @@ def run(argv: Sequence[str], *, what: str, env: Mapping[str, str] | None = None,
         if check:
             raise CommandError(what, shown, proc.returncode, tail)
     return done
+
+
+def _streamed(argv: Sequence[str], *, env: Mapping[str, str] | None, cwd: Path | None,
+              pass_fds: Sequence[int], timeout: float | None,
+              on_line: Callable[[str], None]) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run`` for :func:`run`, handing each output line to ``on_line`` as it
+    comes; TimeoutExpired (with the output so far) after ``timeout`` seconds."""
+    lines: list[str] = []
+    with subprocess.Popen(list(argv), env=dict(env) if env is not None else None, cwd=cwd,
+                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, errors="replace",
+                          pass_fds=tuple(pass_fds)) as proc:
+        assert proc.stdout is not None
+
+        def pump() -> None:
+            for line in proc.stdout:  # type: ignore[union-attr]
+                lines.append(line)
+                on_line(line.rstrip("\n"))
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            reader.join(5)
+            raise subprocess.TimeoutExpired(list(argv), timeout or 0, "".join(lines)) from None
+        reader.join()
+    return subprocess.CompletedProcess(list(argv), proc.returncode, "".join(lines))

@@ -9,7 +9,8 @@ lets an unchanged project skip the stage entirely.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
@@ -98,9 +99,30 @@ def _sync_argv(inputs: DepsInputs) -> list[str]:
     return argv
 
 
+# uv's lines worth showing while a sync runs (UV_NO_PROGRESS keeps it to these summaries).
+_PROGRESS = re.compile(r"\s*(Resolved|Prepared|Installed|Audited|Downloading|Downloaded|"
+                       r"Building|Built|Uninstalled) ")
+
+
+def _uv_progress(on_progress: Callable[[str], None] | None
+                 ) -> Callable[[str], None] | None:
+    if on_progress is None:
+        return None
+    report = on_progress
+
+    def on_line(line: str) -> None:
+        if _PROGRESS.match(line):
+            report(f"uv: {line.strip()}")
+    return on_line
+
+
 def build_venv(inputs: DepsInputs, out: Path, *, uv_cache: Path, scratch: Path,
-               runner: Sandbox, network: Network) -> NormaliseReport:
-    """Install the locked dependencies into ``out`` (an empty folder) and normalise it."""
+               runner: Sandbox, network: Network,
+               on_progress: Callable[[str], None] | None = None) -> NormaliseReport:
+    """Install the locked dependencies into ``out`` (an empty folder) and normalise it.
+
+    ``on_progress`` hears uv's own progress lines (resolved, downloading, building, built,
+    installed) as uv prints them: a cold sync can take minutes."""
     src = scratch / "src"
     stage_sources(inputs, src)
     cache = _toolchain_cache(uv_cache, inputs.toolchain, inputs.recipe.deps.env)
@@ -125,7 +147,7 @@ def build_venv(inputs: DepsInputs, out: Path, *, uv_cache: Path, scratch: Path,
     for argv, what, offline_first in steps:
         try:
             if not offline_first or not _ran_offline(runner, spec, argv, what):
-                runner.run(spec, argv, what=what)
+                runner.run(spec, argv, what=what, on_line=_uv_progress(on_progress))
         except CommandError as err:
             known = diagnose(err.output_tail, lock_file=lock_file, python=python)
             if isinstance(known, DiskFullError):

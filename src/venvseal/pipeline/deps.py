@@ -147,7 +147,8 @@ def _build_deps(rec: Recipe, ctx: Context, inputs: deps.DepsInputs, key: str, *,
         ctx.on_step(f"building the dependency venv of {rec.app.name} (uv sync in the sandbox)")
         try:
             return deps.build_venv(inputs, out, uv_cache=ctx.uv_cache, scratch=work,
-                                   runner=ctx.sandbox, network=ctx.network)
+                                   runner=ctx.sandbox, network=ctx.network,
+                                   on_progress=ctx.on_step)
         except DiskFullError as err:  # the store's own message, naming its root
             raise StoreFullError(ctx.store.root, deps_name(rec)) from err
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import astuple, dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -205,14 +205,15 @@ class Sandbox:
         return cls(process.find_tool("bwrap", "bubblewrap"))
 
     def run(self, spec: SandboxSpec, argv: Sequence[str], *, what: str,
-            check: bool = True, timeout: float | None = None) -> Completed:
+            check: bool = True, timeout: float | None = None,
+            on_line: Callable[[str], None] | None = None) -> Completed:
         """Run ``argv`` inside the sandbox; CommandError with the output's tail on failure
         (CommandTimeoutError after ``timeout`` seconds: bwrap is killed, and with it, as
         the init of its pid namespace, every process of the sandbox)."""
         with identity_fds() as identity:
             return process.run(bwrap_argv(self.bwrap, spec, argv, identity=identity),
                                what=what, check=check, pass_fds=astuple(identity),
-                               timeout=timeout)
+                               timeout=timeout, on_line=on_line)
 
     def call(self, spec: SandboxSpec, argv: Sequence[str]) -> int:
         """Run ``argv`` in the sandbox attached to this terminal; its exit status."""
