@@ -342,8 +342,7 @@ def fetch_evil(ctx: Ctx) -> None:
 
 
 def debian_unknown_package(ctx: Ctx) -> None:
-    if shutil.which("debootstrap") is None:
-        pytest.skip("debootstrap is not installed")
+    assert shutil.which("mmdebstrap") is not None, "mmdebstrap is not installed: run scripts/setup"
     recipe('root = "/"', f'debian = {{ suite = "{host_suite()}", '
                          'packages = ["venvseal-no-such-package"] }')(ctx)
 
@@ -514,9 +513,9 @@ HOSTILE: list[Case] = [
     Case("url fetch of an archive with '..'", fetch('url = "{url}/unsafe.tar.gz"'), 1,
          ((f"{FETCH}: the archive from {{url}}/unsafe.tar.gz is unsafe: member '../evil.py'",
            "venvseal does not unpack it"),)),
-    # The toolchain: debootstrap stops within seconds on an unknown package.
+    # The toolchain: mmdebstrap stops within seconds on an unknown package.
     Case("unknown Debian package", debian_unknown_package, 1,
-         (("failed: E: Couldn't find these debs: venvseal-no-such-package",
+         (("failed: E: Unable to locate package venvseal-no-such-package",
            "check [toolchain] debian.packages names"),)),
     # The command line.
     Case("unknown subcommand", nothing, 2,
@@ -531,7 +530,9 @@ HOSTILE: list[Case] = [
            "pass --store DIR or set VENVSEAL_STORE"),), runner="read-only store"),
     Case("--uv-cache under a regular file",
          both(in_tmp(lambda tmp: write(tmp / "file", "x")),
-              append("pyproject.toml", "# a change, so the deps stage runs\n")), 2,
+              # a change uv reads (a comment is not one), so the deps stage runs
+              append("pyproject.toml", '\n[project.urls]\nHomepage = "https://x.invalid"\n')),
+         2,
          (("the uv cache {tmp}/file/cache cannot be created (Not a directory)",
            "pass --uv-cache DIR"),),
          argv=("--store", "{store}", "build", "--uv-cache", "{tmp}/file/cache", "{project}")),

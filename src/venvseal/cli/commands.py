@@ -56,7 +56,7 @@ def _hash_notice(ui: Ui, o: Opened, deps: pipeline.DepsResult) -> None:
         ui.info(f"updated {rec.file}: {rec.key_prefix}deps.hash = "
                 f"\"{deps.hash.sri}\" (was \"{was}\")")
     if deps.lock_file is not None:
-        ui.info(f"updated {deps.lock_file}: what {rec.key_prefix}deps.hash was declared with "
+        ui.info(f"{deps.lock_file}: recorded what {rec.key_prefix}deps.hash was declared with "
                 "(toolchain, packages, uv, uv.lock)")
 
 

@@ -18,7 +18,6 @@ from venvseal.cli.session import Session
 from venvseal.cli.ui import Ui
 from venvseal.errors import EXIT_BUILD, EXIT_OK, EXIT_USAGE, UsageError, VenvsealError
 from venvseal.netutil import ScrubbingFormatter
-from venvseal.store.core import HashMismatchError
 
 # Commands whose argument list ends with a command to run, after '--'.
 _RUNS = ("run",)
@@ -43,11 +42,10 @@ def _split(argv: list[str]) -> tuple[list[str], list[str]]:
 def _hint(err: VenvsealError, session: Session | None) -> tuple[str, tuple[str, str] | None]:
     """What to do next, and where (file, key), for errors whose own message cannot know
     the recipe."""
-    if isinstance(err, HashMismatchError) and session and session.recipe_file is not None:
-        key = f"{session.key_prefix}deps.hash"
-        return (f"\nthe hash is declared in {session.recipe_file} at {key}; if a dependency "
-                "changed on purpose, run 'venvseal build --update-hash' to declare the new "
-                "one"), (str(session.recipe_file), key)
+    from venvseal.deps.pinlock import DeclaredHashMismatchError
+
+    if isinstance(err, DeclaredHashMismatchError):  # its message names the key and the way
+        return "", (str(err.recipe_file), err.key)
     return "", None
 
 

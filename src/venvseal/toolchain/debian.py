@@ -120,7 +120,7 @@ def mmdebstrap(spec: DebianSpec, target: Path, source: str, *, hooks: list[str],
     # Valid-Until is not checked (debootstrap never did): a mirror or snapshot serving an
     # older sid has an expired Release file; its signature is still checked, and a pinned
     # root's every .deb is checked against the sha256 in venvseal.lock.
-    argv = [tool, "--quiet", f"--variant={spec.variant}", "--components=main", "--mode=root",
+    argv = [tool, f"--variant={spec.variant}", "--components=main", "--mode=root",
             '--aptopt=Acquire::Check-Valid-Until "false"']
     if keep_debs:  # the essential set's .debs too, which mmdebstrap removes after unpacking
         argv += ["--skip=download/empty", "--skip=essential/unlink"]
@@ -131,6 +131,12 @@ def mmdebstrap(spec: DebianSpec, target: Path, source: str, *, hooks: list[str],
     try:
         process.run(argv, what=f"mmdebstrap {spec.suite}", env=tool_env())
     except CommandError as err:
+        missing = [ln.strip() for ln in err.output_tail.splitlines()
+                   if "Unable to locate package" in ln or "has no installation candidate" in ln]
+        if missing:  # the one line that matters; the rest is apt's and mmdebstrap's noise
+            raise DebianError(f"mmdebstrap of Debian {spec.suite} failed: {missing[0]}; check "
+                              "[toolchain] debian.packages names (apt-cache policy NAME)"
+                              ) from err
         raise DebianError(
             f"mmdebstrap of Debian {spec.suite} failed; check [toolchain] debian.packages "
             f"(apt-cache policy NAME), the network and that you run as root:\n"
