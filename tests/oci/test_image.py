@@ -380,7 +380,8 @@ def test_skopeo_reads_the_archive(demo: DemoImage) -> None:
     assert config.get("WorkingDir") == (spec.workdir and expand(spec.workdir, values))
     assert config.get("ExposedPorts", {}) == {p: {} for p in spec.ports}
     assert config.get("Labels", {}) == {k: expand(v, values) for k, v in spec.labels.items()}
-    assert config["Env"][0] == f"PATH={out}/bin:/usr/local/bin:/usr/bin:/bin"
+    # The toolchain's path folders the image has: /usr/local/bin holds nothing it needs.
+    assert config["Env"][0] == f"PATH={out}/bin:/usr/bin:/bin"
     assert sorted(config["Env"][1:]) == sorted(f"{k}={expand(v, values)}"
                                                for k, v in spec.env.items())
     # docker-archive: reads manifest.json, as docker load does; it lists the diff_ids.
