@@ -414,3 +414,16 @@ def check_probe(out: Path, uid: int, caller: str, network: bool) -> None:
     if caller == "user":  # control: the user itself cannot read the host's shadow file
         assert subprocess.run([*prefix, "cat", "/etc/shadow"],
                               capture_output=True).returncode != 0
+
+
+def test_a_failing_step_names_its_command_not_bubblewraps_flags() -> None:
+    from venvseal.errors import CommandError
+
+    spec = SandboxSpec(root=Path("/"), env=fixed_env([PurePosixPath("/usr/bin")]))
+    with pytest.raises(CommandError) as caught:
+        Sandbox.locate().run(spec, ["/bin/sh", "-c", "echo the tool says why; exit 3"],
+                             what="a probe")
+    message = str(caught.value)
+    assert message.startswith("a probe failed (exit 3): /bin/sh -c echo the tool says why")
+    assert "the tool says why" in message.splitlines()[-1]
+    assert "--ro-bind" not in message and "bwrap" not in message

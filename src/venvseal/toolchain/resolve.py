@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath
 
 from venvseal.errors import EXIT_USAGE, VenvsealError
 from venvseal.recipe.model import Toolchain
+from venvseal.toolchain.sandbox import ROOT_ENTRIES
 
 # Debian's package database: one file that changes whenever any package does.
 DPKG_STATUS = PurePosixPath("/var/lib/dpkg/status")
@@ -88,6 +89,7 @@ def resolve(spec: Toolchain, root: Path | None = None) -> ResolvedToolchain:
         raise ToolchainError(
             f"toolchain python {spec.python} not found in root {root}; fix [toolchain] python "
             "or install the interpreter there")
+    _check_visible(spec, root, python)
     h = hashlib.sha256()
     status = root / str(DPKG_STATUS).lstrip("/")
     if status.is_file():
@@ -102,3 +104,24 @@ def resolve(spec: Toolchain, root: Path | None = None) -> ResolvedToolchain:
         identity=h.hexdigest(),
         uv_version=importlib.metadata.version("uv"),
     )
+
+
+def _check_visible(spec: Toolchain, root: Path, python: Path) -> None:
+    """Refuse, before any sandbox starts, a path the sandbox would not show: it mounts only
+    the root's ROOT_ENTRIES (never home folders, /var or /srv), so an interpreter under
+    ~/.pyenv passes every check on the host and fails inside with a wall of bwrap flags."""
+    shown = ", ".join(f"/{name}" for name in ROOT_ENTRIES)
+    problems = []
+    real = PurePosixPath("/") / python.relative_to(root)
+    if real.parts[1:2] and real.parts[1] not in ROOT_ENTRIES:
+        via = f" (it is {real})" if real != spec.python else ""
+        problems.append(f"[toolchain] python {spec.python}{via} is outside the folders the "
+                        f"sandbox shows ({shown}); install the interpreter under /usr or /opt "
+                        "of the root, or name one there")
+    for key, folders in (("library-dirs", spec.library_dirs), ("path", spec.path)):
+        for i, folder in enumerate(folders):
+            if folder.parts[1:2] and folder.parts[1] not in ROOT_ENTRIES:
+                problems.append(f"[toolchain] {key}[{i}] {folder} is outside the folders the "
+                                f"sandbox shows ({shown}); use a folder under one of them")
+    if problems:
+        raise ToolchainError("\n".join(problems))

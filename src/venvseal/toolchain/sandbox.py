@@ -21,6 +21,8 @@ from dataclasses import astuple, dataclass, field
 from pathlib import Path, PurePosixPath
 
 from venvseal import process
+from venvseal.errors import CommandError
+from venvseal.netutil import scrub
 from venvseal.process import Completed
 
 # Everything a build may write or refer to lives here; reference scanning looks for it.
@@ -211,9 +213,15 @@ class Sandbox:
         (CommandTimeoutError after ``timeout`` seconds: bwrap is killed, and with it, as
         the init of its pid namespace, every process of the sandbox)."""
         with identity_fds() as identity:
-            return process.run(bwrap_argv(self.bwrap, spec, argv, identity=identity),
-                               what=what, check=check, pass_fds=astuple(identity),
-                               timeout=timeout, on_line=on_line)
+            try:
+                return process.run(bwrap_argv(self.bwrap, spec, argv, identity=identity),
+                                   what=what, check=check, pass_fds=astuple(identity),
+                                   timeout=timeout, on_line=on_line)
+            except CommandError as err:
+                # The error names the command run in the sandbox, not bubblewrap's flags
+                # (-v logs the whole line): what failed, then the tool's own last lines.
+                err.argv = tuple(scrub(arg) for arg in argv)
+                raise
 
     def call(self, spec: SandboxSpec, argv: Sequence[str]) -> int:
         """Run ``argv`` in the sandbox attached to this terminal; its exit status."""
