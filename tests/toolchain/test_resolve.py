@@ -29,12 +29,21 @@ def root(tmp_path: Path) -> Path:
     executable(base / "root/.pyenv/versions/3.12.4/bin/python3.12")
     executable(base / "home/dev/venv/python")
     os.symlink("/home/dev/venv/python", base / "usr/bin/python-home")
+    (base / "home/dev/lib").mkdir(parents=True)
+    (base / "snap/bin").mkdir(parents=True)
     return base
 
 
 def test_an_interpreter_the_sandbox_shows_resolves(root: Path) -> None:
     tc = resolve(Toolchain(root=root, python=P("/usr/bin/python3")))
     assert tc.python == P("/usr/bin/python3") and tc.root == root.resolve()
+
+
+def test_folders_the_root_lacks_are_only_dead_entries(root: Path) -> None:
+    tc = resolve(Toolchain(root=root, python=P("/usr/bin/python3"),
+                           path=(P("/usr/bin"), P("/no/such/dir"), P("/venvseal-build/x")),
+                           library_dirs=(P("/usr/lib"), P("/home/nobody/lib"))))
+    assert P("/no/such/dir") in tc.path
 
 
 # Each row: the toolchain table's values, and what the one error says.

@@ -120,7 +120,10 @@ def _check_visible(spec: Toolchain, root: Path, python: Path) -> None:
                         "of the root, or name one there")
     for key, folders in (("library-dirs", spec.library_dirs), ("path", spec.path)):
         for i, folder in enumerate(folders):
-            if folder.parts[1:2] and folder.parts[1] not in ROOT_ENTRIES:
+            # A folder the root lacks is only a dead entry; one it has but the sandbox
+            # hides (a home folder) would be looked in on the host and missed inside.
+            if (folder.parts[1:2] and folder.parts[1] not in ROOT_ENTRIES
+                    and resolve_in_root(root, folder).is_dir()):
                 problems.append(f"[toolchain] {key}[{i}] {folder} is outside the folders the "
                                 f"sandbox shows ({shown}); use a folder under one of them")
     if problems:
