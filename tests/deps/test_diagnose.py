@@ -171,7 +171,8 @@ RECOGNISED = [
       "implicit declaration of function 'xmlSecCryptoAppKeyLoad'",
       "failed with exit code 1", "hint: This usually indicates"],
      ["early build log line 0", "early build log line 10", "install"]),
-    ("dns error", DNS_ERROR, ["needs network", "dns error"], ["building"]),
+    ("dns error", DNS_ERROR, ["needs network", "dns error", "(Failed to download `idna==3.10`; "
+                              "url idna-3.10-py3-none-any.whl)"], ["building"]),
     ("build requirements offline", BUILD_REQUIREMENTS_OFFLINE, ["needs network", "dns error"],
      ["compiler"]),
     ("disk full", DISK_FULL, ["store's file system is full", "venvseal gc", "--store DIR"],

@@ -54,6 +54,10 @@ _PYTHON_MISMATCH = re.compile(
     r"(?:incompatible|does not satisfy)[^\n]*?`([^`]+)`")
 _NETWORK = re.compile(r"dns error|failed to lookup address|Network is unreachable|"
                       r"Connection refused|error sending request|client error \(Connect\)")
+# What uv was doing when the network failed, and the url it asked: its first error line and
+# its "for url (...)" cause (uv shows index URLs without their credentials).
+_FIRST_ERROR = re.compile(r"^error: (.+)$", re.M)
+_FOR_URL = re.compile(r"for url \(([^)\s]+)\)")
 _STALE_LOCK = "needs to be updated"
 # uv: "HTTP status client error (401 Unauthorized) for url (http://host/simple/x/)"; uv shows
 # index URLs without their credentials.
@@ -118,7 +122,11 @@ def diagnose(output: str, *, lock_file: str, python: str) -> DepsBuildError | No
     # Before the generic build failure: a build fails too when its build requirements
     # cannot be downloaded, and then the compiler has nothing to do with it.
     if _NETWORK.search(output):
-        return DepsBuildError("uv could not reach the package index: the deps stage needs "
+        first, url = _FIRST_ERROR.search(output), _FOR_URL.search(output)
+        what = "; ".join([*([first.group(1).strip()] if first else []),
+                          *([f"url {url.group(1)}"] if url else [])])
+        return DepsBuildError("uv could not reach the package index"
+                              + (f" ({what})" if what else "") + ": the deps stage needs "
                               "network; check the connection or proxy and rerun\n"
                               f"{_last_lines(output, 4)}")
     if failed:
