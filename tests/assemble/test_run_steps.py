@@ -12,14 +12,13 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from support import (
     EXCLUDE_NEWER,
     PYTHON,
-    Run,
+    BuiltProject,
     store_state,
     uv_lock,
     venvseal,
@@ -99,29 +98,18 @@ def make_project(root: Path, lock_cache: Path) -> Path:
     return root
 
 
-@dataclass(frozen=True)
-class Site:
-    project: Path
-    store: Path
-    cache: Path
-    built: Run
-
-    def build(self, project: Path) -> Run:
-        return venvseal("build", "--store", self.store, "--uv-cache", self.cache, project)
-
-
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
+def site(tmp_path_factory: pytest.TempPathFactory) -> BuiltProject:
     root = tmp_path_factory.mktemp("django-site")
     cache = root / "uv-cache"
     project = make_project(root / "mysite", cache)
     store = root / "store"
     built = venvseal("--json", "build", "--update-hash", "--store", store, "--uv-cache", cache,
                      project)
-    return Site(project=project, store=store, cache=cache, built=built)
+    return BuiltProject(project=project, store=store, cache=cache, built=built)
 
 
-def test_collectstatic_runs_into_the_closure_and_src_is_on_sys_path(site: Site) -> None:
+def test_collectstatic_runs_into_the_closure_and_src_is_on_sys_path(site: BuiltProject) -> None:
     assert site.built.code == 0, site.built.err
     closure = Path(site.built.json()["path"])
     logical = f"/venvseal/store/{closure.name}"
@@ -193,7 +181,7 @@ BAD: list[tuple[str, Callable[[Path], None], list[str]]] = [
 
 @pytest.mark.parametrize(("case", "change", "fragments"), BAD, ids=[row[0] for row in BAD])
 def test_a_failing_or_hanging_command_stops_the_build_cleanly(
-        site: Site, tmp_path: Path, case: str, change: Callable[[Path], None],
+        site: BuiltProject, tmp_path: Path, case: str, change: Callable[[Path], None],
         fragments: list[str]) -> None:
     assert site.built.code == 0, site.built.err
     project = tmp_path / "mysite"

@@ -22,14 +22,13 @@ import hashlib
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from support import (
     EXCLUDE_NEWER,
     PYTHON,
-    Run,
+    BuiltProject,
     store_state,
     uv_lock,
     venvseal,
@@ -159,21 +158,8 @@ def make_project(root: Path, lock_cache: Path) -> Path:
     return root
 
 
-@dataclass(frozen=True)
-class Base:
-    """The pinned base project, its store and uv cache, and its (successful) build."""
-
-    project: Path
-    store: Path
-    cache: Path
-    built: Run
-
-    def build(self, project: Path) -> Run:
-        return venvseal("build", "--store", self.store, "--uv-cache", self.cache, project)
-
-
 @pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> Base:
+def base(tmp_path_factory: pytest.TempPathFactory) -> BuiltProject:
     root = tmp_path_factory.mktemp("assemble")
     cache = root / "uv-cache"
     project = make_project(root / "app", cache)
@@ -181,10 +167,11 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Base:
     pinned = venvseal("deps", "--update-hash", "--store", store, "--uv-cache", cache, project)
     assert pinned.code == 0, pinned.err
     built = venvseal("--json", "build", "--store", store, "--uv-cache", cache, project)
-    return Base(project=project, store=store, cache=cache, built=built)
+    return BuiltProject(project=project, store=store, cache=cache, built=built)
 
 
-def test_base_recipe_builds_and_the_ignored_library_is_missing_at_run_time(base: Base) -> None:
+def test_base_recipe_builds_and_the_ignored_library_is_missing_at_run_time(
+        base: BuiltProject) -> None:
     assert base.built.code == 0, base.built.err
     closure = Path(base.built.json()["path"])
     assert (closure / CEXT_SO).is_file()
@@ -197,7 +184,7 @@ def test_base_recipe_builds_and_the_ignored_library_is_missing_at_run_time(base:
     assert "libmissing_a.so.1: cannot open shared object file" in run.err
 
 
-def test_a_dependency_file_can_be_patched_without_touching_the_deps(base: Base,
+def test_a_dependency_file_can_be_patched_without_touching_the_deps(base: BuiltProject,
                                                                     tmp_path: Path) -> None:
     # The closure links to the relinked deps (forest.py): patching six.py makes it the
     # closure's own copy, with its RECORD line and its bytecode redone.
@@ -326,7 +313,7 @@ BAD_INPUT: list[tuple[str, Callable[[Path], None], int, list[str]]] = [
 @pytest.mark.parametrize(("case", "change", "code", "fragments"), BAD_INPUT,
                          ids=[row[0] for row in BAD_INPUT])
 def test_bad_input_gives_a_clear_error_and_stores_nothing(
-        base: Base, tmp_path: Path, case: str, change: Callable[[Path], None], code: int,
+        base: BuiltProject, tmp_path: Path, case: str, change: Callable[[Path], None], code: int,
         fragments: list[str]) -> None:
     assert base.built.code == 0, base.built.err
     project = tmp_path / "app"

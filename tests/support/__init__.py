@@ -64,6 +64,20 @@ class Run:
                          if line.startswith(ERROR_PREFIX))
 
 
+@dataclass(frozen=True)
+class BuiltProject:
+    """A test project, its store and uv cache, and its first (successful) build."""
+
+    project: Path
+    store: Path
+    cache: Path
+    built: Run
+
+    def build(self, project: Path) -> Run:
+        """``venvseal build`` of ``project`` (this one, or a changed copy) in the same store."""
+        return venvseal("build", "--store", self.store, "--uv-cache", self.cache, project)
+
+
 def venvseal(*argv: str | Path) -> Run:
     """Run the CLI in this process, leaving the logging set-up as it found it."""
     out, err = io.StringIO(), io.StringIO()
