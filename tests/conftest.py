@@ -10,7 +10,7 @@ import pytest
 
 # The fixtures several test modules use, from the support modules that define them.
 pytest_plugins = ["support.demo", "support.image", "support.registry", "support.trees",
-                  "support.postgres", "support.unprivileged"]
+                  "support.postgres", "support.unprivileged", "support.projects"]
 
 
 @pytest.fixture(autouse=True, scope="session")
