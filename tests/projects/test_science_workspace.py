@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,7 +38,8 @@ EXTENSIONS = {
     "_ldap.cpython-311-x86_64-linux-gnu.so": "libldap-2.5.so.0",
     "MySQLdb/_mysql.cpython-311-x86_64-linux-gnu.so": "libmariadb.so.3",
 }
-# What each builder made: the same inputs must give the same closure.
+# What the first builder made (its closure's name, the deps hash it declared): the second
+# must make the same from the same inputs (CI runs both, root first).
 CLOSURES: dict[str, tuple[str, str]] = {}
 
 
@@ -83,13 +83,11 @@ def test_a_science_workspace_builds_and_computes_as_root_and_as_a_user(
     project = builder.place(make_science, "science")
     locked = builder.lock(project)
     assert locked.code == 0, locked.err
-    started = time.monotonic()
     built = builder.build(project)
-    seconds = time.monotonic() - started
     assert built.code == 0, built.err
     result = built.json()
     closure, relinked = Path(result["path"]), Path(result["relinked"])
-    assert closure.is_relative_to(builder.store), (closure, seconds)
+    assert closure.is_relative_to(builder.store), closure
     assert result["verified"] == {"imports": 10, "commands": 3, "elf_files": 0, "skipped": {}}
     if builder.user is not None:
         assert closure.stat().st_uid == builder.user.uid
