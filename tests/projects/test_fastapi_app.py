@@ -200,6 +200,7 @@ def test_a_fastapi_app_with_psycopg2_builds_serves_and_makes_an_image(
     assert seconds < 600, f"the build took {seconds:.0f} s"
     closure = Path(built.json()["path"])
     assert closure.is_relative_to(builder.store)
+    assert built.json()["verified"]["imports"] == 3 and built.json()["verified"]["commands"] == 1
     if builder.user is not None:
         assert closure.stat().st_uid == builder.user.uid
 
