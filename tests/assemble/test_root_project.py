@@ -2,7 +2,9 @@
 
 A ``uv init --package`` app as uv 0.13 writes it (src layout, a console script, the uv_build
 backend), locked at test time, builds with a recipe of only ``[app]``, ``[toolchain]`` and
-the deps hash: its dist-info, its ``bin/`` script and ``importlib.metadata`` all work.
+the deps hash: its dist-info, its ``bin/`` script and ``importlib.metadata`` all work; as
+root (the module's fixture) and as an unprivileged user (the builder fixture, in a store of
+its own).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from support import (
     venvseal_process,
     write,
 )
+from support.projects import Builder
 
 pytestmark = pytest.mark.slow
 
@@ -69,13 +72,18 @@ hash = ""
 """
 
 
-def make_project(root: Path, lock_cache: Path) -> Path:
+def write_project(root: Path) -> Path:
     write(root / "pyproject.toml", PYPROJECT)
     write(root / "README.md", "")
     write(root / ".python-version", "3.11\n")
     write(root / ".gitignore", "__pycache__/\n")
     write(root / "src" / "hello" / "__init__.py", INIT)
     write(root / "venvseal.toml", RECIPE)
+    return root
+
+
+def make_project(root: Path, lock_cache: Path) -> Path:
+    write_project(root)
     uv_lock(root, lock_cache)
     return root
 
@@ -153,3 +161,35 @@ def test_the_workspace_key_names_the_root_and_refuses_others_as_a_recipe_error(
     built = venvseal("--json", "build", "--store", app.store, "--uv-cache", app.cache, project)
     assert built.code == 0, built.err
     assert (Path(built.json()["path"]) / "bin" / "hello").is_file()
+
+
+@pytest.mark.parametrize("builder", ["user"], indirect=True)  # root: the tests above
+def test_a_user_builds_the_app_with_its_script(builder: Builder) -> None:
+    assert builder.user is not None
+    project = builder.place(write_project, "hello")
+    locked = builder.lock(project)
+    assert locked.code == 0, locked.err
+    built = builder.build(project)
+    assert built.code == 0, built.err
+    closure = Path(built.json()["path"])
+    assert closure.is_relative_to(builder.store)
+    assert closure.stat().st_uid == builder.user.uid
+    assert built.json()["deps_reused"] is False  # its own store: built, not reused
+    site = closure / "lib/python3.11/site-packages"
+    assert "hello = hello:main" in (site / "hello-0.1.0.dist-info" / "entry_points.txt"
+                                    ).read_text()
+    assert (site / "hello" / "__init__.py").read_text() == INIT
+    assert (closure / "bin" / "hello").read_text().startswith(
+        f"#!/venvseal/store/{closure.name}/bin/python")
+    common = ("--store", builder.store, "--uv-cache", builder.uv_cache)
+    run = builder.venvseal("run", project, *common, "--", "@out@/bin/hello")
+    assert run.code == 0, run.err
+    assert run.out.strip() == "Hello from hello! xn--bcher-kva.example"
+    version = builder.venvseal("run", project, *common, "--", "@python@", "-c",
+                               "import importlib.metadata as m; print(m.version('hello'))")
+    assert version.out.strip() == "0.1.0", version.err
+    # The out-link the build left beside the project does not change the closure.
+    again = builder.venvseal("--json", "build", *common, "--out-link", project / "result",
+                             project)
+    assert again.code == 0, again.err
+    assert again.json()["path"] == str(closure) and again.json()["reused"] is True

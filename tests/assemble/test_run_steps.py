@@ -1,10 +1,9 @@
-"""A ``package = false`` Django site: ``[assemble] python-path`` puts its ``src`` on sys.path
-and ``[[assemble.run]]`` runs ``collectstatic`` offline into the closure (slow).
+"""The rules every sandboxed command shares (commands.py), on the ``package = false`` Django
+site of support/django_site.py (tests/projects/test_django_site.py builds it) (slow).
 
-Then the rules every sandboxed command shares (commands.py): a failure or a command past its
-time limit stops the build with the key, the command and its output, exit 1, and the store
-stays as it was; ``[verify] env`` reaches imports and commands; a failed import shows its
-traceback as indented lines.
+A failure or a command past its time limit stops the build with the key, the command and its
+output, exit 1, and the store stays as it was; ``[verify] env`` reaches imports and commands;
+a failed import shows its traceback as indented lines.
 """
 
 from __future__ import annotations
@@ -15,85 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from support import (
-    EXCLUDE_NEWER,
-    PYTHON,
-    BuiltProject,
-    store_state,
-    uv_lock,
-    venvseal,
-    venvseal_process,
-    write,
-)
+from support import BuiltProject, store_state, uv_lock, venvseal, write
+from support.django_site import write_site
 
 pytestmark = pytest.mark.slow
 
-PYPROJECT = f"""\
-[project]
-name = "mysite"
-version = "0.1.0"
-requires-python = ">=3.11"
-dependencies = ["django==5.2.8"]
-
-[tool.uv]
-exclude-newer = "{EXCLUDE_NEWER}"
-package = false
-"""
-
-SETTINGS = """\
-from pathlib import Path
-
-BASE_DIR = Path(__file__).resolve().parent.parent.parent  # the closure: src/mysite/..
-SECRET_KEY = "only-for-this-test"
-INSTALLED_APPS = ["django.contrib.admin", "django.contrib.auth", "django.contrib.contenttypes",
-                  "django.contrib.sessions", "django.contrib.messages",
-                  "django.contrib.staticfiles", "polls"]
-STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "static"
-"""
-
-CSS = "body { color: teal; }\n"
-
-RECIPE = f"""\
-[app]
-name = "mysite"
-version = "1.0.0"
-
-[toolchain]
-root = "/"
-python = "{PYTHON}"
-
-[deps]
-hash = ""
-
-[assemble]
-python-path = ["src"]
-
-[[assemble.copy]]
-from = "src"
-to = "src"
-
-[[assemble.run]]
-command = "@python@ -m django collectstatic --noinput -v 0"
-env = {{ DJANGO_SETTINGS_MODULE = "mysite.settings" }}
-
-[verify]
-env = {{ DJANGO_SETTINGS_MODULE = "mysite.settings" }}
-imports = ["mysite.settings", "polls"]
-commands = [
-  "@python@ -c 'import django; django.setup()'",
-  "test -f @out@/static/polls/style.css",
-]
-"""
-
 
 def make_project(root: Path, lock_cache: Path) -> Path:
-    write(root / "pyproject.toml", PYPROJECT)
-    write(root / "venvseal.toml", RECIPE)
-    write(root / "src" / "mysite" / "__init__.py", "")
-    write(root / "src" / "mysite" / "settings.py", SETTINGS)
-    write(root / "src" / "polls" / "__init__.py", "")
-    write(root / "src" / "polls" / "static" / "polls" / "style.css", CSS)
+    write_site(root)
     uv_lock(root, lock_cache)
     return root
 
@@ -107,27 +35,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> BuiltProject:
     built = venvseal("--json", "build", "--update-hash", "--store", store, "--uv-cache", cache,
                      project)
     return BuiltProject(project=project, store=store, cache=cache, built=built)
-
-
-def test_collectstatic_runs_into_the_closure_and_src_is_on_sys_path(site: BuiltProject) -> None:
-    assert site.built.code == 0, site.built.err
-    closure = Path(site.built.json()["path"])
-    logical = f"/venvseal/store/{closure.name}"
-    pth = closure / "lib/python3.11/site-packages/_venvseal_python_path.pth"
-    assert pth.read_text() == f"{logical}/src\n"
-    static = closure / "static"
-    assert (static / "polls" / "style.css").read_text() == CSS
-    admin_css = static / "admin" / "css" / "base.css"  # copied from the linked django
-    assert admin_css.is_file() and not admin_css.is_symlink()
-    assert not static.is_symlink()
-    run = venvseal_process("run", site.project, "--store", site.store, "--uv-cache", site.cache,
-                           "--", "@python@", "-c",
-                           "import mysite.settings as s; print(s.STATIC_ROOT)")
-    assert run.code == 0, run.err
-    assert run.out.strip() == f"{logical}/static"
-    # The files the command wrote are part of the closure's recorded hash.
-    verify = venvseal("--json", "verify", "--store", site.store)
-    assert verify.code == 0, verify.out
 
 
 def recipe(old: str, new: str) -> Callable[[Path], None]:

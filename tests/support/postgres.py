@@ -25,10 +25,10 @@ class Postgres:
     port: int
     bindir: Path
 
-    def sql(self, query: str) -> str:
+    def sql(self, query: str, database: str = "postgres") -> str:
         done = subprocess.run(
             ["runuser", "-u", "postgres", "--", str(self.bindir / "psql"), "-h", self.host,
-             "-p", str(self.port), "-U", "postgres", "-d", "postgres", "-Atc", query],
+             "-p", str(self.port), "-U", "postgres", "-d", database, "-Atc", query],
             capture_output=True, text=True, check=False, cwd="/")
         assert done.returncode == 0, done.stderr
         return done.stdout

@@ -66,6 +66,18 @@ class Builder:
         python = sys.executable if self.user is None else user_python()
         return self.run(python, "-m", "venvseal", *argv, timeout=timeout)
 
+    def start(self, *argv: str | Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        """The CLI as the builder, in the background (``venvseal run`` of a server): its
+        output (stdout and stderr together) on a pipe; the caller stops it."""
+        python = sys.executable if self.user is None else user_python()
+        command = [python, "-m", "venvseal", *map(str, argv)]
+        environ = {**os.environ, **(env or {})}
+        if self.user is not None:
+            command, environ = self.user.argv(*command), self.user.env(env)
+        return subprocess.Popen(command, cwd=self.home, env=environ, text=True,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)
+
     def place(self, make: Callable[[Path], object], name: str = "project") -> Path:
         """A project ``make(folder)`` writes, in the builder's folder and owned by it."""
         project = self.home / name
