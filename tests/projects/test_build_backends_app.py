@@ -1,17 +1,22 @@
-"""Build backends that run executables from their build environment work offline (issue 12).
+"""A workspace app whose members have build backends that run executables, built offline
+as root and as an unprivileged user (issue 12; slow).
 
 The deps stage installs every workspace member's build-system.requires into the deps path's
 build environment; the assembly builds the members from it with no network. uv_build runs its
 ``uv-build`` executable (found on PATH, in the environment's ``bin/``), scikit-build-core runs
-cmake and ninja from their PyPI wheels.
+cmake and ninja from their PyPI wheels to compile a C extension. Each builder (root, then a
+user it creates, with a store and uv cache of its own) locks, builds and verifies the app, then
+runs its entry point and the compiled extension through ``venvseal run``.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
-from support import EXCLUDE_NEWER, PYTHON, uv_lock, venvseal, write
+from support import EXCLUDE_NEWER, PYTHON, write
+from support.projects import Builder
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +66,7 @@ requires-python = ">=3.11"
 member-hello = "member:hello"
 
 [build-system]
-requires = ["uv_build>=0.9,<0.10"]
+requires = ["uv_build==0.13.6"]
 build-backend = "uv_build"
 """
 
@@ -72,7 +77,7 @@ version = "0.1.0"
 requires-python = ">=3.11"
 
 [build-system]
-requires = ["scikit-build-core>=0.10", "cmake>=3.26", "ninja>=1.11"]
+requires = ["scikit-build-core==1.1.1", "cmake==4.4.4", "ninja==1.13.2"]
 build-backend = "scikit_build_core.build"
 """
 
@@ -94,7 +99,7 @@ PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&module); }
 """
 
 
-def make_project(root: Path, lock_cache: Path) -> Path:
+def make_project(root: Path) -> None:
     write(root / "pyproject.toml", ROOT)
     write(root / "venvseal.toml", RECIPE)
     member = root / "packages/member"
@@ -105,14 +110,15 @@ def make_project(root: Path, lock_cache: Path) -> Path:
     write(native / "CMakeLists.txt", CMAKE_LISTS)
     write(native / "src/native.c", NATIVE_C)
     write(native / "src/native/__init__.py", "from native._native import answer\n")
-    uv_lock(root, lock_cache)
-    return root
 
 
-def test_uv_build_and_scikit_build_core_members_build_offline(tmp_path: Path) -> None:
-    project = make_project(tmp_path / "app", tmp_path / "lock-cache")
-    run = venvseal("--json", "build", "--store", tmp_path / "store", "--uv-cache",
-                   tmp_path / "uv-cache", "--update-hash", project)
+def test_uv_build_and_scikit_build_core_members_build_offline(builder: Builder) -> None:
+    project = builder.place(make_project)
+    locked = builder.lock(project)
+    assert locked.code == 0, locked.err
+    started = time.monotonic()
+    run = builder.build(project)
+    print(f"{builder.who}: built in {time.monotonic() - started:.1f} s")
     assert run.code == 0, run.err
     data = run.json()
     assert data["verified"]["imports"] == 2 and data["verified"]["commands"] == 2
@@ -124,4 +130,11 @@ def test_uv_build_and_scikit_build_core_members_build_offline(tmp_path: Path) ->
     # The deps path keeps the backends' executables, and only the build environment has them.
     build_env = Path(data["deps"]) / "venvseal-build-env"
     assert (build_env / "bin/uv-build").is_file()
+    assert (build_env / "bin/cmake").is_file() and (build_env / "bin/ninja").is_file()
     assert not (Path(data["deps"]) / "bin").exists()
+    # The entry point and the compiled extension, run as the builder in the sandbox.
+    ran = builder.venvseal("run", project, "--store", builder.store, "--", "@out@/bin/member-hello")
+    assert (ran.code, ran.out.strip()) == (0, "hello"), ran.err
+    ran = builder.venvseal("run", project, "--store", builder.store, "--", "@python@", "-c",
+                           "import native; print(native.answer())")
+    assert (ran.code, ran.out.strip()) == (0, "42"), ran.err
