@@ -4,9 +4,13 @@ as root and as an unprivileged user (issue 12; slow).
 The deps stage installs every workspace member's build-system.requires into the deps path's
 build environment; the assembly builds the members from it with no network. uv_build runs its
 ``uv-build`` executable (found on PATH, in the environment's ``bin/``), scikit-build-core runs
-cmake and ninja from their PyPI wheels to compile a C extension. Each builder (root, then a
-user it creates, with a store and uv cache of its own) locks, builds and verifies the app, then
-runs its entry point and the compiled extension through ``venvseal run``.
+cmake and ninja from their PyPI wheels to compile a C extension, maturin runs its own
+executable, which runs the toolchain's cargo (Debian's, rustc 1.63) to compile a Rust cdylib
+that cffi wraps (the crate needs nothing from crates.io: no network reaches it here). Cargo's
+home and target folders are the sandbox's own (its HOME, the copied source). Each builder
+(root, then a user it creates, with a store and uv cache of its own) locks, builds and
+verifies the app, then runs its entry point and both compiled extensions through
+``venvseal run``.
 """
 
 from __future__ import annotations
@@ -25,18 +29,19 @@ ROOT = f"""\
 name = "demo"
 version = "0.1.0"
 requires-python = ">=3.11"
-dependencies = ["member", "native"]
+dependencies = ["member", "native", "rusty"]
 
 [tool.uv]
 exclude-newer = "{EXCLUDE_NEWER}"
 package = false
 
 [tool.uv.workspace]
-members = ["packages/member", "packages/native"]
+members = ["packages/member", "packages/native", "packages/rusty"]
 
 [tool.uv.sources]
 member = {{ workspace = true }}
 native = {{ workspace = true }}
+rusty = {{ workspace = true }}
 """
 
 RECIPE = f"""\
@@ -52,8 +57,12 @@ python = "{PYTHON}"
 hash = ""
 
 [verify]
-imports = ["member", "native"]
-commands = ["@out@/bin/member-hello", "@python@ -c 'import native; assert native.answer() == 42'"]
+imports = ["member", "native", "rusty"]
+commands = [
+    "@out@/bin/member-hello",
+    "@python@ -c 'import native; assert native.answer() == 42'",
+    "@python@ -c 'import rusty; assert rusty.lib.answer() == 42'",
+]
 """
 
 UV_BUILD_MEMBER = """\
@@ -79,6 +88,45 @@ requires-python = ">=3.11"
 [build-system]
 requires = ["scikit-build-core==1.1.1", "cmake==4.4.4", "ninja==1.13.2"]
 build-backend = "scikit_build_core.build"
+"""
+
+# A Rust cdylib with a C ABI, wrapped by cffi: no crate from crates.io (unreachable offline),
+# compiled by the toolchain's cargo and rustc (Debian's).
+MATURIN_MEMBER = """\
+[project]
+name = "rusty"
+version = "0.3.0"
+requires-python = ">=3.11"
+dependencies = ["cffi==2.1.1"]
+
+[build-system]
+requires = ["maturin==1.16.0", "cffi==2.1.1"]
+build-backend = "maturin"
+
+[tool.maturin]
+bindings = "cffi"
+"""
+
+CARGO_TOML = """\
+[package]
+name = "rusty"
+version = "0.3.0"
+edition = "2021"
+
+[lib]
+crate-type = ["cdylib"]
+
+[dependencies]
+
+[profile.release]
+strip = true
+"""
+
+LIB_RS = """\
+#[no_mangle]
+pub extern "C" fn answer() -> i32 {
+    42
+}
 """
 
 CMAKE_LISTS = """\
@@ -110,9 +158,13 @@ def make_project(root: Path) -> None:
     write(native / "CMakeLists.txt", CMAKE_LISTS)
     write(native / "src/native.c", NATIVE_C)
     write(native / "src/native/__init__.py", "from native._native import answer\n")
+    rusty = root / "packages/rusty"
+    write(rusty / "pyproject.toml", MATURIN_MEMBER)
+    write(rusty / "Cargo.toml", CARGO_TOML)
+    write(rusty / "src/lib.rs", LIB_RS)
 
 
-def test_uv_build_and_scikit_build_core_members_build_offline(builder: Builder) -> None:
+def test_uv_build_scikit_build_core_and_maturin_members_build_offline(builder: Builder) -> None:
     project = builder.place(make_project)
     locked = builder.lock(project)
     assert locked.code == 0, locked.err
@@ -121,20 +173,24 @@ def test_uv_build_and_scikit_build_core_members_build_offline(builder: Builder) 
     print(f"{builder.who}: built in {time.monotonic() - started:.1f} s")
     assert run.code == 0, run.err
     data = run.json()
-    assert data["verified"]["imports"] == 2 and data["verified"]["commands"] == 2
+    assert data["verified"]["imports"] == 3 and data["verified"]["commands"] == 3
     closure = Path(data["path"])
     site = closure / "lib/python3.11/site-packages"
     assert (site / "member-0.2.0.dist-info").is_dir()
     assert (site / "native-0.1.0.dist-info").is_dir()
     assert list((site / "native").glob("_native.cpython-311-*.so"))
+    assert (site / "rusty-0.3.0.dist-info").is_dir() and (site / "rusty/librusty.so").is_file()
     # The deps path keeps the backends' executables, and only the build environment has them.
     build_env = Path(data["deps"]) / "venvseal-build-env"
     assert (build_env / "bin/uv-build").is_file()
-    assert (build_env / "bin/cmake").is_file() and (build_env / "bin/ninja").is_file()
+    assert all((build_env / "bin" / tool).is_file() for tool in ("cmake", "ninja", "maturin"))
     assert not (Path(data["deps"]) / "bin").exists()
-    # The entry point and the compiled extension, run as the builder in the sandbox.
+    # The entry point and the compiled extensions, run as the builder in the sandbox.
     ran = builder.venvseal("run", project, "--store", builder.store, "--", "@out@/bin/member-hello")
     assert (ran.code, ran.out.strip()) == (0, "hello"), ran.err
     ran = builder.venvseal("run", project, "--store", builder.store, "--", "@python@", "-c",
                            "import native; print(native.answer())")
     assert (ran.code, ran.out.strip()) == (0, "42"), ran.err
+    ran = builder.venvseal("run", project, "--store", builder.store, "--", "@python@", "-c",
+                           "import rusty; print(rusty.lib.answer() + 1)")
+    assert (ran.code, ran.out.strip()) == (0, "43"), ran.err
