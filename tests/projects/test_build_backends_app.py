@@ -194,3 +194,10 @@ def test_uv_build_scikit_build_core_and_maturin_members_build_offline(builder: B
     ran = builder.venvseal("run", project, "--store", builder.store, "--", "@python@", "-c",
                            "import rusty; print(rusty.lib.answer() + 1)")
     assert (ran.code, ran.out.strip()) == (0, "43"), ran.err
+    # A local cargo build's target/ is no source: the next build reuses the closure.
+    debris = write(project / "packages/rusty/target/release/librusty.so", "a local build")
+    if builder.user is not None:
+        builder.user.own(debris.parents[1])
+    again = builder.build(project)
+    assert again.code == 0, again.err
+    assert (again.json()["path"], again.json()["reused"]) == (data["path"], True)
