@@ -6,11 +6,11 @@ build environment; the assembly builds the members from it with no network. uv_b
 ``uv-build`` executable (found on PATH, in the environment's ``bin/``), scikit-build-core runs
 cmake and ninja from their PyPI wheels to compile a C extension, maturin runs its own
 executable, which runs the toolchain's cargo (Debian's, rustc 1.63) to compile a Rust cdylib
-that cffi wraps (the crate needs nothing from crates.io: no network reaches it here). Cargo's
-home and target folders are the sandbox's own (its HOME, the copied source). Each builder
-(root, then a user it creates, with a store and uv cache of its own) locks, builds and
-verifies the app, then runs its entry point and both compiled extensions through
-``venvseal run``.
+that cffi wraps and a Rust program the wheel ships in ``bin/`` (the crates need nothing from
+crates.io: no network reaches it here). Cargo's home and target folders are the sandbox's
+own (its HOME, the copied source). Each builder (root, then a user it creates, with a store
+and uv cache of its own) locks, builds and verifies the app, then runs its entry point, both
+compiled extensions and the program through ``venvseal run``.
 """
 
 from __future__ import annotations
@@ -29,19 +29,20 @@ ROOT = f"""\
 name = "demo"
 version = "0.1.0"
 requires-python = ">=3.11"
-dependencies = ["member", "native", "rusty"]
+dependencies = ["member", "native", "rusty", "rustbin"]
 
 [tool.uv]
 exclude-newer = "{EXCLUDE_NEWER}"
 package = false
 
 [tool.uv.workspace]
-members = ["packages/member", "packages/native", "packages/rusty"]
+members = ["packages/member", "packages/native", "packages/rusty", "packages/rustbin"]
 
 [tool.uv.sources]
 member = {{ workspace = true }}
 native = {{ workspace = true }}
 rusty = {{ workspace = true }}
+rustbin = {{ workspace = true }}
 """
 
 RECIPE = f"""\
@@ -62,6 +63,7 @@ commands = [
     "@out@/bin/member-hello",
     "@python@ -c 'import native; assert native.answer() == 42'",
     "@python@ -c 'import rusty; assert rusty.lib.answer() == 42'",
+    "@out@/bin/rustbin",
 ]
 """
 
@@ -129,6 +131,39 @@ pub extern "C" fn answer() -> i32 {
 }
 """
 
+# A Rust program maturin ships in the wheel's .data/scripts (bin/ of the closure).
+MATURIN_BIN_MEMBER = """\
+[project]
+name = "rustbin"
+version = "0.4.0"
+requires-python = ">=3.11"
+
+[build-system]
+requires = ["maturin==1.16.0"]
+build-backend = "maturin"
+
+[tool.maturin]
+bindings = "bin"
+"""
+
+CARGO_BIN_TOML = """\
+[package]
+name = "rustbin"
+version = "0.4.0"
+edition = "2021"
+
+[dependencies]
+
+[profile.release]
+strip = true
+"""
+
+MAIN_RS = """\
+fn main() {
+    println!("hello from rust");
+}
+"""
+
 CMAKE_LISTS = """\
 cmake_minimum_required(VERSION 3.15...3.31)
 project(${SKBUILD_PROJECT_NAME} LANGUAGES C)
@@ -162,6 +197,10 @@ def make_project(root: Path) -> None:
     write(rusty / "pyproject.toml", MATURIN_MEMBER)
     write(rusty / "Cargo.toml", CARGO_TOML)
     write(rusty / "src/lib.rs", LIB_RS)
+    rustbin = root / "packages/rustbin"
+    write(rustbin / "pyproject.toml", MATURIN_BIN_MEMBER)
+    write(rustbin / "Cargo.toml", CARGO_BIN_TOML)
+    write(rustbin / "src/main.rs", MAIN_RS)
 
 
 def test_uv_build_scikit_build_core_and_maturin_members_build_offline(builder: Builder) -> None:
@@ -173,13 +212,16 @@ def test_uv_build_scikit_build_core_and_maturin_members_build_offline(builder: B
     print(f"{builder.who}: built in {time.monotonic() - started:.1f} s")
     assert run.code == 0, run.err
     data = run.json()
-    assert data["verified"]["imports"] == 3 and data["verified"]["commands"] == 3
+    assert data["verified"]["imports"] == 3 and data["verified"]["commands"] == 4
     closure = Path(data["path"])
     site = closure / "lib/python3.11/site-packages"
     assert (site / "member-0.2.0.dist-info").is_dir()
     assert (site / "native-0.1.0.dist-info").is_dir()
     assert list((site / "native").glob("_native.cpython-311-*.so"))
     assert (site / "rusty-0.3.0.dist-info").is_dir() and (site / "rusty/librusty.so").is_file()
+    # The program maturin built stays in bin/, beside the launchers of the entry points.
+    assert (site / "rustbin-0.4.0.dist-info").is_dir() and (closure / "bin/rustbin").is_file()
+    assert (closure / "bin/rustbin").read_bytes()[:4] == b"\x7fELF"
     # The deps path keeps the backends' executables, and only the build environment has them.
     build_env = Path(data["deps"]) / "venvseal-build-env"
     assert (build_env / "bin/uv-build").is_file()
@@ -194,6 +236,8 @@ def test_uv_build_scikit_build_core_and_maturin_members_build_offline(builder: B
     ran = builder.venvseal("run", project, "--store", builder.store, "--", "@python@", "-c",
                            "import rusty; print(rusty.lib.answer() + 1)")
     assert (ran.code, ran.out.strip()) == (0, "43"), ran.err
+    ran = builder.venvseal("run", project, "--store", builder.store, "--", "@out@/bin/rustbin")
+    assert (ran.code, ran.out.strip()) == (0, "hello from rust"), ran.err
     # A local cargo build's target/ is no source: the next build reuses the closure.
     debris = write(project / "packages/rusty/target/release/librusty.so", "a local build")
     if builder.user is not None:
