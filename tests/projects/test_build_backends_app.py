@@ -227,7 +227,7 @@ def test_uv_build_scikit_build_core_and_maturin_members_build_offline(builder: B
     assert (build_env / "bin/uv-build").is_file()
     assert all((build_env / "bin" / tool).is_file() for tool in ("cmake", "ninja", "maturin"))
     assert not (Path(data["deps"]) / "bin").exists()
-    # The entry point and the compiled extensions, run as the builder in the sandbox.
+    # The entry point, the compiled extensions and the program, run as the builder.
     ran = builder.venvseal("run", project, "--store", builder.store, "--", "@out@/bin/member-hello")
     assert (ran.code, ran.out.strip()) == (0, "hello"), ran.err
     ran = builder.venvseal("run", project, "--store", builder.store, "--", "@python@", "-c",
