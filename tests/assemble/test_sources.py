@@ -93,6 +93,17 @@ def test_digest_ignores_what_is_never_copied(tmp_path: Path, case: str,
     assert tree_digest(root) == before, case
 
 
+def test_digest_ignores_cargo_output_beside_cargo_toml_only(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "src")
+    write(root / "rust" / "Cargo.toml", "[package]\nname = 'rusty'\n")
+    before = tree_digest(root)
+    write(root / "rust" / "target" / "release" / "librusty.so", "a local cargo build")
+    assert tree_digest(root) == before
+    # Anywhere else, a folder called target is source like any other.
+    write(root / "app" / "target" / "__init__.py", "")
+    assert tree_digest(root) != before
+
+
 def test_digest_honours_excludes(tmp_path: Path) -> None:
     root = make_tree(tmp_path / "src")
     before = tree_digest(root, ["static"])
@@ -206,6 +217,17 @@ def test_copy_tree_applies_excludes_and_the_ignore_rules(tmp_path: Path) -> None
     assert "app/views.py" in names
     assert not {n for n in names if "__pycache__" in n or "tests" in n or n.startswith(".git")
                 or n.endswith(".txt")}
+
+
+def test_copy_tree_leaves_out_cargo_output(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "src")
+    write(root / "Cargo.toml", "[package]\nname = 'rusty'\n")
+    write(root / "target" / "release" / "librusty.so", "a local cargo build")
+    write(root / "app" / "target" / "__init__.py", "")
+    copy_tree(root, tmp_path / "out")
+    names = set(listing(tmp_path / "out"))
+    assert "Cargo.toml" in names and "app/target/__init__.py" in names
+    assert not {n for n in names if n.startswith("target")}
 
 
 @pytest.mark.parametrize("target", ["absolute", "relative"])

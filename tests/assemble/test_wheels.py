@@ -6,12 +6,15 @@ test_assemble.py); here the wheels are real zip files made in tmp_path.
 
 from __future__ import annotations
 
+import shutil
 import zipfile
 from pathlib import Path
 
 import pytest
 from support import write
 
+from venvseal.assemble import wheels
+from venvseal.assemble.sources import tree_digest
 from venvseal.assemble.wheels import (
     DEFAULT_BACKEND,
     DistributionConflictError,
@@ -22,6 +25,27 @@ from venvseal.assemble.wheels import (
     wheel_destinations,
     wheel_files,
 )
+
+# what build_wheel copies ---------------------------------------------------------------------
+
+
+def test_the_copy_a_build_sees_is_what_keys_the_wheel(tmp_path: Path) -> None:
+    """build_wheel copies a member with wheels._ignored; the wheel's key is the member's
+    tree_digest without absolute links: both leave out the same debris."""
+    member = tmp_path / "rusty"
+    write(member / "pyproject.toml", "[build-system]\nbuild-backend = 'maturin'\n")
+    write(member / "Cargo.toml", "[package]\nname = 'rusty'\n")
+    write(member / "src" / "lib.rs", "")
+    key = tree_digest(member, absolute_links=False)
+    write(member / "target" / "release" / "librusty.so", "a local cargo build")
+    write(member / "src" / "__pycache__" / "x.pyc", "")
+    (member / "result").symlink_to("/venvseal/store/x-demo")
+    assert tree_digest(member, absolute_links=False) == key
+    copy = tmp_path / "copy"
+    shutil.copytree(member, copy, symlinks=True, ignore=wheels._ignored)
+    assert sorted(p.name for p in copy.iterdir()) == ["Cargo.toml", "pyproject.toml", "src"]
+    assert tree_digest(copy) == key
+
 
 # backend_of ----------------------------------------------------------------------------------
 

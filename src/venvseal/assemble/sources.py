@@ -11,7 +11,7 @@ import hashlib
 import os
 import shutil
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 from venvseal.errors import VenvsealError
@@ -19,6 +19,9 @@ from venvseal.errors import VenvsealError
 # Never part of an app's source: VCS data, local venvs, bytecode, build debris.
 IGNORED = (".git", ".hg", ".venv", "__pycache__", "*.pyc", "*.pyo", ".mypy_cache",
            ".pytest_cache", ".ruff_cache", "*.egg-info")
+# Build output a tool keeps beside its manifest (marker, output): cargo's target/ beside
+# Cargo.toml holds a developer's local builds (often gigabytes), never a source.
+BESIDE = (("Cargo.toml", "target"),)
 
 
 class SourceError(VenvsealError):
@@ -27,6 +30,12 @@ class SourceError(VenvsealError):
 
 def _ignored(name: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in (*IGNORED, *patterns))
+
+
+def debris(names: Collection[str]) -> set[str]:
+    """The entries among a folder's ``names`` that are build output by where they are
+    (:data:`BESIDE`): ``target`` only beside a ``Cargo.toml``, a source folder elsewhere."""
+    return {out for marker, out in BESIDE if marker in names and out in names}
 
 
 def inside(base: Path, rel: str, *, what: str) -> Path:
@@ -78,8 +87,9 @@ def _entries(base: Path, exclude: Sequence[str]) -> list[tuple[str, str, str]]:
                 names = sorted(os.listdir(full))
             except OSError as err:
                 raise SourceError(f"{full}: cannot list it ({err.strerror})") from err
+            skipped = debris(names)
             pending.extend(f"{rel}/{n}" if rel else n for n in reversed(names)
-                           if not _ignored(n, exclude))
+                           if not _ignored(n, exclude) and n not in skipped)
         elif stat.S_ISREG(st.st_mode):
             out.append((rel, "f", "x" if st.st_mode & stat.S_IXUSR else ""))
         else:

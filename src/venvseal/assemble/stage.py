@@ -221,9 +221,11 @@ def _build_wheel(project: wheels.Project, work: Path, deps: Path, *, runner: San
 
 
 def install_projects(inputs: AssembleInputs, layout: Layout, owners: dict[str, str], *,
-                     runner: Sandbox, spec: SandboxSpec, wheel_cache: WheelCache) -> None:
+                     runner: Sandbox, spec: SandboxSpec,
+                     wheel_cache: WheelCache) -> frozenset[Path]:
     """Build every member and installable fetch offline (or reuse its wheel from
-    ``wheel_cache``) and install them all without deps; their files join ``owners``."""
+    ``wheel_cache``) and install them all without deps; their files join ``owners``.
+    Returns the ``bin/`` files their wheels ship as they are (``.data/scripts``)."""
     digests = dict(inputs.sources)
     projects = [(wheels.Project(label=f"the root project {name}" if rel == "." else
                                 f"workspace member {name}", source=inputs.recipe.project / rel),
@@ -233,12 +235,15 @@ def install_projects(inputs: AssembleInputs, layout: Layout, owners: dict[str, s
     site = layout.out / layout.site_packages
     before = set(site.glob("*.dist-info"))
     built: list[Path] = []
+    scripts: list[Path] = []
     for project, name, digest in projects:
         wheel = wheel_cache(name, wheel_key(inputs, digest),
                             partial(_build_wheel, project, runner=runner, spec=spec))
         wheels.check_conflicts(wheel, owners)
         for dest in wheels.wheel_destinations(wheel, layout.site_packages):
             layout.forest.own_dir((layout.out / dest).parent)  # uv writes there
+            if dest.startswith("bin/"):
+                scripts.append(layout.out / dest)
         dist_info, files = wheels.wheel_files(wheel)
         owners.update(dict.fromkeys(files, dist_info))  # two projects may clash, too
         built.append(wheel)
@@ -259,10 +264,17 @@ def install_projects(inputs: AssembleInputs, layout: Layout, owners: dict[str, s
             if direct_url.exists():  # names the wheel's temporary build path (PEP 610)
                 direct_url.unlink()
                 removed.add(direct_url)
-        # uv's per-run files (.lock, uv_cache.json with a time stamp) and the scripts it
-        # wrote go; write_entry_points makes every script again.
-        update_records(layout.out, removed | remove_build_litter(layout.out), ())
+        # uv's per-run files (.lock, uv_cache.json with a time stamp) and the launchers it
+        # wrote go (write_entry_points makes them again); what a wheel ships in bin/ (a
+        # program maturin built from Rust, a shell script) is put back as it was installed.
+        kept = {p: (p.read_bytes(), os.access(p, os.X_OK)) for p in scripts if p.is_file()}
+        update_records(layout.out, removed | (remove_build_litter(layout.out) - kept.keys()), ())
         python_links(layout, inputs.toolchain.python)
+        for path, (data, executable) in kept.items():
+            path.write_bytes(data)
+            os.chmod(path, 0o755 if executable else 0o644)
+        return frozenset(kept)
+    return frozenset()
 
 
 def copy_sources(inputs: AssembleInputs, layout: Layout, owners: dict[str, str]) -> None:
@@ -295,11 +307,12 @@ def copy_sources(inputs: AssembleInputs, layout: Layout, owners: dict[str, str])
         os.symlink(target.replace("@site-packages@", layout.site_packages), link)
 
 
-def write_entry_points(layout: Layout) -> list[Path]:
-    """Regenerate bin/ scripts for every console and gui script of every distribution."""
+def write_entry_points(layout: Layout, keep: frozenset[Path] = frozenset()) -> list[Path]:
+    """Regenerate bin/ scripts for every console and gui script of every distribution
+    (``keep``: files a wheel shipped there)."""
     bin_dir = layout.out / "bin"
     for entry in sorted(bin_dir.iterdir()):
-        if not entry.name.startswith("python"):
+        if not entry.name.startswith("python") and entry not in keep:
             entry.unlink()
     points = entrypoints.read_entry_points(layout.out / layout.site_packages)
     return list(entrypoints.write_scripts(bin_dir, points,
@@ -350,11 +363,12 @@ def assemble(inputs: AssembleInputs, out: Path, *, logical: PurePosixPath, runne
     spec = _spec(inputs, layout)
     # Which dist-info lists each file, read once (authentik: 348 RECORDs through the links).
     owners = wheels.dist_info_owners(out / layout.site_packages)
-    install_projects(inputs, layout, owners, runner=runner, spec=spec, wheel_cache=wheel_cache)
+    shipped = install_projects(inputs, layout, owners, runner=runner, spec=spec,
+                               wheel_cache=wheel_cache)
     copy_sources(inputs, layout, owners)
     pythonpath.write(inputs.recipe, layout.out, logical=layout.logical,
                      site_packages=layout.site_packages, closure=forest)
-    changed = set(write_entry_points(layout))
+    changed = set(write_entry_points(layout, shipped))
     values = layout.placeholders(inputs.fetched)
     changed |= substitute.apply_all(inputs.recipe, out, values, layout.site_packages,
                                     closure=forest)

@@ -84,9 +84,10 @@ def backend_of(source: Path) -> tuple[str, str]:
 
 
 def _ignored(folder: str, names: list[str]) -> set[str]:
-    """The entries of ``folder`` a build never sees: sources.IGNORED, and symlinks with an
-    absolute target (out-links such as ``result``; none would resolve in the sandbox)."""
-    skipped = set(shutil.ignore_patterns(*sources.IGNORED)(folder, names))
+    """The entries of ``folder`` a build never sees: sources.IGNORED, build output such as
+    cargo's ``target`` (sources.debris), and symlinks with an absolute target (out-links
+    such as ``result``; none would resolve in the sandbox)."""
+    skipped = set(shutil.ignore_patterns(*sources.IGNORED)(folder, names)) | sources.debris(names)
     for name in names:
         path = os.path.join(folder, name)
         if os.path.islink(path) and os.readlink(path).startswith("/"):
