@@ -30,9 +30,8 @@ class ToolMissingError(VenvsealError):
     program: str
     package: str
 
-    def message(self) -> str:
-        return (f"{self.program} is not installed; install it (Debian: apt-get install "
-                f"{self.package}) and run again")
+    template = ("{program} is not installed; install it (Debian: apt-get install {package}) "
+                "and run again")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +91,7 @@ def run(argv: Sequence[str], *, what: str, env: Mapping[str, str] | None = None,
         output = err.output if isinstance(err.output, str) else (err.output or b"").decode(
             "utf-8", "replace")
         tail = clean(Completed(tuple(argv), -9, output).tail())
-        raise CommandTimeoutError(what, shown, timeout or 0, tail) from None
+        raise CommandTimeoutError(what, shown, -9, tail, timeout=timeout or 0) from None
     except FileNotFoundError as err:
         raise CommandError(what, shown, 127, f"{shown[0]}: not found") from err
     done = Completed(tuple(argv), proc.returncode, proc.stdout)

@@ -40,9 +40,8 @@ class ElfFormatError(VenvsealError):
     path: Path
     problem: str
 
-    def message(self) -> str:
-        return (f"{self.path}: not a valid ELF file ({self.problem}); the package that "
-                "installed it ships a truncated or damaged binary: rebuild or exclude it")
+    template = ("{path}: not a valid ELF file ({problem}); the package that installed it ships "
+                "a truncated or damaged binary: rebuild or exclude it")
 
 
 def is_elf(path: Path) -> bool:

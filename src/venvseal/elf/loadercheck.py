@@ -71,9 +71,8 @@ class LoaderCheckError(VenvsealError):
     file: PurePosixPath
     problem: str
 
-    def message(self) -> str:
-        return (f"dynamic loader check of {self.file} failed: {self.problem}; check that the "
-                "closure is mounted at that path and that the toolchain has the loader")
+    template = ("dynamic loader check of {file} failed: {problem}; check that the closure is "
+                "mounted at that path and that the toolchain has the loader")
 
 
 def trace(files: Sequence[PurePosixPath], *, runner: Sandbox, spec: SandboxSpec,

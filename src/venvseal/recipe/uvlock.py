@@ -28,8 +28,7 @@ class LockError(VenvsealError):
     file: Path
     problem: str
 
-    def message(self) -> str:
-        return f"{self.file}: {self.problem}"
+    template = "{file}: {problem}"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

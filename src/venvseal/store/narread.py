@@ -56,10 +56,9 @@ class NarFormatError(VenvsealError):
     offset: int
     problem: str
 
-    def message(self) -> str:
-        return (f"cannot restore the NAR archive into {self.dest}: {self.problem} (at byte "
-                f"{self.offset}); the archive is damaged or was not made by Nix or venvseal, "
-                "so nothing was restored; fetch it again or build the path instead")
+    template = ("cannot restore the NAR archive into {dest}: {problem} (at byte {offset}); the "
+                "archive is damaged or was not made by Nix or venvseal, so nothing was "
+                "restored; fetch it again or build the path instead")
 
 
 class _Malformed(Exception):
