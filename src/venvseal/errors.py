@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import KW_ONLY, dataclass
+from pathlib import PurePath
 from typing import Any, ClassVar
 
 from venvseal.netutil import scrub
@@ -80,6 +81,17 @@ class LocatedError(VenvsealError):
     hint: str
 
     template = "{where}: {problem}; {hint}"
+
+
+@dataclass(eq=False)
+class PathError(VenvsealError):
+    """A problem with one file or folder: its ``path`` and the ``problem``, read as
+    ``path: problem``; a subclass may word it in its own template and add what to do next."""
+
+    path: PurePath
+    problem: str
+
+    template = "{path}: {problem}"
 
 
 class UsageError(VenvsealError):

@@ -25,13 +25,13 @@ TAIL_LINES = 25
 
 @dataclass(eq=False)
 class ToolMissingError(VenvsealError):
-    """A program venvseal needs is not installed."""
+    """A program venvseal needs is not installed, or not in a version it can use: the
+    ``problem``, and the ``hint`` saying how to install one it can."""
 
-    program: str
-    package: str
+    problem: str
+    hint: str
 
-    template = ("{program} is not installed; install it (Debian: apt-get install {package}) "
-                "and run again")
+    template = "{problem}; {hint}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +51,8 @@ def find_tool(program: str, package: str, path: str | None = None) -> str:
     """The absolute path of ``program`` on ``path``; ToolMissingError naming the package."""
     found = shutil.which(program, path=path)
     if found is None:
-        raise ToolMissingError(program, package)
+        raise ToolMissingError(f"{program} is not installed",
+                               f"install it (Debian: apt-get install {package}) and run again")
     return found
 
 

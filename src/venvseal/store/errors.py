@@ -5,20 +5,22 @@ from __future__ import annotations
 from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 
-from venvseal.errors import EXIT_USAGE, StoreError, UsageError, VenvsealError, optional_line
+from venvseal.errors import (
+    EXIT_USAGE,
+    PathError,
+    StoreError,
+    UsageError,
+    VenvsealError,
+    optional_line,
+)
 from venvseal.hashes import Sha256
 
 
-@dataclass(eq=False)
-class StoreAccessError(StoreError):
-    """The store's root folder cannot be created or written (a usage error: exit 2)."""
+class StoreAccessError(StoreError, PathError):
+    """The store's root folder (``path``) cannot be created or written (a usage error: exit 2)."""
 
     exit_code = EXIT_USAGE
-
-    root: Path
-    reason: str
-
-    template = ("store at {root} {reason}; pass --store DIR or set VENVSEAL_STORE to a folder "
+    template = ("store at {path} {problem}; pass --store DIR or set VENVSEAL_STORE to a folder "
                 "you can write")
 
 
