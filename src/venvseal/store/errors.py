@@ -43,12 +43,16 @@ class HashMismatchError(StoreError):
     expected: Sha256
     got: Sha256
 
-    # Worded as Nix words it, so users and tools that know Nix's message recognise it.
-    template = ("hash mismatch in fixed-output path '{path}':\n"
-                "  specified: {expected.sri}\n"
-                "  got:       {got.sri}\n"
-                "if the new content is expected, declare {got.sri} instead; "
+    template = ("{mismatch}\nif the new content is expected, declare {got.sri} instead; "
                 "otherwise find out which input changed")
+
+    @property
+    def mismatch(self) -> str:
+        """The mismatch, worded as Nix words it, so users and tools that know Nix's message
+        recognise it."""
+        return (f"hash mismatch in fixed-output path '{self.path}':\n"
+                f"  specified: {self.expected.sri}\n"
+                f"  got:       {self.got.sri}")
 
 
 @dataclass(eq=False)
