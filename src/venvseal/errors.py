@@ -9,8 +9,9 @@ prints or exits. Foreign exceptions are wrapped once, at the boundary, with ``ra
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import KW_ONLY, dataclass
+from pathlib import PurePath
+from typing import Any, ClassVar
 
 from venvseal.netutil import scrub
 
@@ -23,14 +24,19 @@ class VenvsealError(Exception):
     """Root of every error venvseal raises on purpose.
 
     An error that carries data is a dataclass (``@dataclass(eq=False)``: exceptions compare
-    by identity) whose :meth:`message` builds the text a user reads from its fields; a plain
+    by identity) whose message is built from its fields: by its :attr:`template`, formatted
+    with the error's attributes (``"{path}: {problem}"``, ``"{got.sri}"``, ``"{name!r}"``), or,
+    where the message needs logic, by overriding :meth:`message`. A plain
     ``VenvsealError("text")`` reads as its text.
     """
 
     exit_code: int = EXIT_BUILD
+    template: ClassVar[str] = ""
 
     def message(self) -> str:
         """What went wrong, where, and what to do next."""
+        if self.template:
+            return self.template.format_map(_Attributes(self))
         return super().__str__()
 
     def __str__(self) -> str:
@@ -42,12 +48,27 @@ class VenvsealError(Exception):
         return (_rebuild, (type(self), self.args, dict(self.__dict__)))
 
 
+class _Attributes:
+    """An object's attributes (fields, class constants, properties) as a format mapping."""
+
+    def __init__(self, obj: object) -> None:
+        self._obj = obj
+
+    def __getitem__(self, name: str) -> Any:
+        return getattr(self._obj, name)
+
+
 def _rebuild(cls: type[VenvsealError], args: tuple[Any, ...],
              state: dict[str, Any]) -> VenvsealError:
     err = cls.__new__(cls)
     err.args = args
     err.__dict__.update(state)
     return err
+
+
+def optional_line(text: str) -> str:
+    """``text`` on a line of its own, to end a message with; "" if ``text`` is blank."""
+    return f"\n{text}" if text.strip() else ""
 
 
 @dataclass(eq=False)
@@ -59,8 +80,18 @@ class LocatedError(VenvsealError):
     problem: str
     hint: str
 
-    def message(self) -> str:
-        return f"{self.where}: {self.problem}; {self.hint}"
+    template = "{where}: {problem}; {hint}"
+
+
+@dataclass(eq=False)
+class PathError(VenvsealError):
+    """A problem with one file or folder: its ``path`` and the ``problem``, read as
+    ``path: problem``; a subclass may word it in its own template and add what to do next."""
+
+    path: PurePath
+    problem: str
+
+    template = "{path}: {problem}"
 
 
 class UsageError(VenvsealError):
@@ -142,22 +173,27 @@ class CommandError(VenvsealError):
     returncode: int
     output_tail: str
 
+    template = "{what} failed (exit {returncode}): {command}{output}"
+
     def __post_init__(self) -> None:
         self.argv = tuple(self.argv)
 
-    def message(self) -> str:
-        tail = f"\n{self.output_tail.rstrip()}" if self.output_tail.strip() else ""
-        return f"{self.what} failed (exit {self.returncode}): {' '.join(self.argv)}{tail}"
+    @property
+    def command(self) -> str:
+        """The command line as shown to the user."""
+        return " ".join(self.argv)
+
+    @property
+    def output(self) -> str:
+        """The output's tail on lines of its own after the command, or "" if it is blank."""
+        return optional_line(self.output_tail.rstrip())
 
 
+@dataclass(eq=False)
 class CommandTimeoutError(CommandError):
-    """An external command ran past its time limit and was killed."""
+    """An external command ran past its time limit and was killed (``returncode`` -9)."""
 
-    def __init__(self, what: str, argv: Sequence[str], timeout: float, output_tail: str) -> None:
-        self.timeout = timeout
-        super().__init__(what, argv, -9, output_tail)
+    _: KW_ONLY
+    timeout: float
 
-    def __str__(self) -> str:
-        tail = f"\n{self.output_tail.rstrip()}" if self.output_tail.strip() else ""
-        return (f"{self.what} did not finish within {self.timeout:g} s and was killed: "
-                f"{' '.join(self.argv)}{tail}")
+    template = "{what} did not finish within {timeout:g} s and was killed: {command}{output}"

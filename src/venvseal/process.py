@@ -25,14 +25,13 @@ TAIL_LINES = 25
 
 @dataclass(eq=False)
 class ToolMissingError(VenvsealError):
-    """A program venvseal needs is not installed."""
+    """A program venvseal needs is not installed, or not in a version it can use: the
+    ``problem``, and the ``hint`` saying how to install one it can."""
 
-    program: str
-    package: str
+    problem: str
+    hint: str
 
-    def message(self) -> str:
-        return (f"{self.program} is not installed; install it (Debian: apt-get install "
-                f"{self.package}) and run again")
+    template = "{problem}; {hint}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +51,8 @@ def find_tool(program: str, package: str, path: str | None = None) -> str:
     """The absolute path of ``program`` on ``path``; ToolMissingError naming the package."""
     found = shutil.which(program, path=path)
     if found is None:
-        raise ToolMissingError(program, package)
+        raise ToolMissingError(f"{program} is not installed",
+                               f"install it (Debian: apt-get install {package}) and run again")
     return found
 
 
@@ -92,7 +92,7 @@ def run(argv: Sequence[str], *, what: str, env: Mapping[str, str] | None = None,
         output = err.output if isinstance(err.output, str) else (err.output or b"").decode(
             "utf-8", "replace")
         tail = clean(Completed(tuple(argv), -9, output).tail())
-        raise CommandTimeoutError(what, shown, timeout or 0, tail) from None
+        raise CommandTimeoutError(what, shown, -9, tail, timeout=timeout or 0) from None
     except FileNotFoundError as err:
         raise CommandError(what, shown, 127, f"{shown[0]}: not found") from err
     done = Completed(tuple(argv), proc.returncode, proc.stdout)

@@ -57,9 +57,8 @@ class DistributionConflictError(VenvsealError):
     first: str
     second: str
 
-    def message(self) -> str:
-        return (f"distributions {self.first} and {self.second} both install {self.path}; "
-                "exclude one of them ([deps] exclude or [assemble] workspace)")
+    template = ("distributions {first} and {second} both install {path}; exclude one of them "
+                "([deps] exclude or [assemble] workspace)")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -94,22 +94,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("lock", commands.cmd_lock,
                 "make or update the project's uv.lock with the toolchain's python, in the "
                 "sandbox (for toolchains the host cannot run, such as a Debian sid root)")
-    _recipe_arg(p)
-    _uv_cache_arg(p)
+    _build_args(p)
 
     p = command("deps", commands.cmd_deps,
                 "build (or reuse) the fixed-output dependency stage and print its store path")
-    _recipe_arg(p)
-    _uv_cache_arg(p)
-    _substituter_arg(p)
+    _build_args(p, substituters=True)
     _update_hash_arg(p)
 
     p = command("build", commands.cmd_build,
                 "build (or reuse) the closure: deps, fetches, offline assembly, the recipe's "
                 "[verify] checks; prints its store path")
-    _recipe_arg(p)
-    _uv_cache_arg(p)
-    _substituter_arg(p)
+    _build_args(p, substituters=True)
     p.add_argument("--out-link", type=Path, metavar="PATH",
                    help="make PATH a symlink to the closure, and a gc root")
     _update_hash_arg(p)
@@ -131,8 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("image", commands.cmd_image,
                 "build (or reuse) the closure and write it as an OCI image archive that "
                 "docker load, podman load and skopeo read; prints the manifest digest")
-    _recipe_arg(p)
-    _uv_cache_arg(p)
+    _build_args(p)
     p.add_argument("-o", "--output", type=Path, required=True, metavar="FILE",
                    help="the archive to write, e.g. app.tar; an existing folder gets an OCI "
                         "image layout instead, its blobs hard links to the store's layers")
@@ -143,11 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
                 "build the image (or read --archive) and push it to a registry; prints the "
                 "manifest digest (credentials: $DOCKER_CONFIG/config.json or "
                 "~/.docker/config.json)")
-    _recipe_arg(p)
+    _build_args(p)
     p.add_argument("ref", metavar="IMAGE_REF",
                    help="HOST[:PORT]/REPO[:TAG] (default tag: the image's own, e.g. the app "
                         "version); HTTP for localhost and 127.0.0.1, HTTPS elsewhere")
-    _uv_cache_arg(p)
     p.add_argument("--archive", type=Path, metavar="FILE",
                    help="push this archive (written by venvseal image) instead of building")
 
@@ -155,13 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
                 "build (or reuse) the closure, then list what it needs from the toolchain "
                 "root at run time (interpreter, standard library, shared libraries, "
                 "[image] include, /etc) with sizes")
-    _recipe_arg(p)
-    _uv_cache_arg(p)
+    _build_args(p)
 
     p = command("check", commands.cmd_check,
                 "rebuild the deps stage from a cold uv cache and compare the two builds")
-    _recipe_arg(p)
-    _uv_cache_arg(p)
+    _build_args(p)
 
     p = command("toolchain", commands.cmd_toolchain,
                 "prepare the recipe's toolchain (a Debian root is made once: from the .debs "
@@ -213,18 +204,14 @@ def _cache_command(sub: argparse._SubParsersAction[_Parser]) -> None:
     p = actions.add_parser("push", help=text, description=text)
     _common(p, top=False)
     p.set_defaults(handler=commands.cmd_cache_push)
-    _recipe_arg(p)
-    _uv_cache_arg(p)
-    _substituter_arg(p)
+    _build_args(p, substituters=True)
     p.add_argument("--to", required=True, metavar="oci://HOST[:PORT]/REPO",
                    help="the registry repository to push to (HTTP for localhost and "
                         "127.0.0.1, HTTPS elsewhere; credentials from the docker config)")
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
-    _recipe_arg(p)
-    _substituter_arg(p)
-    _uv_cache_arg(p)
+    _build_args(p, substituters=True)
     p.add_argument("--cwd", type=Path, metavar="DIR",
                    help="run in this host folder, bound writable at its own path (default: "
                         "the closure's folder, read-only)")
@@ -260,6 +247,15 @@ def _key_value(text: str) -> tuple[str, str]:
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE (e.g. --env PGHOST=db)")
     return key, value
+
+
+def _build_args(p: argparse.ArgumentParser, *, substituters: bool = False) -> None:
+    # A command that builds from a recipe: the recipe, the deps stage's uv cache, and for
+    # the commands that realise store paths, the caches to fetch them from.
+    _recipe_arg(p)
+    _uv_cache_arg(p)
+    if substituters:
+        _substituter_arg(p)
 
 
 def _recipe_arg(p: argparse.ArgumentParser) -> None:

@@ -132,7 +132,7 @@ class Session:
             return self.store()  # substituters unused, but a bad setting is still an error
         except StoreAccessError as err:
             try:
-                return Store(err.root, writable=False)
+                return Store(Path(err.path), writable=False)
             except StoreError:
                 raise err from None
 

@@ -73,10 +73,9 @@ class DepsBuildError(VenvsealError):
 class DiskFullError(DepsBuildError):
     """uv ran out of disk space writing the venv, which is built on the store's file system."""
 
-    def __init__(self) -> None:
-        super().__init__("the store's file system is full: uv could not write the dependency "
-                         "venv (No space left on device); free space (venvseal gc) or pass "
-                         "--store DIR on a larger file system")
+    template = ("the store's file system is full: uv could not write the dependency venv (No "
+                "space left on device); free space (venvseal gc) or pass --store DIR on a "
+                "larger file system")
 
 
 def _hint_for_header(header: str) -> str | None:

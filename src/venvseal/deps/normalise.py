@@ -59,10 +59,6 @@ def _no_loader(files: Sequence[Path]) -> set[Path]:
 class NormaliseError(LocatedError):
     """The venv cannot be normalised; names the file and what to do."""
 
-    def __init__(self, path: Path, problem: str, hint: str) -> None:
-        self.path = path
-        super().__init__(str(path), problem, hint)
-
 
 @dataclass(frozen=True, slots=True)
 class NormaliseReport:
@@ -123,7 +119,7 @@ def normalise_venv(venv: Path, *, strip_debug: StripDebug,
         _assert_clean(venv, references)
     except OSError as err:
         where = Path(err.filename) if err.filename else venv
-        raise NormaliseError(where, err.strerror or str(err),
+        raise NormaliseError(str(where), err.strerror or str(err),
                              "check that the venv is complete and writable") from err
     return NormaliseReport(len(removed), len(stripped.stripped), references, len(changed),
                            rewritten, conflicts,
@@ -157,7 +153,7 @@ def remove_conflicts(venv: Path) -> tuple[Conflict, ...]:
 
 def _check_venv(venv: Path) -> None:
     if not (venv / "pyvenv.cfg").is_file():
-        raise NormaliseError(venv, "not a virtual environment (no pyvenv.cfg)",
+        raise NormaliseError(str(venv), "not a virtual environment (no pyvenv.cfg)",
                              "point venvseal at the directory uv sync created")
 
 

@@ -18,7 +18,7 @@ import json
 import os
 import tempfile
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -207,19 +207,18 @@ def shorten(lines: tuple[str, ...]) -> list[str]:
     return [*lines[:MAX_LINES - 1], f"and {len(lines) - MAX_LINES + 1} more"]
 
 
+@dataclass(eq=False)
 class DeclaredHashMismatchError(HashMismatchError):
     """The deps venv built now does not have the declared hash; says what moved and how to
     accept the new hash."""
 
-    def __init__(self, path: StorePath, expected: Sha256, got: Sha256, *, recipe_file: Path,
-                 key: str, lock: Path, changed: tuple[str, ...] | None) -> None:
-        self.recipe_file = recipe_file
-        self.key = key
-        self.lock = lock
-        self.changed = changed  # None: no venvseal.lock to compare with
-        super().__init__(path, expected, got)
+    _: KW_ONLY
+    recipe_file: Path
+    key: str
+    lock: Path
+    changed: tuple[str, ...] | None  # None: no venvseal.lock to compare with
 
-    def __str__(self) -> str:
+    def message(self) -> str:
         folder = self.recipe_file.parent
         if self.changed is None:
             why = [f"no {self.lock.name} beside the recipe records what {self.key} was "
@@ -230,9 +229,7 @@ class DeclaredHashMismatchError(HashMismatchError):
         else:
             why = [f"every input {self.lock} records is unchanged: the build is not "
                    f"reproducible; 'venvseal check {folder}' shows which files differ"]
-        return (f"{self.recipe_file}: {self.key}: hash mismatch in fixed-output path "
-                f"'{self.path}':\n  specified: {self.expected.sri}\n  got:       {self.got.sri}\n"
-                + "\n".join(why) + "\n"
+        return (f"{self.recipe_file}: {self.key}: {self.mismatch}\n" + "\n".join(why) + "\n"
                 f"if the new content is expected, accept it with 'venvseal deps --update-hash "
                 f"{folder}' (or 'venvseal build --update-hash {folder}'), which rewrites "
                 f"{self.key} and {self.lock.name}")

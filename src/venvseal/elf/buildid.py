@@ -17,7 +17,7 @@ import hashlib
 import os
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # pyelftools is imported where a file is parsed: it costs ~0.
     from elftools.construct.lib.container import Container
     from elftools.elf.elffile import ELFFile
 
-from venvseal.errors import VenvsealError
+from venvseal.errors import PathError
 
 ELF_MAGIC = b"\x7fELF"
 _CHUNK = 1 << 20
@@ -33,16 +33,11 @@ _CHUNK = 1 << 20
 _NOTE_HEADER_SIZE = 12
 
 
-@dataclass(eq=False)
-class ElfFormatError(VenvsealError):
+class ElfFormatError(PathError):
     """A file starts like ELF but its headers or notes cannot be read."""
 
-    path: Path
-    problem: str
-
-    def message(self) -> str:
-        return (f"{self.path}: not a valid ELF file ({self.problem}); the package that "
-                "installed it ships a truncated or damaged binary: rebuild or exclude it")
+    template = ("{path}: not a valid ELF file ({problem}); the package that installed it ships "
+                "a truncated or damaged binary: rebuild or exclude it")
 
 
 def is_elf(path: Path) -> bool:
@@ -96,16 +91,25 @@ def build_id_descriptors(f: BinaryIO, path: Path) -> list[tuple[int, int]]:
     Looks at note sections and, for files without section headers, PT_NOTE segments; both
     usually cover the same note, so offsets are deduplicated.
     """
-    from elftools.common.exceptions import ELFError
-    from elftools.construct import ConstructError
     from elftools.elf.elffile import ELFFile
 
-    try:
+    with elf_errors(path):
         elf = ELFFile(f)
         notes = list(_notes(elf))
         file_size = os.fstat(f.fileno()).st_size
         found = {_descriptor(note, path, file_size) for note in notes
                  if note["n_type"] == "NT_GNU_BUILD_ID" and note["n_name"] == "GNU"}
+    return sorted(found)
+
+
+@contextmanager
+def elf_errors(path: Path) -> Iterator[None]:
+    """Turn what pyelftools raises on a damaged ``path`` into ElfFormatError naming it."""
+    from elftools.common.exceptions import ELFError
+    from elftools.construct import ConstructError
+
+    try:
+        yield
     except (ELFError, ConstructError, struct.error, ValueError, EOFError) as err:
         raise ElfFormatError(path, str(err) or type(err).__name__) from err
     except OSError as err:
@@ -113,7 +117,6 @@ def build_id_descriptors(f: BinaryIO, path: Path) -> list[tuple[int, int]]:
         if err.errno != errno.EINVAL:
             raise
         raise ElfFormatError(path, f"an offset in its headers is invalid ({err})") from err
-    return sorted(found)
 
 
 def _notes(elf: ELFFile) -> Iterator[Container]:

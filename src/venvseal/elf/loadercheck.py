@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from venvseal.errors import VenvsealError
+from venvseal.errors import PathError
 from venvseal.toolchain.sandbox import Sandbox, SandboxSpec
 
 DEFAULT_LOADER = PurePosixPath("/lib64/ld-linux-x86-64.so.2")
@@ -64,16 +64,11 @@ class Trace:
     error: str | None = None  # the loader could not inspect or load the file: why
 
 
-@dataclass(eq=False)
-class LoaderCheckError(VenvsealError):
+class LoaderCheckError(PathError):
     """The loader could not inspect a file at all (it is missing, or the loader failed)."""
 
-    file: PurePosixPath
-    problem: str
-
-    def message(self) -> str:
-        return (f"dynamic loader check of {self.file} failed: {self.problem}; check that the "
-                "closure is mounted at that path and that the toolchain has the loader")
+    template = ("dynamic loader check of {path} failed: {problem}; check that the closure is "
+                "mounted at that path and that the toolchain has the loader")
 
 
 def trace(files: Sequence[PurePosixPath], *, runner: Sandbox, spec: SandboxSpec,

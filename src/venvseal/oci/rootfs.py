@@ -38,17 +38,18 @@ class ImageConfigError(ClosureError):
     exit_code = EXIT_USAGE
 
 
+@dataclass(eq=False)
 class PrivateFileError(ClosureError):
     """A file the closure needs is not readable by others on the host: never in an image."""
 
-    def __init__(self, path: PurePosixPath, root: Path, mode: int, why: str) -> None:
-        self.path, self.root, self.mode, self.why = path, root, mode, why
-        super().__init__(str(self))
+    path: PurePosixPath
+    root: Path
+    mode: int
+    why: str
 
-    def __str__(self) -> str:
-        return (f"{self.path} in the toolchain root {self.root} (mode {self.mode:04o}, needed "
-                f"as: {self.why}) is not readable by others, so it is never put into an "
-                "image: remove it from [image] include, or leave out what leads to it")
+    template = ("{path} in the toolchain root {root} (mode {mode:04o}, needed as: {why}) is not "
+                "readable by others, so it is never put into an image: remove it from [image] "
+                "include, or leave out what leads to it")
 
 
 @dataclass(frozen=True, slots=True)

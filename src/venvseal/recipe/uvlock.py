@@ -10,7 +10,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from venvseal.errors import EXIT_USAGE, VenvsealError
+from venvseal.errors import EXIT_USAGE, PathError
 
 # Sources that point at the local file system rather than an index, git or a URL.
 LOCAL_SOURCES = ("editable", "virtual", "directory", "path")
@@ -19,17 +19,10 @@ LOCAL_SOURCES = ("editable", "virtual", "directory", "path")
 SOURCE_KINDS = ("registry", "git", "url", *LOCAL_SOURCES)
 
 
-@dataclass(eq=False)
-class LockError(VenvsealError):
+class LockError(PathError):
     """uv.lock is missing, unreadable or stale: bad input (exit 2)."""
 
     exit_code = EXIT_USAGE
-
-    file: Path
-    problem: str
-
-    def message(self) -> str:
-        return f"{self.file}: {self.problem}"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -5,22 +5,23 @@ from __future__ import annotations
 from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 
-from venvseal.errors import EXIT_USAGE, StoreError, UsageError, VenvsealError
+from venvseal.errors import (
+    EXIT_USAGE,
+    PathError,
+    StoreError,
+    UsageError,
+    VenvsealError,
+    optional_line,
+)
 from venvseal.hashes import Sha256
 
 
-@dataclass(eq=False)
-class StoreAccessError(StoreError):
-    """The store's root folder cannot be created or written (a usage error: exit 2)."""
+class StoreAccessError(StoreError, PathError):
+    """The store's root folder (``path``) cannot be created or written (a usage error: exit 2)."""
 
     exit_code = EXIT_USAGE
-
-    root: Path
-    reason: str
-
-    def message(self) -> str:
-        return (f"store at {self.root} {self.reason}; pass --store DIR or set VENVSEAL_STORE "
-                "to a folder you can write")
+    template = ("store at {path} {problem}; pass --store DIR or set VENVSEAL_STORE to a folder "
+                "you can write")
 
 
 @dataclass(eq=False)
@@ -30,9 +31,8 @@ class StoreFullError(StoreError):
     root: Path
     name: str
 
-    def message(self) -> str:
-        return (f"the store at {self.root} is full while building {self.name}; "
-                "free space (venvseal gc) or pass --store DIR")
+    template = ("the store at {root} is full while building {name}; free space (venvseal gc) "
+                "or pass --store DIR")
 
 
 @dataclass(eq=False)
@@ -43,13 +43,16 @@ class HashMismatchError(StoreError):
     expected: Sha256
     got: Sha256
 
-    def message(self) -> str:
-        # Worded as Nix words it, so users and tools that know Nix's message recognise it.
+    template = ("{mismatch}\nif the new content is expected, declare {got.sri} instead; "
+                "otherwise find out which input changed")
+
+    @property
+    def mismatch(self) -> str:
+        """The mismatch, worded as Nix words it, so users and tools that know Nix's message
+        recognise it."""
         return (f"hash mismatch in fixed-output path '{self.path}':\n"
                 f"  specified: {self.expected.sri}\n"
-                f"  got:       {self.got.sri}\n"
-                f"if the new content is expected, declare {self.got.sri} instead; "
-                "otherwise find out which input changed")
+                f"  got:       {self.got.sri}")
 
 
 @dataclass(eq=False)
@@ -66,10 +69,13 @@ class UndeclaredHashError(VenvsealError):
     _: KW_ONLY
     hint: str = "or rerun with --update-hash to write it into the recipe"
 
-    def message(self) -> str:
-        hint = f"\n{self.hint}" if self.hint else ""
-        return (f"{self.recipe_file}: {self.key} is not declared; declare it as\n"
-                f'  hash = "{self.got.sri}"{hint}')
+    template = ('{recipe_file}: {key} is not declared; declare it as\n'
+                '  hash = "{got.sri}"{next_step}')
+
+    @property
+    def next_step(self) -> str:
+        """The hint on a line of its own, or "" if there is none."""
+        return optional_line(self.hint)
 
 
 @dataclass(eq=False)
@@ -78,6 +84,5 @@ class StoreNameError(UsageError):
 
     name: str
 
-    def message(self) -> str:
-        return (f"{self.name!r} is not a valid store path name: use 1 to 211 letters, digits "
-                "and '+-._?=', not starting with '.'")
+    template = ("{name!r} is not a valid store path name: use 1 to 211 letters, digits and "
+                "'+-._?=', not starting with '.'")

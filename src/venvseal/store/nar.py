@@ -73,10 +73,6 @@ _ROOT_FILE_END: _Tails = tuple(pad + _CLOSE for pad in _PADDING)
 class NarError(LocatedError):
     """A file cannot be put into a NAR; names the file and what to do."""
 
-    def __init__(self, path: str, problem: str, hint: str) -> None:
-        self.path = path
-        super().__init__(str(path), problem, hint)
-
 
 class NarPathNotFoundError(NarError, UsageError):
     """The path asked for does not exist (exit 2: the input named on the command line is wrong)."""

@@ -31,7 +31,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from venvseal import fsutil
-from venvseal.errors import VenvsealError
+from venvseal.errors import PathError
 from venvseal.hashes import Sha256
 from venvseal.store.linkcheck import LinkRule, link_problem
 from venvseal.store.nar import BUFFER_SIZE, NarResult
@@ -49,17 +49,14 @@ _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXE
 
 
 @dataclass(eq=False)
-class NarFormatError(VenvsealError):
-    """A NAR stream is truncated, malformed or hostile; nothing was left at ``dest``."""
+class NarFormatError(PathError):
+    """A NAR stream is truncated, malformed or hostile; nothing was left at ``path``."""
 
-    dest: Path
-    offset: int
-    problem: str
+    offset: int  # in the stream, where the problem was found
 
-    def message(self) -> str:
-        return (f"cannot restore the NAR archive into {self.dest}: {self.problem} (at byte "
-                f"{self.offset}); the archive is damaged or was not made by Nix or venvseal, "
-                "so nothing was restored; fetch it again or build the path instead")
+    template = ("cannot restore the NAR archive into {path}: {problem} (at byte {offset}); the "
+                "archive is damaged or was not made by Nix or venvseal, so nothing was "
+                "restored; fetch it again or build the path instead")
 
 
 class _Malformed(Exception):
@@ -181,7 +178,7 @@ def restore_nar(read: Read | BinaryIO, dest: Path, *,
     stream = _Stream(reader)
     dest = Path(os.path.abspath(dest))
     if os.path.lexists(dest):
-        raise NarFormatError(dest, 0, "the destination exists already")
+        raise NarFormatError(dest, "the destination exists already", 0)
     parent_fd = os.open(dest.parent, _DIR_FLAGS)
     try:
         files = _restore(stream, parent_fd, os.fsencode(dest.name), links)
@@ -189,7 +186,7 @@ def restore_nar(read: Read | BinaryIO, dest: Path, *,
             raise _Malformed("data follows the end of the archive")
     except _Malformed as err:
         fsutil.remove_tree(dest)
-        raise NarFormatError(dest, stream.offset, str(err)) from None
+        raise NarFormatError(dest, str(err), stream.offset) from None
     except BaseException:
         fsutil.remove_tree(dest)
         raise
