@@ -5,11 +5,11 @@ if a step must read it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from venvseal.pipeline.context import Context
 from venvseal.pipeline.deps import DepsHandle, DepsResult, deps_handle
@@ -17,16 +17,13 @@ from venvseal.pipeline.toolchains import resolve_toolchain
 from venvseal.pipeline.wheels import realise_wheels, wheel_path
 from venvseal.recipe.model import Recipe
 from venvseal.recipe.uvlock import read_lock
-from venvseal.store.core import Realised, Store, StorePath
+from venvseal.store.core import Realised, StorePath, add_made
 from venvseal.toolchain import resolve as toolchain
 
 if TYPE_CHECKING:  # these pull in pyelftools, needed only when building or comparing
     from venvseal.assemble.inputs import AssembleInputs
     from venvseal.assemble.projects import WheelPlan
     from venvseal.assemble.verify import VerifyReport
-
-T = TypeVar("T")
-
 
 def relinked_name(rec: Recipe) -> str:
     return f"{rec.app.name}-deps-relinked"
@@ -112,7 +109,7 @@ def run_build(rec: Recipe, ctx: Context, *, out_link: Path | None = None,
         for used in (f.path for f in fetched):
             ctx.store.check_intact(used)
     toolchain_root = ctx.store.layout.as_store_path(tc.root)
-    verified = _add_made(
+    _, verified = add_made(
         ctx.store, path, partial(_make_closure, ctx=ctx, inputs=inputs, deps=deps, plans=plans,
                                  logical=ctx.store.logical(path)),
         references=[relinked.path, *(f.path for f in fetched)],
@@ -155,18 +152,6 @@ def _make_closure(out: Path, *, ctx: Context, inputs: AssembleInputs, deps: Deps
         if tracer is not None:
             trace.write_record(out, tracer.opened())
     return report
-
-
-def _add_made(store: Store, path: StorePath, produce: Callable[[Path], T], *,
-              references: Sequence[StorePath], build_inputs: Sequence[StorePath],
-              on_wait: Callable[[StorePath], None]) -> T | None:
-    """``store.add``, giving back what ``produce`` returned: None when it did not run
-    (``path`` was valid, or another process built it meanwhile). The store's add takes a
-    callback and returns only the path's info; this is the one place that bridges the two."""
-    made: list[T] = []
-    store.add(path, lambda out: made.append(produce(out)), references=references,
-              build_inputs=build_inputs, on_wait=on_wait)
-    return made[0] if made else None
 
 
 def _substituted(*groups: tuple[StorePath, ...]) -> tuple[StorePath, ...]:
