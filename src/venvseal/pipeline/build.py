@@ -20,10 +20,11 @@ from venvseal.recipe.uvlock import read_lock
 from venvseal.store.core import Realised, StorePath, add_made
 from venvseal.toolchain import resolve as toolchain
 
-if TYPE_CHECKING:  # these pull in pyelftools, needed only when building or comparing
+if TYPE_CHECKING:  # the assembly's modules load when a build runs (verify: pyelftools)
     from venvseal.assemble.inputs import AssembleInputs
     from venvseal.assemble.projects import WheelPlan
     from venvseal.assemble.verify import VerifyReport
+
 
 def relinked_name(rec: Recipe) -> str:
     return f"{rec.app.name}-deps-relinked"
@@ -82,8 +83,8 @@ def run_build(rec: Recipe, ctx: Context, *, out_link: Path | None = None,
               update_on_drift: bool = False) -> BuildResult:
     """deps -> relinked deps -> fetches -> plan -> [wheels -> assembly -> verify] -> store
     (-> out-link); the bracketed steps run only when the closure is not in the store."""
-    from venvseal.assemble import projects
-    from venvseal.assemble import stage as assemble
+    from venvseal.assemble.inputs import Fetched, collect_inputs
+    from venvseal.assemble.projects import plan_wheels
     from venvseal.fetch import realise as fetch
 
     lock = read_lock(rec.project)  # read once: the deps and the assembly stage both use it
@@ -96,11 +97,11 @@ def run_build(rec: Recipe, ctx: Context, *, out_link: Path | None = None,
                                    network_env=ctx.network_env)
                for i, f in enumerate(rec.fetch)]
     fetched = tuple(
-        assemble.Fetched(name=f.name, path=r.path, logical=ctx.store.logical(r.path),
+        Fetched(name=f.name, path=r.path, logical=ctx.store.logical(r.path),
                          install=f.install)
         for f, r in zip(rec.fetch, sources, strict=True))
-    inputs = assemble.collect_inputs(rec, tc, deps.named.path, relinked.path, fetched, lock)
-    plans = projects.plan_wheels(inputs)
+    inputs = collect_inputs(rec, tc, deps.named.path, relinked.path, fetched, lock)
+    plans = plan_wheels(inputs)
     path = ctx.store.make_path(f"{rec.app.name}-{rec.app.version}", inputs.fingerprint())
     found = ctx.store.substitute(path)
     if found is None:  # neither valid nor fetched

@@ -7,14 +7,17 @@ import os
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from venvseal.assemble.inputs import AssembleInputs
-from venvseal.assemble.projects import ProjectWheel, WheelPlan, build_wheel
 from venvseal.deps.stage import BUILD_ENV
 from venvseal.errors import StoreError
 from venvseal.pipeline.context import Context
 from venvseal.pipeline.deps import DepsHandle
 from venvseal.store.core import Store, StorePath
+
+if TYPE_CHECKING:  # the assembly's modules load only when a build runs
+    from venvseal.assemble.inputs import AssembleInputs
+    from venvseal.assemble.projects import ProjectWheel, WheelPlan
 
 
 def wheel_path(store: Store, name: str, key: str) -> StorePath:
@@ -51,6 +54,8 @@ def realise_wheel(ctx: Context, deps: DepsHandle, name: str, key: str,
 def realise_wheels(ctx: Context, deps: DepsHandle, inputs: AssembleInputs,
                    plans: Sequence[WheelPlan]) -> tuple[ProjectWheel, ...]:
     """The finished wheel of every planned project, in plan order."""
+    from venvseal.assemble.projects import ProjectWheel, build_wheel
+
     return tuple(
         ProjectWheel(label=plan.project.label,
                      wheel=realise_wheel(ctx, deps, plan.name, plan.key,
