@@ -31,6 +31,7 @@ from venvseal.store.core import (
     StoreNameError,
     StorePath,
     TreeSink,
+    add_made,
     default_store_root,
 )
 from venvseal.store.nar import NarError, nar_hash
@@ -247,6 +248,19 @@ def test_add_builds_once_then_reuses(store: Store) -> None:
     assert store.is_valid(path) and store.paths() == [path]
     assert (path / "lib" / "data.txt").read_text() == "hello"
     assert leftovers(store.root)["tmp"] == []
+
+
+def test_add_made_gives_back_what_produce_returned_only_when_it_ran(store: Store) -> None:
+    path = store.make_path("app", "fp")
+
+    def produce(out: Path) -> str:
+        out.write_text("made\n")
+        return "report"
+
+    first = add_made(store, path, produce)
+    again = add_made(store, path, never)
+    assert first == (store.query(path), "report")
+    assert again == (store.query(path), None)  # valid: produce did not run
 
 
 def test_added_path_is_sealed(store: Store) -> None:

@@ -4,131 +4,37 @@ Runs without network. The closure is built in a temporary folder that the sandbo
 the closure's final logical path (``/venvseal/store/<hash>-<name>``), so everything that
 embeds a path (scripts, substitutions) embeds the one it will run at. The dependencies are
 not copied in: the closure is a forest of links into the relinked deps path (forest.py,
-relinked.py), and holds as its own only what it adds or changes.
+relinked.py), and holds as its own only what it adds or changes. The local projects come in
+as finished wheels (projects.py plans them; the caller builds or reuses each beforehand).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from functools import partial
 from pathlib import Path, PurePosixPath
-from typing import Protocol
 
 from venvseal.assemble import commands, entrypoints, pythonpath, relinked, sources, wheels
 from venvseal.assemble import textedit as substitute
 from venvseal.assemble.forest import Forest
+from venvseal.assemble.inputs import (
+    STAGE_VERSION,
+    AssembleError,
+    AssembleInputs,
+    Fetched,
+    WorkspaceError,
+    collect_inputs,
+    offline_spec,
+)
+from venvseal.assemble.projects import ProjectWheel
+from venvseal.assemble.wheels import dist_info_owners
 from venvseal.deps.normalise import PYTHON_HOME_PLACEHOLDER, remove_build_litter, update_records
-from venvseal.deps.stage import BUILD_ENV
-from venvseal.errors import EXIT_USAGE, VenvsealError
-from venvseal.recipe.model import Recipe
-from venvseal.recipe.uvlock import Lock
-from venvseal.store.core import STORE_DIR, StorePath
 from venvseal.toolchain import sandbox
-from venvseal.toolchain.resolve import ResolvedToolchain, uv_binary
 from venvseal.toolchain.sandbox import Mount, Sandbox, SandboxSpec
 
-STAGE_VERSION = "assemble-3"  # bump whenever the same inputs would give other bytes
-DEPS_DIR = sandbox.BUILD_ROOT / "deps"
-
-
-class AssembleError(VenvsealError):
-    """The closure cannot be assembled as the recipe says."""
-
-
-class WorkspaceError(AssembleError):
-    """``[assemble] workspace`` names a project the assembly cannot install (exit 2)."""
-
-    exit_code = EXIT_USAGE
-
-    def __init__(self, rec: Recipe, unknown: Sequence[str], lock: Lock) -> None:
-        self.where = f"{rec.file}: {rec.key_prefix}assemble.workspace"
-        self.unknown = tuple(unknown)
-        self.installable = tuple(sorted(m.name for m in lock.installed_members()))
-        root = lock.root_package()
-        self.virtual_root = root.name if root is not None and root.source_kind == "virtual" \
-            else None
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        names = ", ".join(self.installable) or "none"
-        why = (f" ({self.virtual_root} is the root project, which uv does not install: it has "
-               "no [build-system], or tool.uv.package is false)"
-               if self.virtual_root in self.unknown else "")
-        return (f"{self.where} names {', '.join(self.unknown)}, not a package of the uv "
-                f"workspace{why}; the packages it can install are: {names}; fix the list")
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Fetched:
-    """A realised [[fetch]] source: its name, store path and logical path."""
-
-    name: str
-    path: StorePath
-    logical: PurePosixPath
-    install: bool
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class AssembleInputs:
-    """Everything the closure depends on; ``fingerprint`` names its store path."""
-
-    recipe: Recipe
-    toolchain: ResolvedToolchain
-    deps: StorePath  # for its build environment
-    relinked: StorePath  # what the closure links to
-    fetched: tuple[Fetched, ...]
-    members: tuple[tuple[str, str], ...]  # (name, folder relative to the project)
-    sources: tuple[tuple[str, str], ...]  # (what, digest) of every project input used
-
-    def fingerprint(self) -> str:
-        doc = {
-            "stage": STAGE_VERSION,
-            "recipe": self.recipe.canonical("app", "assemble", "substitute", "verify"),
-            "toolchain": [self.toolchain.identity, str(self.toolchain.python),
-                          [str(d) for d in self.toolchain.library_dirs],
-                          [str(p) for p in self.toolchain.path], self.toolchain.uv_version],
-            "deps": self.deps.name,
-            "relinked": self.relinked.name,
-            "fetched": [(f.name, f.path.name, f.install) for f in self.fetched],
-            "members": self.members,
-            "sources": self.sources,
-        }
-        blob = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
-        return hashlib.sha256(blob).hexdigest()
-
-
-def collect_inputs(rec: Recipe, tc: ResolvedToolchain, deps: StorePath, linked: StorePath,
-                   fetched: tuple[Fetched, ...], lock: Lock) -> AssembleInputs:
-    """Digest every project file the stage reads: members, copy sources and patch files."""
-    wanted = rec.assemble.workspace
-    installable = lock.installed_members()
-    members = tuple(sorted((m.name, m.source or ".") for m in installable
-                           if wanted is None or m.name in wanted))
-    if wanted is not None and (unknown := set(wanted) - {name for name, _ in members}):
-        raise WorkspaceError(rec, sorted(unknown), lock)
-    # Absolute symlinks are left out, as wheels.build_wheel leaves them: they cannot resolve
-    # in the sandbox, and an out-link in the root project (result -> the closure) would
-    # otherwise change the closure's key at every build.
-    digests = [(f"member:{name}", sources.tree_digest(
-        sources.inside(rec.project, rel, what=f"workspace member {name}"),
-        absolute_links=False)) for name, rel in members]
-    for i, rule in enumerate(rec.assemble.copy):
-        if rule.from_.startswith("@"):
-            continue  # from a fetched source: keyed by that store path
-        path = sources.inside(rec.project, rule.from_,
-                              what=f"{rec.key_prefix}assemble.copy[{i}].from")
-        digests.append((f"copy:{i}", sources.tree_digest(path, rule.exclude)))
-    for i, sub in enumerate(rec.substitute):
-        if sub.patch is not None:
-            path = sources.inside(rec.base, os.path.relpath(sub.patch, rec.base),
-                                  what=f"{rec.key_prefix}substitute[{i}].patch")
-            digests.append((f"patch:{i}", sources.tree_digest(path)))
-    return AssembleInputs(recipe=rec, toolchain=tc, deps=deps, relinked=linked,
-                          fetched=fetched, members=members, sources=tuple(digests))
+__all__ = ["STAGE_VERSION", "AssembleError", "AssembleInputs", "Assembled", "Fetched", "Layout",
+           "WorkspaceError", "assemble", "collect_inputs"]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -185,99 +91,69 @@ def python_links(layout: Layout, python: PurePosixPath) -> None:
 
 
 def _spec(inputs: AssembleInputs, layout: Layout) -> SandboxSpec:
-    env = sandbox.fixed_env(inputs.toolchain.path)
-    env.update({"VENVSEAL_PYTHON": str(inputs.toolchain.python),
-                "UV_NO_CACHE": "1", "UV_OFFLINE": "1", "UV_LINK_MODE": "copy",
-                "UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1"})
-    mounts = [Mount(host=layout.out, target=layout.logical, writable=True),
-              Mount(host=inputs.relinked, target=STORE_DIR / inputs.relinked.name),
-              Mount(host=uv_binary(), target=sandbox.TOOLS_DIR / "uv")]
-    mounts += [Mount(host=f.path, target=f.logical) for f in inputs.fetched]
-    return SandboxSpec(root=inputs.toolchain.root, mounts=tuple(mounts), env=env,
-                       network=False, cwd=sandbox.BUILD_ROOT)
+    """The stage's offline sandbox, with the closure being built at its logical path."""
+    spec = offline_spec(inputs)
+    closure = Mount(host=layout.out, target=layout.logical, writable=True)
+    return replace(spec, mounts=(closure, *spec.mounts))
 
 
-class WheelCache(Protocol):
-    """Returns the wheel for (name, key), calling ``build(work, deps)`` only if it has none
-    (``deps``: the host path of the deps store path, whose build environment it uses)."""
+@dataclass(frozen=True)
+class Installed:
+    """What installing the projects' wheels left: every file's owner (file -> dist-info)
+    and the ``bin/`` files the wheels ship as they are."""
 
-    def __call__(self, name: str, key: str, build: Callable[[Path, Path], Path]) -> Path: ...
-
-
-def wheel_key(inputs: AssembleInputs, source_digest: str) -> str:
-    """What a project's wheel depends on: its source, the backends (in the deps path's
-    build environment), the interpreter that runs them."""
-    tc = inputs.toolchain
-    doc = [STAGE_VERSION, source_digest, inputs.deps.name, tc.identity, str(tc.python)]
-    return hashlib.sha256(json.dumps(doc).encode()).hexdigest()
+    owners: dict[str, str]
+    shipped: frozenset[Path]
 
 
-def _build_wheel(project: wheels.Project, work: Path, deps: Path, *, runner: Sandbox,
-                 spec: SandboxSpec) -> Path:
-    """Build ``project`` with the backends of the deps path's build environment."""
-    job = replace(spec, mounts=(*spec.mounts, Mount(host=deps, target=DEPS_DIR)))
-    return wheels.build_wheel(project, work, runner=runner, spec=job,
-                              build_env=DEPS_DIR / BUILD_ENV)
-
-
-def install_projects(inputs: AssembleInputs, layout: Layout, owners: dict[str, str], *,
-                     runner: Sandbox, spec: SandboxSpec,
-                     wheel_cache: WheelCache) -> frozenset[Path]:
-    """Build every member and installable fetch offline (or reuse its wheel from
-    ``wheel_cache``) and install them all without deps; their files join ``owners``.
-    Returns the ``bin/`` files their wheels ship as they are (``.data/scripts``)."""
-    digests = dict(inputs.sources)
-    projects = [(wheels.Project(label=f"the root project {name}" if rel == "." else
-                                f"workspace member {name}", source=inputs.recipe.project / rel),
-                 name, digests[f"member:{name}"]) for name, rel in inputs.members]
-    projects += [(wheels.Project(label=f"fetch {f.name}", source=f.path), f.name, f.path.name)
-                 for f in inputs.fetched if f.install]
+def install_projects(inputs: AssembleInputs, layout: Layout, owners: Mapping[str, str],
+                     built: Sequence[ProjectWheel], *, runner: Sandbox,
+                     spec: SandboxSpec) -> Installed:
+    """Install the members' and installable fetches' finished wheels offline, without
+    deps: ``owners`` (file -> dist-info) with their files added, and the ``bin/`` files
+    their wheels ship as they are (``.data/scripts``)."""
+    owners = dict(owners)
+    if not built:
+        return Installed(owners, frozenset())
     site = layout.out / layout.site_packages
     before = set(site.glob("*.dist-info"))
-    built: list[Path] = []
     scripts: list[Path] = []
-    for project, name, digest in projects:
-        wheel = wheel_cache(name, wheel_key(inputs, digest),
-                            partial(_build_wheel, project, runner=runner, spec=spec))
-        wheels.check_conflicts(wheel, owners)
-        for dest in wheels.wheel_destinations(wheel, layout.site_packages):
+    for project in built:
+        wheels.check_conflicts(project.wheel, owners)
+        for dest in wheels.wheel_destinations(project.wheel, layout.site_packages):
             layout.forest.own_dir((layout.out / dest).parent)  # uv writes there
             if dest.startswith("bin/"):
                 scripts.append(layout.out / dest)
-        dist_info, files = wheels.wheel_files(wheel)
+        dist_info, files = wheels.wheel_files(project.wheel)
         owners.update(dict.fromkeys(files, dist_info))  # two projects may clash, too
-        built.append(wheel)
-    if built:
-        # One uv call for all: each call reads every installed distribution first.
-        mounts = [Mount(host=w.parent, target=sandbox.BUILD_ROOT / f"wheels-{i}")
-                  for i, w in enumerate(built)]
-        inner = [str(sandbox.BUILD_ROOT / f"wheels-{i}" / w.name) for i, w in enumerate(built)]
-        job = SandboxSpec(root=spec.root, env=spec.env, network=False, cwd=spec.cwd,
-                          mounts=(*spec.mounts, *mounts))
-        runner.run(job, ["uv", "pip", "install", "--no-deps", "--no-index", "--python",
-                         str(layout.logical / "bin" / "python"), *inner],
-                   what="installing " + ", ".join(p.label for p, _, _ in projects))
-    if projects:
-        removed = set()
-        for new in sorted(set(site.glob("*.dist-info")) - before):
-            direct_url = new / "direct_url.json"
-            if direct_url.exists():  # names the wheel's temporary build path (PEP 610)
-                direct_url.unlink()
-                removed.add(direct_url)
-        # uv's per-run files (.lock, uv_cache.json with a time stamp) and the launchers it
-        # wrote go (write_entry_points makes them again); what a wheel ships in bin/ (a
-        # program maturin built from Rust, a shell script) is put back as it was installed.
-        kept = {p: (p.read_bytes(), os.access(p, os.X_OK)) for p in scripts if p.is_file()}
-        update_records(layout.out, removed | (remove_build_litter(layout.out) - kept.keys()), ())
-        python_links(layout, inputs.toolchain.python)
-        for path, (data, executable) in kept.items():
-            path.write_bytes(data)
-            os.chmod(path, 0o755 if executable else 0o644)
-        return frozenset(kept)
-    return frozenset()
+    # One uv call for all: each call reads every installed distribution first.
+    mounts = [Mount(host=p.wheel.parent, target=sandbox.BUILD_ROOT / f"wheels-{i}")
+              for i, p in enumerate(built)]
+    inner = [str(sandbox.BUILD_ROOT / f"wheels-{i}" / p.wheel.name) for i, p in enumerate(built)]
+    job = SandboxSpec(root=spec.root, env=spec.env, network=False, cwd=spec.cwd,
+                      mounts=(*spec.mounts, *mounts))
+    runner.run(job, ["uv", "pip", "install", "--no-deps", "--no-index", "--python",
+                     str(layout.logical / "bin" / "python"), *inner],
+               what="installing " + ", ".join(p.label for p in built))
+    removed = set()
+    for new in sorted(set(site.glob("*.dist-info")) - before):
+        direct_url = new / "direct_url.json"
+        if direct_url.exists():  # names the wheel's temporary build path (PEP 610)
+            direct_url.unlink()
+            removed.add(direct_url)
+    # uv's per-run files (.lock, uv_cache.json with a time stamp) and the launchers it
+    # wrote go (write_entry_points makes them again); what a wheel ships in bin/ (a
+    # program maturin built from Rust, a shell script) is put back as it was installed.
+    kept = {p: (p.read_bytes(), os.access(p, os.X_OK)) for p in scripts if p.is_file()}
+    update_records(layout.out, removed | (remove_build_litter(layout.out) - kept.keys()), ())
+    python_links(layout, inputs.toolchain.python)
+    for path, (data, executable) in kept.items():
+        path.write_bytes(data)
+        os.chmod(path, 0o755 if executable else 0o644)
+    return Installed(owners, frozenset(kept))
 
 
-def copy_sources(inputs: AssembleInputs, layout: Layout, owners: dict[str, str]) -> None:
+def copy_sources(inputs: AssembleInputs, layout: Layout, owners: Mapping[str, str]) -> None:
     """The recipe's copy rules and top-level links."""
     rec = inputs.recipe
     fetched = {f.name: f.path for f in inputs.fetched}
@@ -319,7 +195,7 @@ def write_entry_points(layout: Layout, keep: frozenset[Path] = frozenset()) -> l
                                           python=str(layout.logical / "bin" / "python")))
 
 
-def own_records(layout: Layout, changed: set[Path], owners: dict[str, str]) -> None:
+def own_records(layout: Layout, changed: set[Path], owners: Mapping[str, str]) -> None:
     """Make the RECORD of every distribution owning a changed file the closure's own, so
     update_records can rewrite it (it leaves linked ones alone)."""
     site = layout.out / layout.site_packages
@@ -351,10 +227,11 @@ class Assembled:
     values: dict[str, str]  # placeholder values
 
 
-def assemble(inputs: AssembleInputs, out: Path, *, logical: PurePosixPath, runner: Sandbox,
-             wheel_cache: WheelCache,
+def assemble(inputs: AssembleInputs, out: Path, *, wheels: Sequence[ProjectWheel],
+             logical: PurePosixPath, runner: Sandbox,
              on_step: Callable[[str], None] = lambda _msg: None) -> Assembled:
-    """Build the closure into ``out`` (created here), to run at ``logical``."""
+    """Build the closure into ``out`` (created here), to run at ``logical``, installing
+    ``wheels``: the finished wheels of the projects projects.plan_wheels planned."""
     forest = plant(inputs.relinked, out)
     layout = Layout(out=out, logical=logical, python_version=python_version(out),
                     forest=forest)
@@ -362,9 +239,9 @@ def assemble(inputs: AssembleInputs, out: Path, *, logical: PurePosixPath, runne
     restore_venv(layout, inputs.toolchain.python)
     spec = _spec(inputs, layout)
     # Which dist-info lists each file, read once (authentik: 348 RECORDs through the links).
-    owners = wheels.dist_info_owners(out / layout.site_packages)
-    shipped = install_projects(inputs, layout, owners, runner=runner, spec=spec,
-                               wheel_cache=wheel_cache)
+    installed = install_projects(inputs, layout, dist_info_owners(out / layout.site_packages),
+                                 wheels, runner=runner, spec=spec)
+    owners, shipped = installed.owners, installed.shipped
     copy_sources(inputs, layout, owners)
     pythonpath.write(inputs.recipe, layout.out, logical=layout.logical,
                      site_packages=layout.site_packages, closure=forest)

@@ -6,15 +6,24 @@ writes, and the caller (the CLI) supplies the side effects through :class:`Conte
 
 from venvseal.pipeline.build import (
     BuildResult,
-    cached_wheel,
     relinked_name,
     run_build,
     run_relinked,
 )
 from venvseal.pipeline.context import Context
-from venvseal.pipeline.deps import CheckResult, DepsResult, check_deps, deps_name, run_deps
+from venvseal.pipeline.deps import (
+    CheckResult,
+    DepsHandle,
+    DepsResult,
+    check_deps,
+    deps_handle,
+    deps_name,
+    run_deps,
+)
 from venvseal.pipeline.toolchains import lock_toolchain, resolve_toolchain, toolchain_paths
+from venvseal.pipeline.wheels import realise_wheel, realise_wheels, wheel_path
 
-__all__ = ["BuildResult", "CheckResult", "Context", "DepsResult", "cached_wheel", "check_deps",
-           "deps_name", "lock_toolchain", "relinked_name", "resolve_toolchain", "run_build",
-           "run_deps", "run_relinked", "toolchain_paths"]
+__all__ = ["BuildResult", "CheckResult", "Context", "DepsHandle", "DepsResult", "check_deps",
+           "deps_handle", "deps_name", "lock_toolchain", "realise_wheel", "realise_wheels",
+           "relinked_name", "resolve_toolchain", "run_build", "run_deps", "run_relinked",
+           "toolchain_paths", "wheel_path"]

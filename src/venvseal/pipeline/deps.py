@@ -4,7 +4,9 @@ declared hash; ``venvseal check`` builds it twice and compares."""
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,6 +63,32 @@ class CheckResult:
         return self.first == self.second
 
 
+@dataclass(eq=False)
+class DepsHandle:
+    """The deps stage's path for a build, named before the store may hold it.
+
+    A deferred path (named by its declared hash, see :func:`run_deps`) is realised, fetched
+    or built, only when a later stage must read its files: the relinked deps or a project's
+    wheel are to be made. :meth:`path` realises it then, at most once; a build whose later
+    stages are all reused never does.
+    """
+
+    named: DepsResult  # from run_deps(defer=True); its path names the later stages' keys
+    realise: Callable[[], DepsResult]  # fetch or build it: run_deps without defer
+    _realised: DepsResult | None = field(default=None, init=False, repr=False)
+
+    def path(self) -> StorePath:
+        """The deps path, in the store: realised now if it was deferred and is not yet."""
+        if self.named.deferred and self._realised is None:
+            self._realised = self.realise()
+        return self.named.path
+
+    @property
+    def result(self) -> DepsResult:
+        """How the deps path was obtained: as :meth:`path` realised it, else as named."""
+        return self._realised or self.named
+
+
 def deps_name(rec: Recipe) -> str:
     return f"{rec.app.name}-deps"
 
@@ -92,6 +120,19 @@ def run_deps(rec: Recipe, ctx: Context, *, update_hash: bool = False,
             if found is None:
                 found = _build_deps(rec, ctx, inputs, key, update_hash=update_hash)
     return dataclasses.replace(found, drift=drift)
+
+
+def deps_handle(rec: Recipe, ctx: Context, *, tc: toolchain.ResolvedToolchain, lock: Lock,
+                update_hash: bool = False, update_on_drift: bool = False) -> DepsHandle:
+    """The deps stage for a build: reused or pinned now, or named and realised when read.
+
+    The path is not checked for edits here; each stage that reads it checks it (a reused
+    closure is checked itself).
+    """
+    named = run_deps(rec, ctx, update_hash=update_hash, tc=tc, check=False, lock=lock,
+                     defer=True, update_on_drift=update_on_drift)
+    return DepsHandle(named, partial(run_deps, rec, ctx, update_hash=update_hash, tc=tc,
+                                     check=False, lock=lock))
 
 
 def _reuse_deps(rec: Recipe, ctx: Context, inputs: deps.DepsInputs, key: str, *,

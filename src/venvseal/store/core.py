@@ -19,6 +19,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from types import TracebackType
+from typing import TypeVar
 
 from venvseal import fsutil
 from venvseal.errors import StoreError, UsageError
@@ -52,12 +53,13 @@ from venvseal.store.substitute import Obtained, Realised, Sink, Substituter, Tre
 __all__ = [
     "CANONICAL_MTIME", "STORE_DIR", "GcResult", "HashMismatchError", "Obtained", "PathInfo",
     "Realised", "Store", "StoreAccessError", "StoreFullError", "StoreNameError", "StorePath",
-    "Substituter", "TreeSink", "UndeclaredHashError", "VerifyResult", "check_name",
-    "copy_path", "default_store_root", "name_of", "path_digest",
+    "Substituter", "TreeSink", "UndeclaredHashError", "VerifyResult", "add_made",
+    "check_name", "copy_path", "default_store_root", "name_of", "path_digest",
 ]
 
 GcResult = collector.GcResult
 BuildInputs = Iterable[StorePath] | Callable[[], Iterable[StorePath]]
+T = TypeVar("T")
 # add() rebuilds a path a concurrent gc deleted before it could be pinned; never in practice.
 _ADD_ATTEMPTS = 3
 
@@ -184,7 +186,7 @@ class Store:
         """
         return self._realise(path, produce, _Request(
             expected, tuple(references), canonical_inputs(inputs), build_inputs, progress,
-            hashed, on_wait), substitute=False).info
+            hashed, on_wait), substitute=False)[0].info
 
     def realise(self, path: StorePath, produce: Callable[[Path], None], *,
                 expected: Sha256 | None = None, references: Sequence[StorePath] = (),
@@ -195,26 +197,28 @@ class Store:
         how the path was obtained."""
         return self._realise(path, produce, _Request(
             expected, tuple(references), canonical_inputs(inputs), build_inputs, None, None,
-            on_wait), substitute=True)
+            on_wait), substitute=True)[0]
 
-    def _realise(self, path: StorePath, produce: Callable[[Path], None], request: _Request,
-                 *, substitute: bool) -> Realised:
+    def _realise(self, path: StorePath, produce: Callable[[Path], T], request: _Request,
+                 *, substitute: bool) -> tuple[Realised, tuple[T] | None]:
         self.parse_path(str(path))
         refs = self.pins.references(path, request.references, request.on_wait)
         how: Obtained = "valid"
         fetched: tuple[StorePath, ...] = ()
+        made: tuple[T] | None = None  # (what produce returned,) once it ran
         for _ in range(_ADD_ATTEMPTS):
             info = self.pins.valid(path, request.on_wait)
             if info is None:
                 if substitute and (got := self._substitute(path, request.expected)):
                     how, fetched = "fetched", got
                     continue
-                if self._build_locked(path, produce, request.build(refs), request.on_wait):
-                    how = "built"
+                if built := self._build_locked(path, produce, request.build(refs),
+                                               request.on_wait):
+                    how, made = "built", built
                 continue
             if request.expected is not None and info.nar_hash != request.expected:
                 raise HashMismatchError(path, request.expected, info.nar_hash)
-            return Realised(info, how, fetched)
+            return Realised(info, how, fetched), made
         raise StoreError(f"{path} was deleted by a concurrent 'venvseal gc' each time it was "
                          "built; run the build again")
 
@@ -248,17 +252,17 @@ class Store:
         return self.add(path, lambda dest: os.rename(tree, dest), expected=expected,
                         hashed=hashed, references=references, inputs=inputs)
 
-    def _build_locked(self, path: StorePath, produce: Callable[[Path], None],
-                      build: Build, on_wait: OnWait | None = None) -> bool:
-        """Build ``path`` under its exclusive lock, unless another process just did (False)."""
+    def _build_locked(self, path: StorePath, produce: Callable[[Path], T],
+                      build: Build, on_wait: OnWait | None = None) -> tuple[T] | None:
+        """Build ``path`` under its exclusive lock: (what ``produce`` returned,); None if
+        another process just did."""
         self.pins.release(path)
         fd = self.pins.lock(path, shared=False, on_wait=on_wait)
         try:
             if self.is_valid(path):
-                return False
+                return None
             debris.remove_debris(self.layout, path.name)
-            build_path(self.layout, path, produce, build)
-            return True
+            return (build_path(self.layout, path, produce, build),)
         finally:
             os.close(fd)
 
@@ -306,6 +310,16 @@ class Store:
     def lookup_output(self, key: str) -> StorePath | None:
         """The valid path recorded for ``key`` by :meth:`record_output`, if any."""
         return self.layout.lookup_output(key)
+
+
+def add_made(store: Store, path: StorePath, produce: Callable[[Path], T], *,
+             references: Sequence[StorePath] = (), build_inputs: BuildInputs = (),
+             on_wait: OnWait | None = None) -> tuple[PathInfo, T | None]:
+    """:meth:`Store.add`, also giving back what ``produce`` returned: None when it did not
+    run (the path was valid, or another process built it meanwhile)."""
+    realised, made = store._realise(path, produce, _Request(
+        None, tuple(references), None, build_inputs, None, None, on_wait), substitute=False)
+    return realised.info, made[0] if made is not None else None
 
 
 def copy_path(dest: Store, source: Store, path: StorePath) -> PathInfo:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from venvseal import fsutil
 from venvseal.errors import StoreError
@@ -34,6 +35,8 @@ from venvseal.store.layout import (
 )
 from venvseal.store.nar import NarResult, nar_hash
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True, slots=True)
 class Build:
@@ -47,9 +50,10 @@ class Build:
     build_inputs: Iterable[StorePath] | Callable[[], Iterable[StorePath]] = ()
 
 
-def build_path(layout: Layout, path: StorePath, produce: Callable[[Path], None],
-               build: Build) -> None:
-    """Run ``produce`` in a fresh temp dir and publish its output; on error leave nothing."""
+def build_path(layout: Layout, path: StorePath, produce: Callable[[Path], T],
+               build: Build) -> T:
+    """Run ``produce`` in a fresh temp dir and publish its output; what ``produce``
+    returned. On error leave nothing."""
     work = layout.root / TMP / fsutil.temp_name(path.name)
     try:
         os.mkdir(work, 0o700)
@@ -60,8 +64,9 @@ def build_path(layout: Layout, path: StorePath, produce: Callable[[Path], None],
         for ref in build.references:
             if ref != path:
                 os.symlink(f"../../{ref.name}", work / ref.name)
-        produce(work / path.name)
+        made = produce(work / path.name)
         publish(layout, path, work, build)
+        return made
     except OSError as err:
         if fsutil.is_disk_full(err):
             raise StoreFullError(layout.root, name_of(path)) from err
