@@ -247,6 +247,27 @@ def test_a_link_is_never_written_through(images: Images, copied: list[Path],
     assert out.read_bytes() == images.fresh(images.edited)
 
 
+def test_an_old_file_being_read_is_left_to_its_reader(images: Images,
+                                                      copied: list[Path]) -> None:
+    out = images.base / "out" / "app.tar"
+    images.save(images.first, out)
+    before = out.read_bytes()
+    settle()
+    with out.open("rb") as f:  # open in the reader alone once started
+        reader = subprocess.Popen(["sleep", "60"], stdin=f)
+    try:
+        copied.clear()
+        images.save(images.edited, out)
+        assert copied == list(images.edited.layer_files)
+        assert os.readlink(f"/proc/{reader.pid}/fd/0").endswith("(deleted)")
+        with open(f"/proc/{reader.pid}/fd/0", "rb") as old:
+            assert old.read() == before
+    finally:
+        reader.kill()
+        reader.wait()
+    assert out.read_bytes() == images.fresh(images.edited)
+
+
 def test_a_failed_tail_leaves_no_partial_file(images: Images) -> None:
     out = images.base / "out" / "app.tar"
     images.save(images.first, out)

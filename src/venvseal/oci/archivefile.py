@@ -14,6 +14,7 @@ reuses the old file's prefix when all of these hold, and otherwise writes the wh
   be changed too), owned by this user, mode 0644, whose identity is the one recorded (any
   write, chmod, link or replacement since changes the change time, the inode or the size);
 - the old file is opened without following links and is the same inode as the one checked;
+- no other process has it open (a ``docker load`` reading it): a write lease is granted;
 - the tar header of every kept member is where the member list puts it.
 
 The old file is then renamed to this process's ``.NAME.<pid>.tmp`` (flock'ed, as a full
@@ -28,6 +29,7 @@ import fcntl
 import hashlib
 import json
 import os
+import signal
 import stat
 import tarfile
 from collections.abc import Iterator, Sequence
@@ -237,6 +239,8 @@ def _reusable(folder: int, name: str, tmp: str, old: _Record,
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise _NotReused from None  # another writer's
+        if not _alone(fd):
+            raise _NotReused
         os.replace(name, tmp, src_dir_fd=folder, dst_dir_fd=folder)
         if _identity(os.lstat(tmp, dir_fd=folder))[:2] != _identity(st)[:2]:
             # Swapped in between: not what we checked; it is moved away, as a full write
@@ -258,6 +262,20 @@ def _trusted(st: os.stat_result, old: _Record) -> bool:
     return (stat.S_ISREG(st.st_mode) and st.st_nlink == 1 and st.st_uid == os.geteuid()
             and stat.S_IMODE(st.st_mode) == MODE and _identity(st) == old.identity
             and st.st_size == archive_size_of(old.members))
+
+
+def _alone(fd: int) -> bool:
+    """Whether nothing else has the file open (a ``docker load`` still reading the old
+    archive would see it change under it): only then is a write lease granted (fcntl(2)).
+    It is let go at once; an open in between is told with SIGURG, ignored by default, rather
+    than SIGIO, which would end the process. No leases on this file system: not alone."""
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETSIG, signal.SIGURG)
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
+    except OSError:
+        return False
+    fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+    return True
 
 
 def _headers_match(fd: int, kept: Sequence[Member]) -> bool:
