@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 
 from venvseal.elf.dlopen import dlopen_notes
@@ -43,8 +44,9 @@ class Expander:
         self.search = [(d, c.host(r)) for d in dict.fromkeys(search)
                        if (r := self._resolve(d)) is not None]
         self.notes: list[str] = []
-        self._db: dpkg.PackageDb | None = None
-        self._db_read = False
+        # Read while the loader traces the first files (a subprocess): the two overlap.
+        self._db_pool = ThreadPoolExecutor(1, thread_name_prefix="dpkg-db")
+        self._db = self._db_pool.submit(dpkg.read_db, c.root)
         self._packages: set[str] = set()
         self._traced: set[PurePosixPath] = set()
         self._stores: dict[PurePosixPath, Path] = {}
@@ -54,6 +56,13 @@ class Expander:
         """Trace ``traced`` (file -> reason for its libraries) and everything that follows;
         the notes. ``closures``: the closure's host path first, then its references;
         ``elf``: each one's ELF files (relative paths)."""
+        try:
+            return self._run(traced, closures=closures, elf=elf)
+        finally:
+            self._db_pool.shutdown(wait=True, cancel_futures=True)
+
+    def _run(self, traced: dict[PurePosixPath, str], *, closures: Sequence[Path],
+             elf: Mapping[Path, Sequence[str]]) -> list[str]:
         pending = dict(traced)
         self._stores = {STORE_DIR / p.name: p for p in closures}
         for file in traced:  # the closure's own ELF files may carry dlopen notes too
@@ -118,10 +127,7 @@ class Expander:
         return found
 
     def _db_of_root(self) -> dpkg.PackageDb | None:
-        if not self._db_read:
-            self._db_read = True
-            self._db = dpkg.read_db(self.c.root)
-        return self._db
+        return self._db.result()
 
     def _package(self, library: PurePosixPath, pending: dict[PurePosixPath, str]) -> None:
         db = self._db_of_root()
