@@ -12,7 +12,9 @@ reuses the old file's prefix when all of these hold, and otherwise writes the wh
 
 - the path names a regular file (not a symlink), with one link (a hard link elsewhere would
   be changed too), owned by this user, mode 0644, whose identity is the one recorded (any
-  write, chmod, link or replacement since changes the change time, the inode or the size);
+  write, chmod, link or replacement since changes the change time, the inode or the size;
+  one within the file clock's tick of our own rename may not, but only this user or root
+  may write the file at all, and either could change the archive after us anyway);
 - the old file is opened without following links and is the same inode as the one checked;
 - no other process has it open (a ``docker load`` reading it): a write lease is granted;
 - the tar header of every kept member is where the member list puts it.
@@ -105,18 +107,19 @@ def write_tar(out: Path, members: Sequence[Member], *, ledger: Path | None = Non
         remove_stale_temps(out)
         with _target(folder, out.name, _read_record(record, out), members) as (fd, tmp, start):
             if record is not None:
-                record.unlink(missing_ok=True)  # the file changes from here on
+                with suppress(OSError):  # the file changes from here on
+                    record.unlink(missing_ok=True)
             at = offsets(members)[start]
             os.ftruncate(fd, at)
             writer = _TarWriter(fd, at)
             for member in members[start:]:
                 writer.member(member)
             writer.close()
-            if record is not None or start:  # the record vouches for these bytes
+            if record is not None:  # the record vouches for these bytes
                 os.fsync(fd)
             os.fchmod(fd, MODE)
             os.replace(tmp, out.name, src_dir_fd=folder, dst_dir_fd=folder)
-            if record is not None or start:
+            if record is not None:
                 os.fsync(folder)
             st = os.fstat(fd)
             if record is not None:
