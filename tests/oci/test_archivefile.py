@@ -157,6 +157,12 @@ def _replace_by_a_copy(out: Path) -> None:
     os.replace(out.with_name("copy"), out)
 
 
+def _fifo(out: Path) -> None:
+    """A pipe at the path: opening it for reading would wait for a writer."""
+    out.unlink()
+    os.mkfifo(out)
+
+
 def _chmod(out: Path) -> None:
     out.chmod(0o664)
 
@@ -186,6 +192,7 @@ TAMPERED: dict[str, Callable[[Path], None]] = {
     "truncated": _truncate,
     "truncated and padded back": _truncate_and_pad,
     "replaced by a copy": _replace_by_a_copy,
+    "replaced by a pipe": _fifo,
     "made group-writable": _chmod,
     "another user's": _chown,
 }

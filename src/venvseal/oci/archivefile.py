@@ -229,7 +229,9 @@ def _reusable(folder: int, name: str, tmp: str, old: _Record,
         same += 1
     if same == 0:
         return None
-    try:
+    try:  # never opened if not a regular file (a FIFO, a device); checked again once open
+        if not stat.S_ISREG(os.lstat(name, dir_fd=folder).st_mode):
+            return None
         fd = os.open(name, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
                      dir_fd=folder)
     except OSError:
