@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 
 from venvseal.elf.dlopen import dlopen_notes
-from venvseal.elf.loadercheck import LoaderCheckError
+from venvseal.elf.loadercheck import LoaderCheckError, Trace
 from venvseal.elf.loadercheck import trace as trace_libraries
 from venvseal.oci import byname, dpkg
 from venvseal.oci.rootfs import ROOT, ClosureError, RootCollector
@@ -33,6 +33,7 @@ from venvseal.toolchain.trace import read_record
 
 ELF_MAGIC = b"\x7fELF"
 MAX_ROUNDS = 20  # each round adds what the previous one's new files load; a few suffice
+MIN_SLICE = 8  # files per sandboxed loader run, at least: fewer are not worth a sandbox
 
 
 class Expander:
@@ -113,8 +114,7 @@ class Expander:
         if not files:
             return []
         try:
-            traces = trace_libraries(files, runner=self.runner, spec=self.spec,
-                                     loader=self.loader)
+            traces = self._trace_on_every_core(files)
         except LoaderCheckError as err:
             self.notes.append(f"libraries of {len(files)} files not traced: {err}")
             return []
@@ -125,6 +125,22 @@ class Expander:
                     self.c.add_path(library, pending[file])
                     found.append(library)
         return found
+
+    def _trace_on_every_core(self, files: list[PurePosixPath]) -> dict[PurePosixPath, Trace]:
+        """:func:`trace_libraries` of ``files`` cut into one run of files per core, each in a
+        sandbox of its own (the loader runs once per file); the traces in the files' order,
+        and the first failing run's error, as one run would give them."""
+        cores = min(len(os.sched_getaffinity(0)), len(files) // MIN_SLICE)
+        if cores <= 1:
+            return trace_libraries(files, runner=self.runner, spec=self.spec,
+                                   loader=self.loader)
+        size = -(-len(files) // cores)
+        with ThreadPoolExecutor(cores, thread_name_prefix="trace") as pool:
+            runs = [pool.submit(trace_libraries, files[i:i + size], runner=self.runner,
+                                spec=self.spec, loader=self.loader)
+                    for i in range(0, len(files), size)]
+            traces = [run.result() for run in runs]
+        return {file: t for found in traces for file, t in found.items()}
 
     def _db_of_root(self) -> dpkg.PackageDb | None:
         return self._db.result()
