@@ -15,7 +15,7 @@ import pytest
 from support.image import edited_closure, fake_build, require_tool, stored_fake_build
 
 from venvseal.errors import UsageError
-from venvseal.oci import archive
+from venvseal.oci import archive, archivefile
 from venvseal.oci.image import build_blobs, save
 from venvseal.oci.layers import ImageError
 from venvseal.store.core import Store
@@ -27,14 +27,14 @@ WRITER = textwrap.dedent("""
     from pathlib import Path
     sys.path.insert(0, sys.argv[1])
     from support.image import fake_build
-    from venvseal.oci import archive
+    from venvseal.oci import archivefile
     from venvseal.oci.image import build_blobs, save
 
     def stuck(self, source, size):
         print("copying", flush=True)
         time.sleep(600)
 
-    archive._TarWriter._copy = stuck
+    archivefile._TarWriter._copy = stuck
     base = Path(sys.argv[2]).parent
     config, paths, runtime = fake_build(base / ("tree-" + sys.argv[3]))
     (base / sys.argv[3]).mkdir()
@@ -76,7 +76,7 @@ def test_a_killed_writers_temp_file_goes_at_the_next_write(tmp_path: Path) -> No
         live.wait()
         assert live.stdout is not None
         live.stdout.close()
-    assert archive.remove_stale_temps(out) == [tmp_path / f".app.tar.{live.pid}.tmp"]
+    assert archivefile.remove_stale_temps(out) == [tmp_path / f".app.tar.{live.pid}.tmp"]
     assert temps(tmp_path) == []
 
 

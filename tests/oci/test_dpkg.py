@@ -35,6 +35,11 @@ P = PurePosixPath
     ("/sbin/ldconfig", False),
     ("/usr/lib/ssl/openssl.cnf", True),
     ("/", False),
+    # A skipped folder's name is matched whole, not as the start of another name.
+    ("/usr/share/docutils/writers/html.css", True),
+    ("/usr/binfmt/x", True),
+    ("/usr/share/doc-base/libc6", False),
+    ("/usr/bin", False),
 ])
 def test_runtime_files_leave_out_docs_headers_and_packaging(path: str, runtime: bool) -> None:
     assert dpkg.is_runtime_file(P(path)) is runtime

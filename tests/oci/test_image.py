@@ -343,11 +343,23 @@ def test_an_app_edit_changes_only_the_app_layer(demo: DemoImage, tmp_path: Path)
     # registry that has the last version's layers receives only the app layer again.
     project = tmp_path / "demo"
     shutil.copytree(demo.project, project, symlinks=True)
+    app = tmp_path / "app.tar"  # the image before the edit, then after it, as a user does
+    first = venvseal("image", "--store", demo.store, "--uv-cache", demo.cache, project,
+                     "-o", app)
+    assert first.code == 0, first.err
+    inode = app.stat().st_ino
     with (project / "demo" / "urls.py").open("a") as f:
         f.write("# an app edit\n")
     edited = venvseal("--json", "image", "--store", demo.store, "--uv-cache", demo.cache,
                       project, "-o", tmp_path / "edited.tar")
     assert edited.code == 0, edited.err
+    # Over the earlier archive: its prefix kept (the same file), the bytes a whole write's.
+    again = venvseal("image", "--store", demo.store, "--uv-cache", demo.cache, project,
+                     "-o", app)
+    assert again.code == 0, again.err
+    assert app.stat().st_ino == inode
+    assert app.read_bytes() == (tmp_path / "edited.tar").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.tar", "demo", "edited.tar"]
     before = [layer["digest"] for layer in demo.made.json()["layers"]]
     after = [layer["digest"] for layer in edited.json()["layers"]]
     assert after[:2] == before[:2]

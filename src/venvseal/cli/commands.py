@@ -185,7 +185,7 @@ def cmd_image(s: Session) -> int:
         tag = (registry.parse_reference(s.args.tag, require_host=False) if s.args.tag
                else image.default_tag(o.recipe))
         res, built = _image_blobs(o, scratch)
-        size = image.save(built, out, tag)
+        size = image.save(built, out, tag, ledger=image.archive_ledger(o.store))
     for i, (layer, reused) in enumerate(zip(built.layers, built.reused, strict=True), 1):
         s.ui.info(f"layer {i} ({layer.what}): {human_size(layer.size)} compressed, "
                   f"{layer.entries} entries" + (", kept from an earlier image" if reused else ""))

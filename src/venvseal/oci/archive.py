@@ -8,7 +8,9 @@ all read it. Blobs are copied in by the kernel (``copy_file_range``), never thro
 It is written to ``.NAME.<pid>.tmp`` beside ``NAME`` and renamed into place. The temp file
 is removed on any error or interrupt, and is flock'ed while written: a process killed
 outright (SIGKILL) leaves it behind, and the next archive written to the same folder
-removes every such file no live process holds.
+removes every such file no live process holds. After an app edit, an archive venvseal
+wrote at the same path keeps its unchanged layers and only its tail is written again
+(:mod:`venvseal.oci.archivefile`).
 """
 
 from __future__ import annotations
@@ -25,10 +27,9 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from venvseal.errors import UsageError
-from venvseal.oci.layers import ImageError, Layer, tar_header
+from venvseal.oci.archivefile import Member, write_tar
+from venvseal.oci.layers import ImageError, Layer
 from venvseal.oci.model import OCI_INDEX, OCI_MANIFEST, Blob, Digest, Reference, sha256_digest
-
-_ZEROS = bytes(tarfile.RECORDSIZE)
 
 
 class ArchiveError(UsageError):
@@ -45,29 +46,30 @@ def blob_name(digest: str) -> str:
 
 
 def write_archive(out: Path, tag: Reference, *, manifest: bytes, config: bytes,
-                  layers: Sequence[tuple[Layer, Path]]) -> int:
-    """Write the OCI layout archive (with docker's manifest.json) to ``out``; its size."""
-    digest = sha256_digest(manifest)
-    index = _index(manifest, tag)
-    blobs: dict[str, bytes | tuple[Path, int]] = {digest: manifest,
-                                                  sha256_digest(config): config}
+                  layers: Sequence[tuple[Layer, Path]], ledger: Path | None = None) -> int:
+    """Write the OCI layout archive (with docker's manifest.json) to ``out``; its size.
+
+    Members go from what changes least to what changes most, so that after an app edit the
+    archive written before (recorded in ``ledger``) keeps all but its tail
+    (:mod:`venvseal.oci.archivefile`): the layout's folders and ``oci-layout``, the layer
+    blobs in the manifest's order (toolchain runtime, dependencies, app), then the config,
+    the manifest, ``index.json`` and docker's ``manifest.json``.
+    """
+    config_digest = sha256_digest(config)
+    members = [Member.folder("blobs"), Member.folder("blobs/sha256"),
+               Member.of_bytes("oci-layout", canonical_json({"imageLayoutVersion": "1.0.0"}))]
+    seen: set[str] = set()
     for layer, file in layers:
-        blobs.setdefault(layer.digest, (file, layer.size))
-    docker = canonical_json([{"Config": blob_name(sha256_digest(config)), "RepoTags": [str(tag)],
+        if layer.digest not in seen:
+            seen.add(layer.digest)
+            members.append(Member(blob_name(layer.digest), layer.size, layer.digest, file))
+    members.append(Member.of_bytes(blob_name(config_digest), config))
+    members.append(Member.of_bytes(blob_name(sha256_digest(manifest)), manifest))
+    docker = canonical_json([{"Config": blob_name(config_digest), "RepoTags": [str(tag)],
                               "Layers": [blob_name(layer.digest) for layer, _ in layers]}])
-    with _temp_beside(out) as (fd, tmp):
-        writer = _TarWriter(fd)
-        for folder in ("blobs", "blobs/sha256"):
-            writer.header(tar_header(folder, "dir", 0o755))
-        for d in sorted(blobs):
-            writer.member(blob_name(d), blobs[d])
-        for name, data in (("index.json", index), ("manifest.json", docker),
-                           ("oci-layout", canonical_json({"imageLayoutVersion": "1.0.0"}))):
-            writer.member(name, data)
-        writer.close()
-        os.fchmod(fd, 0o644)
-        os.replace(tmp, out)
-    return out.stat().st_size
+    members += [Member.of_bytes("index.json", _index(manifest, tag)),
+                Member.of_bytes("manifest.json", docker)]
+    return write_tar(out, members, ledger=ledger)
 
 
 def _index(manifest: bytes, tag: Reference) -> bytes:
@@ -76,100 +78,6 @@ def _index(manifest: bytes, tag: Reference) -> bytes:
         "mediaType": OCI_MANIFEST, "digest": sha256_digest(manifest), "size": len(manifest),
         "annotations": {"io.containerd.image.name": str(tag),
                         "org.opencontainers.image.ref.name": tag.tag or "latest"}}]})
-
-
-class _TarWriter:
-    """A tar as :mod:`tarfile` writes it (PAX), with file data copied by the kernel."""
-
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
-        self._offset = 0
-
-    def _write(self, data: bytes) -> None:
-        self._write_raw(data)
-        self._offset += len(data)
-
-    def _write_raw(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view):]
-
-    def header(self, info: tarfile.TarInfo) -> None:
-        self._write(info.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape"))
-
-    def member(self, name: str, data: bytes | tuple[Path, int]) -> None:
-        """A file holding ``data``, or the first ``size`` bytes of the file ``(path, size)``."""
-        size = len(data) if isinstance(data, bytes) else data[1]
-        self.header(tar_header(name, "file", 0o644, size=size))
-        if isinstance(data, bytes):
-            self._write(data)
-        else:
-            self._copy(data[0], size)
-        self._write(bytes(-size % tarfile.BLOCKSIZE))
-
-    def _copy(self, source: Path, size: int) -> None:
-        fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            left = size
-            while left:
-                try:
-                    done = os.copy_file_range(fd, self._fd, left)
-                except OSError:  # another file system, or no support: copy in user space
-                    data = os.read(fd, min(left, 1 << 20))
-                    done = len(data)
-                    self._write_raw(data)
-                if done == 0:
-                    raise ImageError(f"{source} ended after {size - left} of {size} bytes; "
-                                     "did it change while the archive was written? run again")
-                left -= done
-        finally:
-            os.close(fd)
-        self._offset += size
-
-    def close(self) -> None:
-        # tarfile's end: two zero blocks, then zeros up to a whole record.
-        end = self._offset + 2 * tarfile.BLOCKSIZE
-        self._write(_ZEROS[: 2 * tarfile.BLOCKSIZE + (-end % tarfile.RECORDSIZE)])
-
-
-@contextmanager
-def _temp_beside(out: Path) -> Iterator[tuple[int, Path]]:
-    """An flock'ed ``.NAME.<pid>.tmp`` beside ``out``, removed unless renamed; stale ones of
-    killed processes are removed first."""
-    remove_stale_temps(out)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield fd, tmp
-    finally:
-        tmp.unlink(missing_ok=True)  # gone already after the rename
-        os.close(fd)
-
-
-def remove_stale_temps(out: Path) -> list[Path]:
-    """Remove ``.NAME.<pid>.tmp`` files beside ``out`` that no live process holds."""
-    removed = []
-    prefix = f".{out.name}."
-    for entry in os.scandir(out.parent):
-        rest = entry.name.removeprefix(prefix)
-        if (rest == entry.name or not rest.endswith(".tmp")
-                or not rest.removesuffix(".tmp").isdigit() or not entry.is_file()):
-            continue
-        try:
-            fd = os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            continue  # a live writer's
-        else:
-            os.unlink(entry.path)
-            removed.append(Path(entry.path))
-        finally:
-            os.close(fd)
-    return removed
 
 
 # A layout folder --------------------------------------------------------------------------

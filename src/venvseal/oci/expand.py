@@ -19,10 +19,11 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 
 from venvseal.elf.dlopen import dlopen_notes
-from venvseal.elf.loadercheck import LoaderCheckError
+from venvseal.elf.loadercheck import LoaderCheckError, Trace
 from venvseal.elf.loadercheck import trace as trace_libraries
 from venvseal.oci import byname, dpkg
 from venvseal.oci.rootfs import ROOT, ClosureError, RootCollector
@@ -32,6 +33,7 @@ from venvseal.toolchain.trace import read_record
 
 ELF_MAGIC = b"\x7fELF"
 MAX_ROUNDS = 20  # each round adds what the previous one's new files load; a few suffice
+MIN_SLICE = 8  # files per sandboxed loader run, at least: fewer are not worth a sandbox
 
 
 class Expander:
@@ -43,8 +45,9 @@ class Expander:
         self.search = [(d, c.host(r)) for d in dict.fromkeys(search)
                        if (r := self._resolve(d)) is not None]
         self.notes: list[str] = []
-        self._db: dpkg.PackageDb | None = None
-        self._db_read = False
+        # Read while the loader traces the first files (a subprocess): the two overlap.
+        self._db_pool = ThreadPoolExecutor(1, thread_name_prefix="dpkg-db")
+        self._db = self._db_pool.submit(dpkg.read_db, c.root)
         self._packages: set[str] = set()
         self._traced: set[PurePosixPath] = set()
         self._stores: dict[PurePosixPath, Path] = {}
@@ -54,6 +57,13 @@ class Expander:
         """Trace ``traced`` (file -> reason for its libraries) and everything that follows;
         the notes. ``closures``: the closure's host path first, then its references;
         ``elf``: each one's ELF files (relative paths)."""
+        try:
+            return self._run(traced, closures=closures, elf=elf)
+        finally:
+            self._db_pool.shutdown(wait=True, cancel_futures=True)
+
+    def _run(self, traced: dict[PurePosixPath, str], *, closures: Sequence[Path],
+             elf: Mapping[Path, Sequence[str]]) -> list[str]:
         pending = dict(traced)
         self._stores = {STORE_DIR / p.name: p for p in closures}
         for file in traced:  # the closure's own ELF files may carry dlopen notes too
@@ -104,8 +114,7 @@ class Expander:
         if not files:
             return []
         try:
-            traces = trace_libraries(files, runner=self.runner, spec=self.spec,
-                                     loader=self.loader)
+            traces = self._trace_on_every_core(files)
         except LoaderCheckError as err:
             self.notes.append(f"libraries of {len(files)} files not traced: {err}")
             return []
@@ -117,11 +126,24 @@ class Expander:
                     found.append(library)
         return found
 
+    def _trace_on_every_core(self, files: list[PurePosixPath]) -> dict[PurePosixPath, Trace]:
+        """:func:`trace_libraries` of ``files`` cut into one run of files per core, each in a
+        sandbox of its own (the loader runs once per file); the traces in the files' order,
+        and the first failing run's error, as one run would give them."""
+        cores = min(len(os.sched_getaffinity(0)), len(files) // MIN_SLICE)
+        if cores <= 1:
+            return trace_libraries(files, runner=self.runner, spec=self.spec,
+                                   loader=self.loader)
+        size = -(-len(files) // cores)
+        with ThreadPoolExecutor(cores, thread_name_prefix="trace") as pool:
+            runs = [pool.submit(trace_libraries, files[i:i + size], runner=self.runner,
+                                spec=self.spec, loader=self.loader)
+                    for i in range(0, len(files), size)]
+            traces = [run.result() for run in runs]
+        return {file: t for found in traces for file, t in found.items()}
+
     def _db_of_root(self) -> dpkg.PackageDb | None:
-        if not self._db_read:
-            self._db_read = True
-            self._db = dpkg.read_db(self.c.root)
-        return self._db
+        return self._db.result()
 
     def _package(self, library: PurePosixPath, pending: dict[PurePosixPath, str]) -> None:
         db = self._db_of_root()

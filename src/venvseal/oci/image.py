@@ -251,12 +251,23 @@ def _write(plan: LayerPlan, dest: Path, *, compression: Compression, pool: Execu
                        stop=stop)
 
 
-def save(image: BuiltImage, out: Path, tag: Reference) -> int:
-    """Write ``image`` as an archive at ``out`` (atomically), or as an OCI image layout in
+def archive_ledger(store: Store) -> Path:
+    """Where the archives written with ``store`` are recorded, so the next archive at the
+    same path writes only what changed (:mod:`venvseal.oci.archivefile`): a dot-folder in
+    the store's root, which no store path, gc or debris cleaning ever names."""
+    return store.root / ".archives"
+
+
+def save(image: BuiltImage, out: Path, tag: Reference, *, ledger: Path | None = None) -> int:
+    """Write ``image`` as an archive at ``out`` (atomically; after an archive written at
+    ``out`` with the same ``ledger``, only what changed), or as an OCI image layout in
     ``out`` if it is a folder; its size."""
-    write = write_layout if out.is_dir() else write_archive
-    return write(out, tag, manifest=image.manifest, config=image.config,
-                 layers=list(zip(image.layers, image.layer_files, strict=True)))
+    layers = list(zip(image.layers, image.layer_files, strict=True))
+    if out.is_dir():
+        return write_layout(out, tag, manifest=image.manifest, config=image.config,
+                            layers=layers)
+    return write_archive(out, tag, manifest=image.manifest, config=image.config,
+                         layers=layers, ledger=ledger)
 
 
 def assemble_image(rec: Recipe, tc: ResolvedToolchain, paths: ImagePaths, *, store: Store,
@@ -295,6 +306,7 @@ def build_image(config: ImageConfig, paths: ImagePaths, runtime: RuntimeClosure,
     tag = tag or config.tag
     with tempfile.TemporaryDirectory(prefix="venvseal-image-") as tmp:
         image = build_blobs(config, paths, runtime, Path(tmp), store=store, workers=workers)
-        size = save(image, out, tag)
+        size = save(image, out, tag,
+                    ledger=archive_ledger(store) if store is not None else None)
     return ImageInfo(image.manifest_digest, image.config_digest, image.layers, size, tag)
 

@@ -100,12 +100,18 @@ class RootCollector:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._root_text = str(root).rstrip("/")  # "" for "/": host paths are then the path
         self.entries: dict[PurePosixPath, RuntimeFile] = {}
         self._walked: set[PurePosixPath] = set()
 
     def host(self, path: PurePosixPath) -> Path:
         """Where ``path`` (inside the root) is on the host, no symlink followed."""
         return self.root / str(path).lstrip("/")
+
+    def _host_text(self, path: PurePosixPath) -> str:
+        """:meth:`host` as a string, without pathlib's cost (resolve runs it thousands of
+        times for a closure); ``path`` is absolute and not the root itself."""
+        return self._root_text + str(path)
 
     def record(self, path: PurePosixPath, why: str, content: bytes | None = None) -> None:
         """Add one entry (and its parent folders) unless it is there for a better reason."""
@@ -166,10 +172,14 @@ class RootCollector:
                 current = current.parent
                 continue
             here = current / name
-            host = self.host(here)
-            if (current == ROOT and name in VIRTUAL) or not os.path.lexists(host):
+            if current == ROOT and name in VIRTUAL:
                 return None
-            if not host.is_symlink():
+            host = self._host_text(here)
+            try:  # one lstat: does it exist, is it a symlink
+                mode = os.lstat(host).st_mode
+            except (OSError, ValueError):  # os.path.lexists says False for all of these
+                return None
+            if not stat.S_ISLNK(mode):
                 current = here
                 continue
             if record is not None:

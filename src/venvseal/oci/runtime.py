@@ -34,6 +34,7 @@ import fnmatch
 import os
 import stat
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -188,11 +189,16 @@ def runtime_closure(rec: Recipe, tc: ResolvedToolchain, closure: Path, *,
     spec = SandboxSpec(root=tc.root, env=fixed_env(tc.path),
                        mounts=tuple(Mount(host=p, target=STORE_DIR / p.name) for p in paths))
     c = RootCollector(tc.root)
-    scans = [(STORE_DIR / p.name, _scan(p)) for p in paths]
-    python, loader = _add_interpreter(c, tc, dict(scans[0][1].links).get("bin/python",
-                                                                          tc.python))
-    stdlib = runner.run(spec, [str(python), "-I", "-S", "-c", _SYS_PATH],
-                        what=f"{python}: where its standard library is").output
+    own = _scan(paths[0])
+    python, loader = _add_interpreter(c, tc, dict(own.links).get("bin/python", tc.python))
+    # The interpreter is asked in the sandbox (a subprocess) while the references (the
+    # relinked deps: thousands of files) are scanned.
+    with ThreadPoolExecutor(1, thread_name_prefix="stdlib") as pool:
+        asked = pool.submit(runner.run, spec, [str(python), "-I", "-S", "-c", _SYS_PATH],
+                            what=f"{python}: where its standard library is")
+        scans = [(STORE_DIR / paths[0].name, own),
+                 *((STORE_DIR / p.name, _scan(p)) for p in paths[1:])]
+        stdlib = asked.result().output
     folders = [f for f in map(PurePosixPath, stdlib.splitlines()) if f.is_absolute()]
     for folder in folders:  # the zip of the standard library is usually absent
         c.add_tree(folder, "stdlib", stdlib_skip)
