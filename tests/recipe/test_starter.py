@@ -42,7 +42,7 @@ APP = '[project]\nname = "app"\nversion = "2.0"\n[project.scripts]\nzz = "app:b"
 TOOLCHAINS = [
     (">=3.11", HOST, ['python = "/usr/bin/python3.11"'], "meets requires-python (>=3.11)"),
     (">=3.12", HOST, ['debian = { suite = "trixie", packages = ["python3.13", '
-                      '"python3.13-dev"] }', 'python = "/usr/bin/python3.13"'],
+                      '"python3.13-dev", "binutils"] }', 'python = "/usr/bin/python3.13"'],
      "the host's Python 3.11 does not"),
     (">=3.14", HOST, ['suite = "sid"', 'python = "/usr/bin/python3.14"'], "sid is the oldest"),
     (">=3.11", None, ['suite = "bookworm"'], "the host has no python3"),

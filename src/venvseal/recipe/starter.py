@@ -90,8 +90,9 @@ def _toolchain(requires: str | None, host: HostPython | None) -> tuple[list[str]
             v = "{}.{}".format(*version)
             have = (f"the host's Python {'.'.join(map(str, host.version))} does not"
                     if host is not None else "the host has no python3 that does")
+            # binutils: the deps stage strips debug info with the toolchain's own strip.
             return ([f'debian = {{ suite = "{suite}", packages = ["python{v}", '
-                     f'"python{v}-dev"] }}', f'python = "/usr/bin/python{v}"'],
+                     f'"python{v}-dev", "binutils"] }}', f'python = "/usr/bin/python{v}"'],
                     Choice(what=f"toolchain: Debian {suite} (Python {v}), made once with "
                                 "debootstrap",
                            why=f"requires-python is {shown} and {have}; {suite} is the "
