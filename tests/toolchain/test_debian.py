@@ -1,0 +1,67 @@
+"""Debian toolchain roots made by an unprivileged user (mmdebstrap's unshare mode).
+
+The slow test runs mmdebstrap for real as a user the tests create, against the mirror the
+machine's apt uses (Debian 12's own suite, minbase: a small, stable package set).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from support import write
+from support.unprivileged import User
+
+from venvseal.toolchain.debian import unprivileged_problem
+
+RANGE = "alice:100000:65536\n"
+
+
+@pytest.mark.parametrize(("subuid", "subgid", "newuidmap", "says"), [
+    ("", RANGE, "/usr/bin/newuidmap", ["a range in /etc/subuid for alice"]),
+    (RANGE, "", "/usr/bin/newuidmap", ["a range in /etc/subgid for alice"]),
+    (RANGE, RANGE, None, ["newuidmap (Debian: apt-get install uidmap)"]),
+    ("", "", None, ["newuidmap", "/etc/subuid", "/etc/subgid"]),
+    ("alicia:1:2\nbob:100000:65536\n", RANGE, "/usr/bin/newuidmap", ["/etc/subuid"]),
+])
+def test_what_a_user_lacks_for_unshare_mode_is_named_with_the_way_out(
+        subuid: str, subgid: str, newuidmap: str | None, says: list[str]) -> None:
+    problem = unprivileged_problem("alice", subuid=subuid, subgid=subgid, newuidmap=newuidmap)
+    assert problem is not None
+    for fragment in says:
+        assert fragment in problem
+    assert "usermod --add-subuids" in problem and "[toolchain] root" in problem
+    assert "\n" not in problem  # one line
+
+
+def test_a_user_with_newuidmap_and_both_ranges_can() -> None:
+    assert unprivileged_problem("alice", subuid=RANGE, subgid=RANGE,
+                                newuidmap="/usr/bin/newuidmap") is None
+
+
+@pytest.mark.slow
+def test_an_unprivileged_user_makes_a_debian_root_in_its_own_store(
+        unprivileged: User) -> None:
+    # useradd --system gives no subordinate ids: add a range for this user (once), as an
+    # administrator would.
+    ranges = "300000-365535"
+    if unprivileged_problem(unprivileged.name, subuid=Path("/etc/subuid").read_text(),
+                            subgid=Path("/etc/subgid").read_text(), newuidmap="found"):
+        subprocess.run(["usermod", "--add-subuids", ranges, "--add-subgids", ranges,
+                        unprivileged.name], check=True)
+    project = unprivileged.home / "project"
+    write(project / "venvseal.toml", '[app]\nname = "rootless"\nversion = "1.0"\n'
+          '[toolchain]\npython = "/usr/bin/python3.11"\n'
+          'debian = { suite = "bookworm", packages = ["python3-minimal"] }\n')
+    write(project / "pyproject.toml", '[project]\nname = "rootless"\nversion = "1.0"\n')
+    unprivileged.own(project)
+    store = unprivileged.home / "store"
+    run = unprivileged.venvseal("--store", store, "--json", "toolchain", project, timeout=900)
+    assert run.code == 0, run.err[-3000:]
+    root = Path(run.json()["root"])
+    assert root.is_relative_to(store)
+    python = root / "usr/bin/python3.11"
+    assert python.is_file() and os.stat(python).st_uid == unprivileged.uid
+    assert not any((root / "dev").iterdir())  # device nodes were never made
