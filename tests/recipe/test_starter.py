@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,31 @@ def test_toolchain_is_the_hosts_python_or_a_debian_suite(
         assert line in starter.text
     toolchain = next(c for c in starter.choices if c.what.startswith("toolchain"))
     assert why in toolchain.why
+
+
+# Each row: the locked registry packages (name, has an sdist, has wheels), whether the
+# Debian toolchain gets gcc, and what the reason names.
+BUILDS = [
+    ([("uwsgi", True, False)], True, "no wheel for (uwsgi)"),
+    ([("uwsgi", True, False), ("dkimpy", True, False), ("idna", True, True)], True,
+     "(dkimpy, uwsgi)"),
+    ([("idna", True, True), ("numpy", False, True)], False, "ships a Python meeting it"),
+]
+
+
+@pytest.mark.parametrize(("locked", "gcc", "why"), BUILDS)
+def test_a_debian_toolchain_gets_gcc_when_uv_must_build_something(
+        tmp_path: Path, locked: list[tuple[str, bool, bool]], gcc: bool, why: str) -> None:
+    write(tmp_path / "pyproject.toml", APP)
+    base = lock(">=3.14")
+    extra = tuple(LockedPackage(name=n, version="1", source_kind="registry", source="index",
+                                has_sdist=sdist, has_wheels=wheels)
+                  for n, sdist, wheels in locked)
+    starter = plan_starter(tmp_path, dataclasses.replace(base, packages=base.packages + extra),
+                           host=HOST)
+    assert ('"binutils", "gcc"] }' in starter.text) is gcc
+    toolchain = next(c for c in starter.choices if c.what.startswith("toolchain"))
+    assert toolchain.why.endswith(why)
 
 
 def test_no_python_meets_requires_python(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ where it belongs. Each choice carries the reason, which ``init`` prints.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,7 +79,8 @@ def top_level_packages(folder: Path) -> list[str]:
     return []
 
 
-def _toolchain(requires: str | None, host: HostPython | None) -> tuple[list[str], Choice]:
+def _toolchain(requires: str | None, host: HostPython | None,
+               builds: Sequence[str] = ()) -> tuple[list[str], Choice]:
     shown = requires or "any version"
     if host is not None and satisfies(host.version, requires):
         v = ".".join(map(str, host.version))
@@ -90,13 +92,18 @@ def _toolchain(requires: str | None, host: HostPython | None) -> tuple[list[str]
             v = "{}.{}".format(*version)
             have = (f"the host's Python {'.'.join(map(str, host.version))} does not"
                     if host is not None else "the host has no python3 that does")
-            # binutils: the deps stage strips debug info with the toolchain's own strip.
+            # binutils: the deps stage strips debug info with the toolchain's own strip;
+            # gcc: uv builds the packages uv.lock has no wheel for (a minbase root has none).
+            compiler = ', "gcc"' if builds else ""
+            built = (f"; gcc for the packages uv.lock has no wheel for ({', '.join(builds)})"
+                     if builds else "")
             return ([f'debian = {{ suite = "{suite}", packages = ["python{v}", '
-                     f'"python{v}-dev", "binutils"] }}', f'python = "/usr/bin/python{v}"'],
+                     f'"python{v}-dev", "binutils"{compiler}] }}',
+                     f'python = "/usr/bin/python{v}"'],
                     Choice(what=f"toolchain: Debian {suite} (Python {v}), made once with "
                                 "debootstrap",
                            why=f"requires-python is {shown} and {have}; {suite} is the "
-                               "oldest suite that ships a Python meeting it"))
+                               f"oldest suite that ships a Python meeting it{built}"))
     raise UsageError(f"requires-python ({shown}) is met by neither the host's Python nor "
                      f"a Debian suite's ({', '.join(s for s, _ in DEBIAN_PYTHONS)}); write "
                      "[toolchain] by hand (see docs/recipe.md)")
@@ -120,7 +127,10 @@ def plan_starter(project: Path, lock: Lock, *, host: HostPython | None,
     else:
         choices.append(Choice(what=f"[app]: {known['name']} {known['version']}",
                               why="read from [project] (no [app] table needed)"))
-    tc_lines, choice = _toolchain(lock.requires_python or meta.get("requires-python"), host)
+    builds = sorted(p.name for p in lock.packages
+                    if p.source_kind == "registry" and p.has_sdist and not p.has_wheels)
+    tc_lines, choice = _toolchain(lock.requires_python or meta.get("requires-python"), host,
+                                  builds)
     lines += [f"[{prefix}toolchain]", *tc_lines, ""]
     choices.append(choice)
     lines += [f"[{prefix}deps]", "# The NAR hash of the dependency venv; "
