@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,26 @@ def test_a_debian_toolchain_gets_gcc_when_uv_must_build_something(
     assert ('"binutils", "gcc"] }' in starter.text) is gcc
     toolchain = next(c for c in starter.choices if c.what.startswith("toolchain"))
     assert toolchain.why.endswith(why)
+
+
+@pytest.mark.parametrize(("kind", "copied"), [("virtual", True), ("editable", False)])
+def test_a_root_that_is_not_a_package_is_copied_and_put_on_sys_path(
+        tmp_path: Path, kind: str, copied: bool) -> None:
+    # A Django site without [build-system]: uv locks its root as virtual and installs none of it.
+    write(tmp_path / "pyproject.toml", APP)
+    write(tmp_path / "site" / "__init__.py", "")
+    write(tmp_path / "tests" / "__init__.py", "")
+    root = LockedPackage(name="app", version="1", source_kind=kind, source=".",
+                         has_sdist=False, has_wheels=False)
+    base = lock(">=3.11")
+    starter = plan_starter(tmp_path, dataclasses.replace(base, packages=(root,)), host=HOST)
+    lines = ['[assemble]\npython-path = ["app"]\n',
+             '[[assemble.copy]]\nfrom = "site"\nto = "app/site"\n']
+    assert all((line in starter.text) is copied for line in lines)
+    assert 'imports = ["site"]' in starter.text
+    assert "tests" not in starter.text
+    recipe = tomllib.loads(starter.text)
+    assert ("copy" in recipe.get("assemble", {})) is copied
 
 
 def test_no_python_meets_requires_python(tmp_path: Path) -> None:

@@ -20,6 +20,8 @@ from venvseal.recipe.uvlock import Lock
 # requires-python is chosen (what a project needs, on the most settled suite).
 DEBIAN_PYTHONS: tuple[tuple[str, tuple[int, int]], ...] = (
     ("bookworm", (3, 11)), ("trixie", (3, 13)), ("sid", (3, 14)))
+# Where the code of a project that is not a package goes in the closure (on sys.path).
+SITE = "app"
 # Folders that hold a project's tests, docs or tooling, not its importable packages.
 _NOT_PACKAGES = {"tests", "test", "docs", "doc", "examples", "scripts", "build", "dist"}
 _CLAUSE = re.compile(r"\s*(~=|===|==|!=|<=|>=|<|>)\s*([0-9][0-9.]*)(\.\*)?\s*")
@@ -136,10 +138,24 @@ def plan_starter(project: Path, lock: Lock, *, host: HostPython | None,
     lines += [f"[{prefix}deps]", "# The NAR hash of the dependency venv; "
               "'venvseal build --update-hash' rewrites it.", 'hash = ""', ""]
     members = [m for m in lock.workspace_members()]
+    assemble: list[str] = []
     if members:
         names = ", ".join(f'"{m.name}"' for m in members)
-        lines += [f"[{prefix}assemble]", f"workspace = [{names}]", ""]
+        assemble.append(f"workspace = [{names}]")
         choices.append(Choice(what=f"workspace members: {names}", why="uv.lock lists them"))
+    root = lock.root_package()
+    own = top_level_packages(project) if root and root.source_kind == "virtual" else []
+    copies: list[str] = []
+    if own:  # uv installs no root that is not a package: its code is copied, put on sys.path
+        assemble.append(f'python-path = ["{SITE}"]')
+        for package in own:
+            copies += [f"[[{prefix}assemble.copy]]", f'from = "{package}"',
+                       f'to = "{SITE}/{package}"', ""]
+        choices.append(Choice(what=f"{', '.join(own)} copied to {SITE}/, on sys.path",
+                              why="the project is not a package (no [build-system], or "
+                                  "tool.uv.package = false), so uv installs none of it"))
+    if assemble:
+        lines += [f"[{prefix}assemble]", *assemble, "", *copies]
     folders = [project, *(project / m.source for m in members)]
     packages = sorted({p for f in folders for p in top_level_packages(f)})
     if packages:
