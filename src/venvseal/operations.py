@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from venvseal import pipeline
-from venvseal.errors import VenvsealError
+from venvseal.errors import UsageError, VenvsealError
 from venvseal.recipe.model import Recipe
 from venvseal.store.core import STORE_DIR, StorePath
 from venvseal.toolchain import resolve as toolchain
@@ -24,6 +24,17 @@ class Bind:
     writable: bool = True
 
 
+def unmountable_bind(binds: tuple[Bind, ...], store_root: Path) -> Bind | None:
+    """The first bind whose target is a folder the (read-only) store lacks: bubblewrap cannot
+    make its mount point there ("Can't mkdir ...: Read-only file system")."""
+    for bind in binds:
+        if bind.target.is_relative_to(STORE_DIR):
+            inside = store_root / bind.target.relative_to(STORE_DIR)
+            if not (inside.is_dir() if bind.host.is_dir() else inside.exists()):
+                return bind
+    return None
+
+
 def closure_command(tc: toolchain.ResolvedToolchain, ctx: pipeline.Context, path: StorePath,
                     argv: list[str], *, env: Mapping[str, str], identity: sb.Identity,
                     cwd: Path | None = None, binds: tuple[Bind, ...] = ()) -> list[str]:
@@ -36,6 +47,10 @@ def closure_command(tc: toolchain.ResolvedToolchain, ctx: pipeline.Context, path
     """
     from venvseal.assemble.textedit import expand
 
+    if bad := unmountable_bind(binds, ctx.store.root):
+        raise UsageError(f"--bind {bad.host}:{bad.target}: the closure (read-only) has no "
+                         f"{bad.target} to mount on; bind a folder it has (add one with "
+                         "[[assemble.copy]]), or one outside the store and point the app there")
     logical = ctx.store.logical(path)
     values = {"out": str(logical), "python": str(logical / "bin" / "python")}
     full_env = {**sb.fixed_env(tc.path), **env,
