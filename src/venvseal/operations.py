@@ -3,6 +3,7 @@ the paths a build shares through a cache. Library code: the CLI calls it and ren
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -35,6 +36,16 @@ def unmountable_bind(binds: tuple[Bind, ...], store_root: Path) -> Bind | None:
     return None
 
 
+def on_path(program: str, closure: Path, tc: toolchain.ResolvedToolchain) -> bool:
+    """Whether a run finds ``program`` (a bare name) in the closure's bin/ or on the
+    toolchain's PATH, as the sandbox's PATH is those folders, in that order. (A closure's
+    bin/ entry may link into the toolchain, so it counts as it is, unresolved.)"""
+    if os.path.lexists(closure / "bin" / program):
+        return True
+    found = (toolchain.resolve_in_root(tc.root, folder / program) for folder in tc.path)
+    return any(f.is_file() and os.access(f, os.X_OK) for f in found)
+
+
 def closure_command(tc: toolchain.ResolvedToolchain, ctx: pipeline.Context, path: StorePath,
                     argv: list[str], *, env: Mapping[str, str], identity: sb.Identity,
                     cwd: Path | None = None, binds: tuple[Bind, ...] = ()) -> list[str]:
@@ -51,6 +62,12 @@ def closure_command(tc: toolchain.ResolvedToolchain, ctx: pipeline.Context, path
         raise UsageError(f"--bind {bad.host}:{bad.target}: the closure (read-only) has no "
                          f"{bad.target} to mount on; bind a folder it has (add one with "
                          "[[assemble.copy]]), or one outside the store and point the app there")
+    program = argv[0] if argv else ""
+    if program and "/" not in program and "@" not in program and not on_path(program, path,
+                                                                           tc):
+        raise UsageError(f"{program}: neither the closure's bin/ nor the toolchain's PATH "
+                         f"({':'.join(map(str, tc.path))}) has it; give its path, or see "
+                         "what the closure has: venvseal run -- ls @out@/bin")
     logical = ctx.store.logical(path)
     values = {"out": str(logical), "python": str(logical / "bin" / "python")}
     full_env = {**sb.fixed_env(tc.path), **env,
