@@ -1,7 +1,8 @@
 """Debian toolchain roots made by an unprivileged user (mmdebstrap's unshare mode).
 
 The slow test runs mmdebstrap for real as a user the tests create, against the mirror the
-machine's apt uses (Debian 12's own suite, minbase: a small, stable package set).
+machine's apt uses (Debian 12's own suite, minbase: a small, stable package set), then as
+root from the user's lock.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from support import write
+from support import venvseal, write
 from support.unprivileged import User
 
+from venvseal.store.nar import nar_hash
 from venvseal.toolchain.debian import unprivileged_problem
 
 RANGE = "alice:100000:65536\n"
@@ -42,8 +44,8 @@ def test_a_user_with_newuidmap_and_both_ranges_can() -> None:
 
 
 @pytest.mark.slow
-def test_an_unprivileged_user_makes_a_debian_root_in_its_own_store(
-        unprivileged: User) -> None:
+def test_an_unprivileged_user_pins_a_debian_root_that_root_makes_again_bit_for_bit(
+        unprivileged: User, tmp_path: Path) -> None:
     # useradd --system gives no subordinate ids: add a range for this user (once), as an
     # administrator would.
     ranges = "300000-365535"
@@ -58,10 +60,15 @@ def test_an_unprivileged_user_makes_a_debian_root_in_its_own_store(
     write(project / "pyproject.toml", '[project]\nname = "rootless"\nversion = "1.0"\n')
     unprivileged.own(project)
     store = unprivileged.home / "store"
-    run = unprivileged.venvseal("--store", store, "--json", "toolchain", project, timeout=900)
+    # --lock: the lock's hooks, the local repository and the root all made in unshare mode.
+    run = unprivileged.venvseal("--store", store, "--json", "toolchain", project, "--lock",
+                                timeout=900)
     assert run.code == 0, run.err[-3000:]
     root = Path(run.json()["root"])
     assert root.is_relative_to(store)
     python = root / "usr/bin/python3.11"
     assert python.is_file() and os.stat(python).st_uid == unprivileged.uid
     assert not any((root / "dev").iterdir())  # device nodes were never made
+    again = venvseal("--store", tmp_path / "store", "--json", "toolchain", project)
+    assert again.code == 0, again.err[-3000:]
+    assert nar_hash(Path(again.json()["root"])) == nar_hash(root)
