@@ -88,24 +88,28 @@ def test_a_debian_toolchain_gets_gcc_when_uv_must_build_something(
     assert toolchain.why.endswith(why)
 
 
-@pytest.mark.parametrize(("kind", "copied"), [("virtual", True), ("editable", False)])
+@pytest.mark.parametrize(("kind", "layout", "copied"), [
+    ("virtual", "", '[[assemble.copy]]\nfrom = "site"\nto = "app/site"\n'),
+    ("virtual", "src/", '[[assemble.copy]]\nfrom = "src"\nto = "app"\n'),
+    ("editable", "", None),
+])
 def test_a_root_that_is_not_a_package_is_copied_and_put_on_sys_path(
-        tmp_path: Path, kind: str, copied: bool) -> None:
-    # A Django site without [build-system]: uv locks its root as virtual and installs none of it.
+        tmp_path: Path, kind: str, layout: str, copied: str | None) -> None:
+    # A Django site without [build-system]: uv locks its root as virtual and installs none of
+    # it. In a src layout all of src/ goes (locale/ and manage.py live there too).
     write(tmp_path / "pyproject.toml", APP)
-    write(tmp_path / "site" / "__init__.py", "")
+    write(tmp_path / layout / "site" / "__init__.py", "")
     write(tmp_path / "tests" / "__init__.py", "")
     root = LockedPackage(name="app", version="1", source_kind=kind, source=".",
                          has_sdist=False, has_wheels=False)
     base = lock(">=3.11")
     starter = plan_starter(tmp_path, dataclasses.replace(base, packages=(root,)), host=HOST)
-    lines = ['[assemble]\npython-path = ["app"]\n',
-             '[[assemble.copy]]\nfrom = "site"\nto = "app/site"\n']
-    assert all((line in starter.text) is copied for line in lines)
+    lines = ['[assemble]\npython-path = ["app"]\n', copied or "[[assemble.copy]]"]
+    assert all((line in starter.text) is (copied is not None) for line in lines)
     assert 'imports = ["site"]' in starter.text
     assert "tests" not in starter.text
     recipe = tomllib.loads(starter.text)
-    assert ("copy" in recipe.get("assemble", {})) is copied
+    assert len(recipe.get("assemble", {}).get("copy", [])) == (1 if copied else 0)
 
 
 def test_no_python_meets_requires_python(tmp_path: Path) -> None:

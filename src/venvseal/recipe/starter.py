@@ -148,10 +148,14 @@ def plan_starter(project: Path, lock: Lock, *, host: HostPython | None,
     copies: list[str] = []
     if own:  # uv installs no root that is not a package: its code is copied, put on sys.path
         assemble.append(f'python-path = ["{SITE}"]')
-        for package in own:
-            copies += [f"[[{prefix}assemble.copy]]", f'from = "{package}"',
-                       f'to = "{SITE}/{package}"', ""]
-        choices.append(Choice(what=f"{', '.join(own)} copied to {SITE}/, on sys.path",
+        # src layout: all of src/ (a Django site keeps locale/ and manage.py beside its
+        # packages there); else each package, not the project's other files.
+        src = (project / "src" / own[0]).is_dir()
+        for origin, target in [("src", SITE)] if src else [(p, f"{SITE}/{p}") for p in own]:
+            copies += [f"[[{prefix}assemble.copy]]", f'from = "{origin}"', f'to = "{target}"',
+                       ""]
+        choices.append(Choice(what=f"{'src/' if src else ', '.join(own)} copied to {SITE}/, "
+                                   "on sys.path",
                               why="the project is not a package (no [build-system], or "
                                   "tool.uv.package = false), so uv installs none of it"))
     if assemble:
