@@ -21,20 +21,30 @@ from venvseal.toolchain.debian import unprivileged_problem
 RANGE = "alice:100000:65536\n"
 
 
-@pytest.mark.parametrize(("subuid", "subgid", "newuidmap", "says"), [
-    ("", RANGE, "/usr/bin/newuidmap", ["a range in /etc/subuid for alice"]),
-    (RANGE, "", "/usr/bin/newuidmap", ["a range in /etc/subgid for alice"]),
-    (RANGE, RANGE, None, ["newuidmap (Debian: apt-get install uidmap)"]),
-    ("", "", None, ["newuidmap", "/etc/subuid", "/etc/subgid"]),
-    ("alicia:1:2\nbob:100000:65536\n", RANGE, "/usr/bin/newuidmap", ["/etc/subuid"]),
+USERMOD = "usermod --add-subuids 100000-165535 --add-subgids 100000-165535 alice"
+INSTALL = "apt-get install uidmap"
+
+
+# Each row: /etc/subuid, /etc/subgid, newuidmap, what the message names, and which
+# administrator commands it gives (only those that fix what is missing).
+@pytest.mark.parametrize(("subuid", "subgid", "newuidmap", "says", "fixes"), [
+    ("", RANGE, "/usr/bin/newuidmap", ["a range in /etc/subuid for alice"], [USERMOD]),
+    (RANGE, "", "/usr/bin/newuidmap", ["a range in /etc/subgid for alice"], [USERMOD]),
+    (RANGE, RANGE, None, ["newuidmap (Debian: apt-get install uidmap)"], [INSTALL]),
+    ("", "", None, ["newuidmap", "/etc/subuid", "/etc/subgid"], [INSTALL, USERMOD]),
+    ("alicia:1:2\nbob:100000:65536\n", RANGE, "/usr/bin/newuidmap", ["/etc/subuid"],
+     [USERMOD]),
 ])
 def test_what_a_user_lacks_for_unshare_mode_is_named_with_the_way_out(
-        subuid: str, subgid: str, newuidmap: str | None, says: list[str]) -> None:
+        subuid: str, subgid: str, newuidmap: str | None, says: list[str],
+        fixes: list[str]) -> None:
     problem = unprivileged_problem("alice", subuid=subuid, subgid=subgid, newuidmap=newuidmap)
     assert problem is not None
     for fragment in says:
         assert fragment in problem
-    assert "usermod --add-subuids" in problem and "[toolchain] root" in problem
+    advice = problem.split("an administrator can run ", 1)[1].split("; or run as root")[0]
+    assert advice == " and ".join(f"`{fix}`" for fix in fixes)
+    assert "[toolchain] root" in problem
     assert "\n" not in problem  # one line
 
 

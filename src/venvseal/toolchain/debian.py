@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -128,9 +131,11 @@ def unprivileged_problem(user: str, *, subuid: str, subgid: str,
                if not ok]
     if not missing:
         return None
+    fixes = ([] if newuidmap else ["`apt-get install uidmap`"]) + (
+        [] if has_range(subuid) and has_range(subgid) else
+        [f"`usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user}`"])
     return (f"making a Debian root as the user {user} needs mmdebstrap's unshare mode, which "
-            f"needs {' and '.join(missing)}; an administrator can run `apt-get install uidmap` "
-            f"and `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user}`; "
+            f"needs {' and '.join(missing)}; an administrator can run {' and '.join(fixes)}; "
             "or run as root, or use [toolchain] root = a prepared root folder")
 
 
@@ -149,11 +154,8 @@ def mmdebstrap(spec: DebianSpec, target: Path, source: str, *, hooks: list[str],
     the user's subordinate ids, which the user could not seal or remove)."""
     tool = process.find_tool("mmdebstrap", "mmdebstrap")
     if os.geteuid() == 0:
-        return _mmdebstrap(tool, spec, target, source, hooks=hooks, keep_debs=keep_debs)
-    import pwd
-    import shutil
-    import tempfile
-
+        _mmdebstrap(tool, spec, target, source, hooks=hooks, keep_debs=keep_debs)
+        return
     user = pwd.getpwuid(os.geteuid()).pw_name
     problem = unprivileged_problem(user, subuid=_read("/etc/subuid"),
                                    subgid=_read("/etc/subgid"),
@@ -168,7 +170,6 @@ def mmdebstrap(spec: DebianSpec, target: Path, source: str, *, hooks: list[str],
         # Device nodes cannot be made without privileges; prune() drops /dev anyway.
         process.run(["tar", "--extract", "--file", str(tarball), "--directory", str(target),
                      "--no-same-owner", "--exclude=./dev/*"], what="unpacking the root")
-    return None
 
 
 def _mmdebstrap(tool: str, spec: DebianSpec, target: Path, source: str, *, hooks: list[str],
