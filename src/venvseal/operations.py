@@ -3,12 +3,13 @@ the paths a build shares through a cache. Library code: the CLI calls it and ren
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from venvseal import pipeline
-from venvseal.errors import VenvsealError
+from venvseal.errors import UsageError, VenvsealError
 from venvseal.recipe.model import Recipe
 from venvseal.store.core import STORE_DIR, StorePath
 from venvseal.toolchain import resolve as toolchain
@@ -24,6 +25,27 @@ class Bind:
     writable: bool = True
 
 
+def unmountable_bind(binds: tuple[Bind, ...], store_root: Path) -> Bind | None:
+    """The first bind whose target is a folder the (read-only) store lacks: bubblewrap cannot
+    make its mount point there ("Can't mkdir ...: Read-only file system")."""
+    for bind in binds:
+        if bind.target.is_relative_to(STORE_DIR):
+            inside = store_root / bind.target.relative_to(STORE_DIR)
+            if not (inside.is_dir() if bind.host.is_dir() else inside.exists()):
+                return bind
+    return None
+
+
+def on_path(program: str, closure: Path, tc: toolchain.ResolvedToolchain) -> bool:
+    """Whether a run finds ``program`` (a bare name) in the closure's bin/ or on the
+    toolchain's PATH, as the sandbox's PATH is those folders, in that order. (A closure's
+    bin/ entry may link into the toolchain, so it counts as it is, unresolved.)"""
+    if os.path.lexists(closure / "bin" / program):
+        return True
+    found = (toolchain.resolve_in_root(tc.root, folder / program) for folder in tc.path)
+    return any(f.is_file() and os.access(f, os.X_OK) for f in found)
+
+
 def closure_command(tc: toolchain.ResolvedToolchain, ctx: pipeline.Context, path: StorePath,
                     argv: list[str], *, env: Mapping[str, str], identity: sb.Identity,
                     cwd: Path | None = None, binds: tuple[Bind, ...] = ()) -> list[str]:
@@ -36,6 +58,16 @@ def closure_command(tc: toolchain.ResolvedToolchain, ctx: pipeline.Context, path
     """
     from venvseal.assemble.textedit import expand
 
+    if bad := unmountable_bind(binds, ctx.store.root):
+        raise UsageError(f"--bind {bad.host}:{bad.target}: the closure (read-only) has no "
+                         f"{bad.target} to mount on; bind a folder it has (add one with "
+                         "[[assemble.copy]]), or one outside the store and point the app there")
+    program = argv[0] if argv else ""
+    if program and "/" not in program and "@" not in program and not on_path(program, path,
+                                                                           tc):
+        raise UsageError(f"{program}: neither the closure's bin/ nor the toolchain's PATH "
+                         f"({':'.join(map(str, tc.path))}) has it; give its path, or see "
+                         "what the closure has: venvseal run -- ls @out@/bin")
     logical = ctx.store.logical(path)
     values = {"out": str(logical), "python": str(logical / "bin" / "python")}
     full_env = {**sb.fixed_env(tc.path), **env,

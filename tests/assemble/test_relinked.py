@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path, PurePosixPath
@@ -16,6 +17,7 @@ from pathlib import Path, PurePosixPath
 from support import write
 
 from venvseal.assemble.relinked import COMPILER, RelinkInputs
+from venvseal.elf.tool import locate_patchelf, patchelf_version
 from venvseal.store.core import StorePath
 from venvseal.toolchain.resolve import ResolvedToolchain
 
@@ -73,9 +75,19 @@ def test_key_follows_every_input(tmp_path: Path) -> None:
         dataclasses.replace(base, deps=StorePath(tmp_path / ("2" * 32 + "-a-deps"))),
         dataclasses.replace(base, toolchain=dataclasses.replace(tc, identity="host:2")),
         dataclasses.replace(base, ignore_missing=("libfoo.so.1",)),
+        # Two patchelf releases relink one file into other bytes (0.14.3 and 0.19.3 did).
+        dataclasses.replace(base, patchelf="0.14.3" if base.patchelf != "0.14.3" else "0.19.3"),
     ]
     keys = {base.fingerprint(), *(v.fingerprint() for v in variants)}
-    assert len(keys) == 4
+    assert len(keys) == 5
+
+
+def test_the_key_names_the_patchelf_that_relinks() -> None:
+    found = locate_patchelf()
+    printed = subprocess.run([found, "--version"], capture_output=True, text=True,
+                             check=True).stdout
+    assert re.fullmatch(r"\d+\.\d+(\.\d+)?", patchelf_version())
+    assert patchelf_version() in printed
 
 
 def test_the_relinked_deps_share_no_inode_with_the_deps_path(tmp_path: Path) -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
-from support import venvseal, write
+from support import uv_lock, venvseal, write
 
 PYPROJECT = ('[project]\nname = "app"\nversion = "1.2"\nrequires-python = ">=3.11"\n'
              '[project.scripts]\napp = "app:main"\n')
@@ -121,3 +122,32 @@ def test_no_app_and_no_project_says_both_ways(tmp_path: Path) -> None:
     write(tmp_path / "venvseal.toml", "[deps]\n")
     run = venvseal("show", str(tmp_path))
     assert run.code == 2 and "add [app]" in run.err and "[project] name and version" in run.err
+
+
+# A Django-like site that is not a package (no [build-system]): uv installs none of it, so
+# init copies its code into the closure and puts it on sys.path. Flat, and in a src layout
+# whose src/ also holds data files beside the package (a Django site's locale/).
+SITE_LAYOUTS = ["", "src/"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", SITE_LAYOUTS)
+def test_init_alone_builds_a_site_that_is_not_a_package(tmp_path: Path, layout: str) -> None:
+    cache = Path(os.environ.get("VENVSEAL_TEST_CACHE", "/var/cache/venvseal-tests")) / "uv"
+    site = tmp_path / "site"
+    write(site / "pyproject.toml", '[project]\nname = "site"\nversion = "1.0"\n'
+          'requires-python = ">=3.11"\ndependencies = []\n')
+    write(site / layout / "blog" / "__init__.py",
+          "import pathlib\nLOCALE = pathlib.Path(__file__).parent.parent / 'locale'\n")
+    write(site / layout / "locale" / "de.po", 'msgid "post"\n')
+    write(site / "tests" / "__init__.py", "raise SystemExit('tests are not copied')\n")
+    uv_lock(site, cache)
+    store = tmp_path / "store"
+    init = venvseal("init", site, "--store", store, "--uv-cache", cache)
+    assert init.code == 0, init.err
+    build = venvseal("build", site, "--store", store, "--uv-cache", cache)
+    assert build.code == 0, build.err  # [verify] imports = ["blog"], as init wrote it
+    closure = Path(build.out.strip().splitlines()[-1])
+    assert (closure / "app" / "blog" / "__init__.py").is_file()
+    assert not (closure / "app" / "tests").exists()
+    assert (closure / "app" / "locale" / "de.po").is_file() is (layout == "src/")

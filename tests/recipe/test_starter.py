@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -42,7 +44,7 @@ APP = '[project]\nname = "app"\nversion = "2.0"\n[project.scripts]\nzz = "app:b"
 TOOLCHAINS = [
     (">=3.11", HOST, ['python = "/usr/bin/python3.11"'], "meets requires-python (>=3.11)"),
     (">=3.12", HOST, ['debian = { suite = "trixie", packages = ["python3.13", '
-                      '"python3.13-dev"] }', 'python = "/usr/bin/python3.13"'],
+                      '"python3.13-dev", "binutils"] }', 'python = "/usr/bin/python3.13"'],
      "the host's Python 3.11 does not"),
     (">=3.14", HOST, ['suite = "sid"', 'python = "/usr/bin/python3.14"'], "sid is the oldest"),
     (">=3.11", None, ['suite = "bookworm"'], "the host has no python3"),
@@ -59,6 +61,55 @@ def test_toolchain_is_the_hosts_python_or_a_debian_suite(
         assert line in starter.text
     toolchain = next(c for c in starter.choices if c.what.startswith("toolchain"))
     assert why in toolchain.why
+
+
+# Each row: the locked registry packages (name, has an sdist, has wheels), whether the
+# Debian toolchain gets gcc, and what the reason names.
+BUILDS = [
+    ([("uwsgi", True, False)], True, "no wheel for (uwsgi)"),
+    ([("uwsgi", True, False), ("dkimpy", True, False), ("idna", True, True)], True,
+     "(dkimpy, uwsgi)"),
+    ([("idna", True, True), ("numpy", False, True)], False, "ships a Python meeting it"),
+]
+
+
+@pytest.mark.parametrize(("locked", "gcc", "why"), BUILDS)
+def test_a_debian_toolchain_gets_gcc_when_uv_must_build_something(
+        tmp_path: Path, locked: list[tuple[str, bool, bool]], gcc: bool, why: str) -> None:
+    write(tmp_path / "pyproject.toml", APP)
+    base = lock(">=3.14")
+    extra = tuple(LockedPackage(name=n, version="1", source_kind="registry", source="index",
+                                has_sdist=sdist, has_wheels=wheels)
+                  for n, sdist, wheels in locked)
+    starter = plan_starter(tmp_path, dataclasses.replace(base, packages=base.packages + extra),
+                           host=HOST)
+    assert ('"binutils", "gcc"] }' in starter.text) is gcc
+    toolchain = next(c for c in starter.choices if c.what.startswith("toolchain"))
+    assert toolchain.why.endswith(why)
+
+
+@pytest.mark.parametrize(("kind", "layout", "copied"), [
+    ("virtual", "", '[[assemble.copy]]\nfrom = "site"\nto = "app/site"\n'),
+    ("virtual", "src/", '[[assemble.copy]]\nfrom = "src"\nto = "app"\n'),
+    ("editable", "", None),
+])
+def test_a_root_that_is_not_a_package_is_copied_and_put_on_sys_path(
+        tmp_path: Path, kind: str, layout: str, copied: str | None) -> None:
+    # A Django site without [build-system]: uv locks its root as virtual and installs none of
+    # it. In a src layout all of src/ goes (locale/ and manage.py live there too).
+    write(tmp_path / "pyproject.toml", APP)
+    write(tmp_path / layout / "site" / "__init__.py", "")
+    write(tmp_path / "tests" / "__init__.py", "")
+    root = LockedPackage(name="app", version="1", source_kind=kind, source=".",
+                         has_sdist=False, has_wheels=False)
+    base = lock(">=3.11")
+    starter = plan_starter(tmp_path, dataclasses.replace(base, packages=(root,)), host=HOST)
+    lines = ['[assemble]\npython-path = ["app"]\n', copied or "[[assemble.copy]]"]
+    assert all((line in starter.text) is (copied is not None) for line in lines)
+    assert 'imports = ["site"]' in starter.text
+    assert "tests" not in starter.text
+    recipe = tomllib.loads(starter.text)
+    assert len(recipe.get("assemble", {}).get("copy", [])) == (1 if copied else 0)
 
 
 def test_no_python_meets_requires_python(tmp_path: Path) -> None:

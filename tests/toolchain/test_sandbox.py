@@ -29,6 +29,7 @@ from venvseal.toolchain.sandbox import (
     SANDBOX_UID,
     SRC_DIR,
     Identity,
+    MissingProgramError,
     Mount,
     Sandbox,
     SandboxSpec,
@@ -427,3 +428,25 @@ def test_a_failing_step_names_its_command_not_bubblewraps_flags() -> None:
     assert message.startswith("a probe failed (exit 3): /bin/sh -c echo the tool says why")
     assert "the tool says why" in message.splitlines()[-1]
     assert "--ro-bind" not in message and "bwrap" not in message
+
+
+@pytest.mark.parametrize(("program", "says"), [
+    ("strip", "add 'binutils' to [toolchain] debian packages"),
+    ("venvseal-no-such-tool", "add the package that ships it"),
+    ("/usr/bin/venvseal-no-such-tool", "at that path"),
+])
+def test_a_program_the_toolchain_lacks_is_a_recipe_error(sandbox: Sandbox, program: str,
+                                                          says: str) -> None:
+    # A toolchain root without the program (an empty usr/bin): bubblewrap cannot exec it.
+    env = {**HOST_ENV, "PATH": "/usr/bin"}
+    with tempfile.TemporaryDirectory() as root:
+        for folder in ("usr/bin", "etc"):
+            os.makedirs(os.path.join(root, folder))
+        spec = SandboxSpec(root=Path(root), env=env, network=False)
+        with pytest.raises(MissingProgramError) as caught:
+            sandbox.run(spec, [program, "--version"], what="a step")
+    message = str(caught.value)
+    assert message.startswith(f"a step: the toolchain has no {program!r}")
+    assert says in message
+    assert "bwrap" not in message  # bubblewrap's words and flags stay out of it
+    assert caught.value.exit_code == 2

@@ -24,7 +24,7 @@ import json
 import os
 import stat
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from venvseal import fsutil
@@ -32,6 +32,7 @@ from venvseal.deps.normalise import update_records
 from venvseal.deps.stage import BUILD_ENV
 from venvseal.elf import loadercheck
 from venvseal.elf.buildid import find_elf_files
+from venvseal.elf.tool import patchelf_version
 from venvseal.errors import CommandError, VenvsealError
 from venvseal.store.core import StorePath
 from venvseal.toolchain import sandbox
@@ -127,12 +128,15 @@ class RelinkInputs:
     deps: StorePath
     toolchain: ResolvedToolchain
     ignore_missing: tuple[str, ...]
+    # The relinked bytes depend on patchelf's release (the host's, or venvseal's own).
+    patchelf: str = field(default_factory=patchelf_version)
 
     def fingerprint(self) -> str:
         tc = self.toolchain
         doc = {
             "stage": STAGE_VERSION,
             "deps": self.deps.name,
+            "patchelf": self.patchelf,
             "toolchain": [tc.identity, str(tc.python), [str(d) for d in tc.library_dirs],
                           [str(p) for p in tc.path]],
             "ignore-missing": list(self.ignore_missing),

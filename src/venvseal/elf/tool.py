@@ -6,6 +6,7 @@ auditwheel does; releases before 0.14 corrupt some binaries on ``--set-rpath``.
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
 import sys
@@ -48,3 +49,16 @@ def locate_patchelf(path: str | None = None) -> str:
     if (int(match[1]), int(match[2])) < PATCHELF_MIN_VERSION:
         raise PatchelfError(f"{found} is patchelf {match[0]}, too old")
     return found
+
+
+@functools.cache
+def patchelf_version() -> str:
+    """The version of the patchelf :func:`locate_patchelf` finds ("0.19.3"), "none" without
+    one: part of the key of what it edits, as two releases write other bytes for one edit
+    (0.14.3 and 0.19.3 lay out a relinked extension 2 KiB apart)."""
+    try:
+        found = locate_patchelf()
+    except PatchelfError:
+        return "none"
+    done = process.run([found, "--version"], what="patchelf --version", check=False)
+    return done.output.strip().removeprefix("patchelf").strip()

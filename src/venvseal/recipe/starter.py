@@ -7,6 +7,7 @@ where it belongs. Each choice carries the reason, which ``init`` prints.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from venvseal.recipe.uvlock import Lock
 # requires-python is chosen (what a project needs, on the most settled suite).
 DEBIAN_PYTHONS: tuple[tuple[str, tuple[int, int]], ...] = (
     ("bookworm", (3, 11)), ("trixie", (3, 13)), ("sid", (3, 14)))
+# Where the code of a project that is not a package goes in the closure (on sys.path).
+SITE = "app"
 # Folders that hold a project's tests, docs or tooling, not its importable packages.
 _NOT_PACKAGES = {"tests", "test", "docs", "doc", "examples", "scripts", "build", "dist"}
 _CLAUSE = re.compile(r"\s*(~=|===|==|!=|<=|>=|<|>)\s*([0-9][0-9.]*)(\.\*)?\s*")
@@ -78,7 +81,8 @@ def top_level_packages(folder: Path) -> list[str]:
     return []
 
 
-def _toolchain(requires: str | None, host: HostPython | None) -> tuple[list[str], Choice]:
+def _toolchain(requires: str | None, host: HostPython | None,
+               builds: Sequence[str] = ()) -> tuple[list[str], Choice]:
     shown = requires or "any version"
     if host is not None and satisfies(host.version, requires):
         v = ".".join(map(str, host.version))
@@ -90,12 +94,18 @@ def _toolchain(requires: str | None, host: HostPython | None) -> tuple[list[str]
             v = "{}.{}".format(*version)
             have = (f"the host's Python {'.'.join(map(str, host.version))} does not"
                     if host is not None else "the host has no python3 that does")
+            # binutils: the deps stage strips debug info with the toolchain's own strip;
+            # gcc: uv builds the packages uv.lock has no wheel for (a minbase root has none).
+            compiler = ', "gcc"' if builds else ""
+            built = (f"; gcc for the packages uv.lock has no wheel for ({', '.join(builds)})"
+                     if builds else "")
             return ([f'debian = {{ suite = "{suite}", packages = ["python{v}", '
-                     f'"python{v}-dev"] }}', f'python = "/usr/bin/python{v}"'],
+                     f'"python{v}-dev", "binutils"{compiler}] }}',
+                     f'python = "/usr/bin/python{v}"'],
                     Choice(what=f"toolchain: Debian {suite} (Python {v}), made once with "
                                 "debootstrap",
                            why=f"requires-python is {shown} and {have}; {suite} is the "
-                               "oldest suite that ships a Python meeting it"))
+                               f"oldest suite that ships a Python meeting it{built}"))
     raise UsageError(f"requires-python ({shown}) is met by neither the host's Python nor "
                      f"a Debian suite's ({', '.join(s for s, _ in DEBIAN_PYTHONS)}); write "
                      "[toolchain] by hand (see docs/recipe.md)")
@@ -119,16 +129,37 @@ def plan_starter(project: Path, lock: Lock, *, host: HostPython | None,
     else:
         choices.append(Choice(what=f"[app]: {known['name']} {known['version']}",
                               why="read from [project] (no [app] table needed)"))
-    tc_lines, choice = _toolchain(lock.requires_python or meta.get("requires-python"), host)
+    builds = sorted(p.name for p in lock.packages
+                    if p.source_kind == "registry" and p.has_sdist and not p.has_wheels)
+    tc_lines, choice = _toolchain(lock.requires_python or meta.get("requires-python"), host,
+                                  builds)
     lines += [f"[{prefix}toolchain]", *tc_lines, ""]
     choices.append(choice)
     lines += [f"[{prefix}deps]", "# The NAR hash of the dependency venv; "
               "'venvseal build --update-hash' rewrites it.", 'hash = ""', ""]
     members = [m for m in lock.workspace_members()]
+    assemble: list[str] = []
     if members:
         names = ", ".join(f'"{m.name}"' for m in members)
-        lines += [f"[{prefix}assemble]", f"workspace = [{names}]", ""]
+        assemble.append(f"workspace = [{names}]")
         choices.append(Choice(what=f"workspace members: {names}", why="uv.lock lists them"))
+    root = lock.root_package()
+    own = top_level_packages(project) if root and root.source_kind == "virtual" else []
+    copies: list[str] = []
+    if own:  # uv installs no root that is not a package: its code is copied, put on sys.path
+        assemble.append(f'python-path = ["{SITE}"]')
+        # src layout: all of src/ (a Django site keeps locale/ and manage.py beside its
+        # packages there); else each package, not the project's other files.
+        src = (project / "src" / own[0]).is_dir()
+        for origin, target in [("src", SITE)] if src else [(p, f"{SITE}/{p}") for p in own]:
+            copies += [f"[[{prefix}assemble.copy]]", f'from = "{origin}"', f'to = "{target}"',
+                       ""]
+        choices.append(Choice(what=f"{'src/' if src else ', '.join(own)} copied to {SITE}/, "
+                                   "on sys.path",
+                              why="the project is not a package (no [build-system], or "
+                                  "tool.uv.package = false), so uv installs none of it"))
+    if assemble:
+        lines += [f"[{prefix}assemble]", *assemble, "", *copies]
     folders = [project, *(project / m.source for m in members)]
     packages = sorted({p for f in folders for p in top_level_packages(f)})
     if packages:

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -114,13 +117,67 @@ def tool_env() -> dict[str, str]:
             "DEBIAN_FRONTEND": "noninteractive", "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH}
 
 
+def unprivileged_problem(user: str, *, subuid: str, subgid: str,
+                         newuidmap: str | None) -> str | None:
+    """Why ``user`` (not root) cannot run mmdebstrap's unshare mode, or None if it can: the
+    mode maps the root file system's owners to the user's subordinate ids (newuidmap)."""
+    def has_range(text: str) -> bool:
+        return any(line.split(":")[0] == user for line in text.splitlines())
+
+    missing = [what for what, ok in (("newuidmap (Debian: apt-get install uidmap)",
+                                      newuidmap is not None),
+                                     (f"a range in /etc/subuid for {user}", has_range(subuid)),
+                                     (f"a range in /etc/subgid for {user}", has_range(subgid)))
+               if not ok]
+    if not missing:
+        return None
+    fixes = ([] if newuidmap else ["`apt-get install uidmap`"]) + (
+        [] if has_range(subuid) and has_range(subgid) else
+        [f"`usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user}`"])
+    return (f"making a Debian root as the user {user} needs mmdebstrap's unshare mode, which "
+            f"needs {' and '.join(missing)}; an administrator can run {' and '.join(fixes)}; "
+            "or run as root, or use [toolchain] root = a prepared root folder")
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
 def mmdebstrap(spec: DebianSpec, target: Path, source: str, *, hooks: list[str],
-                keep_debs: bool = False) -> None:
+               keep_debs: bool = False) -> None:
+    """Make ``target`` with mmdebstrap: as root directly, as another user in its unshare mode
+    (as a tarball the user owns, then unpacked: unshare mode would leave a folder owned by
+    the user's subordinate ids, which the user could not seal or remove)."""
     tool = process.find_tool("mmdebstrap", "mmdebstrap")
+    if os.geteuid() == 0:
+        _mmdebstrap(tool, spec, target, source, hooks=hooks, keep_debs=keep_debs)
+        return
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    problem = unprivileged_problem(user, subuid=_read("/etc/subuid"),
+                                   subgid=_read("/etc/subgid"),
+                                   newuidmap=shutil.which("newuidmap"))
+    if problem:
+        raise DebianError(problem)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".venvseal-rootfs-") as tmp:
+        tarball = Path(tmp) / "root.tar"
+        _mmdebstrap(tool, spec, tarball, source, hooks=hooks, keep_debs=keep_debs,
+                    mode="unshare")
+        target.mkdir(exist_ok=True)
+        # Device nodes cannot be made without privileges; prune() drops /dev anyway.
+        process.run(["tar", "--extract", "--file", str(tarball), "--directory", str(target),
+                     "--no-same-owner", "--exclude=./dev/*"], what="unpacking the root")
+
+
+def _mmdebstrap(tool: str, spec: DebianSpec, target: Path, source: str, *, hooks: list[str],
+                keep_debs: bool, mode: str = "root") -> None:
     # Valid-Until is not checked (debootstrap never did): a mirror or snapshot serving an
     # older sid has an expired Release file; its signature is still checked, and a pinned
     # root's every .deb is checked against the sha256 in venvseal.lock.
-    argv = [tool, f"--variant={spec.variant}", "--components=main", "--mode=root",
+    argv = [tool, f"--variant={spec.variant}", "--components=main", f"--mode={mode}",
             '--aptopt=Acquire::Check-Valid-Until "false"']
     if keep_debs:  # the essential set's .debs too, which mmdebstrap removes after unpacking
         argv += ["--skip=download/empty", "--skip=essential/unlink"]
@@ -139,7 +196,7 @@ def mmdebstrap(spec: DebianSpec, target: Path, source: str, *, hooks: list[str],
                               ) from err
         raise DebianError(
             f"mmdebstrap of Debian {spec.suite} failed; check [toolchain] debian.packages "
-            f"(apt-cache policy NAME), the network and that you run as root:\n"
+            f"(apt-cache policy NAME) and the network:\n"
             f"{err.output_tail}") from err
 
 

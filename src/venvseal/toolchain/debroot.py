@@ -45,11 +45,12 @@ def lock(spec: DebianSpec, *, mirror: str, work: Path,
     on_step(f"resolving the Debian {spec.suite} root against {mirror} with mmdebstrap "
             f"({len(spec.packages)} packages)")
     archives, lists, installed = work / "archives", work / "lists", work / "installed"
-    hooks = [f'cp -a "$1"/var/cache/apt/archives {shlex.quote(str(archives))}',
-             f'cp -a "$1"/var/lib/apt/lists {shlex.quote(str(lists))}',
+    # copy-out: mmdebstrap itself copies them out, as the user who runs it; a shell hook runs
+    # as the chroot's root, which in unshare mode (a user's run) cannot enter ``work``.
+    hooks = [f"copy-out /var/cache/apt/archives /var/lib/apt/lists {work}",
              'dpkg-query --admindir="$1"/var/lib/dpkg -W '
-             "-f='${Package}\\t${Version}\\t${Architecture}\\n' > "
-             + shlex.quote(str(installed))]
+             "-f='${Package}\\t${Version}\\t${Architecture}\\n' > \"$1\"/tmp/installed",
+             f"copy-out /tmp/installed {work}"]
     mmdebstrap(spec, work / "root", mirror, hooks=hooks, keep_debs=True)
     rows = [tuple(line.split("\t")) for line in installed.read_text().splitlines() if line]
     indexes = [p.read_text(encoding="utf-8", errors="replace")
@@ -150,8 +151,15 @@ def _local_repo(pin: DebianPin, debs: Path, repo: Path) -> str:
     tool = process.find_tool("apt-ftparchive", "apt-utils")
     pool = repo / "pool"
     pool.mkdir()
+    # Linked or copied, not symlinked, in a folder any user may read: in a user's run
+    # (mmdebstrap's unshare mode) apt reads it as the namespace's root, a subordinate id
+    # that cannot enter a store under a private home folder.
+    repo.chmod(0o755)
     for deb in pin.debs:
-        os.symlink(debs / deb.file_name, pool / deb.file_name)
+        try:
+            os.link(debs / deb.file_name, pool / deb.file_name)
+        except OSError:  # another file system
+            shutil.copyfile(debs / deb.file_name, pool / deb.file_name)
     arch = pin.debs[0].architecture if pin.debs else "amd64"
     index = repo / "dists" / pin.suite / "main" / f"binary-{arch}"
     index.mkdir(parents=True)

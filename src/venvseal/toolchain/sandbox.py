@@ -21,7 +21,7 @@ from dataclasses import astuple, dataclass, field
 from pathlib import Path, PurePosixPath
 
 from venvseal import process
-from venvseal.errors import CommandError
+from venvseal.errors import CommandError, UsageError
 from venvseal.netutil import scrub
 from venvseal.process import Completed
 
@@ -195,6 +195,27 @@ def bwrap_argv(bwrap: str, spec: SandboxSpec, argv: Sequence[str], *,
     return args
 
 
+# The Debian package that ships a program a build step runs, for the hint.
+_PACKAGE_OF = {"strip": "binutils", "objcopy": "binutils", "cc": "gcc", "gcc": "gcc",
+               "c++": "g++", "g++": "g++", "make": "make", "git": "git",
+               "pkg-config": "pkgconf"}
+
+
+class MissingProgramError(UsageError):
+    """A build step's program is not in the toolchain (bubblewrap could not exec it): the
+    recipe's toolchain lacks a package, so this is the recipe's to fix (exit 2)."""
+
+    def __init__(self, what: str, program: str, path: str) -> None:
+        package = _PACKAGE_OF.get(PurePosixPath(program).name)
+        hint = (f"add {package!r} to [toolchain] debian packages (or install it in the "
+                "toolchain root)" if package else "add the package that ships it to "
+                "[toolchain] debian packages (or install it in the toolchain root), or set "
+                "[toolchain] path")
+        where = f"on its PATH ({path})" if "/" not in program else "at that path"
+        super().__init__(f"{what}: the toolchain has no {program!r} {where}; {hint}")
+        self.program = program
+
+
 @dataclass(frozen=True, slots=True)
 class Sandbox:
     """Runs commands under a spec; ``bwrap`` is the located bubblewrap binary."""
@@ -221,6 +242,8 @@ class Sandbox:
                 # The error names the command run in the sandbox, not bubblewrap's flags
                 # (-v logs the whole line): what failed, then the tool's own last lines.
                 err.argv = tuple(scrub(arg) for arg in argv)
+                if f"bwrap: execvp {argv[0]}: No such file" in err.output_tail:
+                    raise MissingProgramError(what, argv[0], spec.env.get("PATH", "")) from err
                 raise
 
     def call(self, spec: SandboxSpec, argv: Sequence[str]) -> int:
