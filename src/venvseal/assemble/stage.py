@@ -21,6 +21,7 @@ from typing import Protocol
 from venvseal.assemble import commands, entrypoints, pythonpath, relinked, sources, wheels
 from venvseal.assemble import textedit as substitute
 from venvseal.assemble.forest import Forest
+from venvseal.deps import scripts
 from venvseal.deps.normalise import PYTHON_HOME_PLACEHOLDER, remove_build_litter, update_records
 from venvseal.deps.stage import BUILD_ENV
 from venvseal.errors import EXIT_USAGE, VenvsealError
@@ -309,14 +310,16 @@ def copy_sources(inputs: AssembleInputs, layout: Layout, owners: dict[str, str])
 
 def write_entry_points(layout: Layout, keep: frozenset[Path] = frozenset()) -> list[Path]:
     """Regenerate bin/ scripts for every console and gui script of every distribution
-    (``keep``: files a wheel shipped there)."""
+    (``keep``: files a wheel shipped there, whose ``#!python`` shebang, as the deps stage
+    leaves it, gets the closure's python too)."""
     bin_dir = layout.out / "bin"
     for entry in sorted(bin_dir.iterdir()):
         if not entry.name.startswith("python") and entry not in keep:
             entry.unlink()
     points = entrypoints.read_entry_points(layout.out / layout.site_packages)
-    return list(entrypoints.write_scripts(bin_dir, points,
-                                          python=str(layout.logical / "bin" / "python")))
+    python = str(layout.logical / "bin" / "python")
+    return [*entrypoints.write_scripts(bin_dir, points, python=python),
+            *scripts.write_interpreter(keep, python, layout.forest.own_file)]
 
 
 def own_records(layout: Layout, changed: set[Path], owners: dict[str, str]) -> None:
@@ -364,7 +367,7 @@ def assemble(inputs: AssembleInputs, out: Path, *, logical: PurePosixPath, runne
     # Which dist-info lists each file, read once (authentik: 348 RECORDs through the links).
     owners = wheels.dist_info_owners(out / layout.site_packages)
     shipped = install_projects(inputs, layout, owners, runner=runner, spec=spec,
-                               wheel_cache=wheel_cache)
+                               wheel_cache=wheel_cache) | entrypoints.link_shipped(forest)
     copy_sources(inputs, layout, owners)
     pythonpath.write(inputs.recipe, layout.out, logical=layout.logical,
                      site_packages=layout.site_packages, closure=forest)
