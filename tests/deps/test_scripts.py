@@ -163,5 +163,5 @@ def test_a_local_package_shipping_the_same_file_is_refused(tmp_path: Path) -> No
     bin_dir = forest.own_dir(forest.out / "bin")
     (bin_dir / "tool").unlink()
     write(bin_dir / "tool", "a member's\n")
-    with pytest.raises(EntryPointError, match="bin/tool.*both by a dependency and by a local"):
+    with pytest.raises(EntryPointError, match=r"bin/tool.*both by a dependency and by a local"):
         link_shipped(forest)
