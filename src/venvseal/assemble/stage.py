@@ -310,8 +310,10 @@ def copy_sources(inputs: AssembleInputs, layout: Layout, owners: dict[str, str])
 
 def write_entry_points(layout: Layout, keep: frozenset[Path] = frozenset()) -> list[Path]:
     """Regenerate bin/ scripts for every console and gui script of every distribution
-    (``keep``: files a wheel shipped there, whose ``#!python`` shebang, as the deps stage
-    leaves it, gets the closure's python too)."""
+    (``keep``: files a local package's wheel shipped there). What the dependencies' wheels
+    shipped there is linked back from the deps path; a ``#!python`` shebang, as the deps
+    stage leaves it, gets the closure's python too."""
+    keep = keep | entrypoints.link_shipped(layout.forest)
     bin_dir = layout.out / "bin"
     for entry in sorted(bin_dir.iterdir()):
         if not entry.name.startswith("python") and entry not in keep:
@@ -367,7 +369,7 @@ def assemble(inputs: AssembleInputs, out: Path, *, logical: PurePosixPath, runne
     # Which dist-info lists each file, read once (authentik: 348 RECORDs through the links).
     owners = wheels.dist_info_owners(out / layout.site_packages)
     shipped = install_projects(inputs, layout, owners, runner=runner, spec=spec,
-                               wheel_cache=wheel_cache) | entrypoints.link_shipped(forest)
+                               wheel_cache=wheel_cache)
     copy_sources(inputs, layout, owners)
     pythonpath.write(inputs.recipe, layout.out, logical=layout.logical,
                      site_packages=layout.site_packages, closure=forest)
