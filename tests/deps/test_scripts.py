@@ -20,6 +20,7 @@ from venvseal.deps import scripts
 from venvseal.deps.normalise import normalise_venv
 
 SITE = "lib/python3.11/site-packages"
+PYTHON = "/venvseal/store/0-app/bin/python"  # the closure's, as the assembly names it
 PROGRAM = Path("/usr/bin/true")  # an ELF program with a GNU build-id, as maturin's
 
 
@@ -132,11 +133,11 @@ def test_placeholder_round_trip(tmp_path: Path, before: bytes, placeholder: byte
     assert owned == ([script] if placeholder else [])
 
 
-def closure(tmp_path: Path, names: tuple[str, ...]) -> Forest:
-    """A relinked deps path whose bin/ holds ``names``, and a closure planted beside it."""
+def closure(tmp_path: Path, files: dict[str, str]) -> Forest:
+    """A relinked deps path whose bin/ holds ``files``, and a closure planted beside it."""
     base = tmp_path / ("1" * 32 + "-app-deps-relinked")
-    for name in names:
-        write(base / "bin" / name, "#!/bin/sh\n")
+    for name, text in files.items():
+        write(base / "bin" / name, text).chmod(0o755)
     write(base / "pyvenv.cfg", "")
     fsutil.seal_tree(base, mtime=1)
     out = tmp_path / ("0" * 32 + "-app")
@@ -147,21 +148,31 @@ def closure(tmp_path: Path, names: tuple[str, ...]) -> Forest:
 
 
 def test_the_assembly_links_the_deps_scripts_back(tmp_path: Path) -> None:
-    forest = closure(tmp_path, ("hello-sh", "tool"))
+    forest = closure(tmp_path, {"hello-py": "#!python\nprint(1)\n", "tool": "#!/bin/sh\n"})
     shutil.rmtree(forest.own_dir(forest.out / "bin"))  # as installing the members does
     (forest.out / "bin").mkdir()
-    shipped = link_shipped(forest)
-    assert shipped == {forest.out / "bin/hello-sh", forest.out / "bin/tool"}
+    shipped, edited = link_shipped(forest, PYTHON)
+    assert shipped == {forest.out / "bin/hello-py", forest.out / "bin/tool"}
     assert os.readlink(forest.out / "bin/tool") == f"../../{forest.base.name}/bin/tool"
     assert (forest.out / "bin/tool").read_text() == "#!/bin/sh\n"
-    assert link_shipped(forest) == shipped  # links already there are kept
-    assert link_shipped(closure(tmp_path / "none", ())) == frozenset()
+    # The script with the placeholder is the closure's own copy; the deps path is unchanged.
+    assert edited == {forest.out / "bin/hello-py"}
+    assert not (forest.out / "bin/hello-py").is_symlink()
+    assert (forest.out / "bin/hello-py").read_text() == f"#!{PYTHON}\nprint(1)\n"
+    assert os.access(forest.out / "bin/hello-py", os.X_OK)
+    assert (forest.base / "bin/hello-py").read_text() == "#!python\nprint(1)\n"
+    # Without local packages bin/ is as restore_venv unfolded it: the links are there.
+    other = closure(tmp_path / "other", {"tool": "#!/bin/sh\n"})
+    other.own_dir(other.out / "bin")
+    assert link_shipped(other, PYTHON) == ({other.out / "bin/tool"}, set())
+    assert os.readlink(other.out / "bin/tool") == f"../../{other.base.name}/bin/tool"
+    assert link_shipped(closure(tmp_path / "none", {}), PYTHON) == (frozenset(), set())
 
 
 def test_a_local_package_shipping_the_same_file_is_refused(tmp_path: Path) -> None:
-    forest = closure(tmp_path, ("tool",))
+    forest = closure(tmp_path, {"tool": "#!/bin/sh\n"})
     bin_dir = forest.own_dir(forest.out / "bin")
     (bin_dir / "tool").unlink()
     write(bin_dir / "tool", "a member's\n")
     with pytest.raises(EntryPointError, match=r"bin/tool.*both by a dependency and by a local"):
-        link_shipped(forest)
+        link_shipped(forest, PYTHON)

@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from venvseal.assemble.forest import Forest
-from venvseal.deps.scripts import parse_entry_points
+from venvseal.deps.scripts import parse_entry_points, write_interpreter
 from venvseal.errors import LocatedError
 
 ScriptKind = Literal["console", "gui"]
@@ -130,10 +130,11 @@ def write_scripts(bin_dir: Path, entry_points: Iterable[EntryPoint], *,
     return tuple(written)
 
 
-def link_shipped(closure: Forest) -> frozenset[Path]:
+def link_shipped(closure: Forest, python: str) -> tuple[frozenset[Path], set[Path]]:
     """The base's (the deps path's) ``bin/`` files, what its distributions ship there
     (deps/scripts.py), linked into the closure's ``bin/`` where they are not (installing the
-    local packages removes ``bin/``); their paths in the closure."""
+    local packages removes ``bin/``); a ``#!python`` placeholder among them is made the
+    closure's own copy naming ``python``. Their paths in the closure, and those edited."""
     base = closure.base / "bin"
     names = sorted(os.listdir(base)) if base.is_dir() else []
     bin_dir = closure.own_dir(closure.out / "bin")
@@ -145,7 +146,8 @@ def link_shipped(closure: Forest) -> frozenset[Path]:
             raise EntryPointError(f"bin/{name}", "is installed both by a dependency and by a "
                                   "local package", "exclude one of them ([deps] exclude or "
                                   "[assemble] workspace)")
-    return frozenset(bin_dir / name for name in names)
+    shipped = frozenset(bin_dir / name for name in names)
+    return shipped, write_interpreter(shipped, python, closure.own_file)
 
 
 def _check_script_name(point: EntryPoint, bin_dir: Path) -> None:

@@ -21,7 +21,6 @@ from typing import Protocol
 from venvseal.assemble import commands, entrypoints, pythonpath, relinked, sources, wheels
 from venvseal.assemble import textedit as substitute
 from venvseal.assemble.forest import Forest
-from venvseal.deps import scripts
 from venvseal.deps.normalise import PYTHON_HOME_PLACEHOLDER, remove_build_litter, update_records
 from venvseal.deps.stage import BUILD_ENV
 from venvseal.errors import EXIT_USAGE, VenvsealError
@@ -311,17 +310,17 @@ def copy_sources(inputs: AssembleInputs, layout: Layout, owners: dict[str, str])
 def write_entry_points(layout: Layout, keep: frozenset[Path] = frozenset()) -> list[Path]:
     """Regenerate bin/ scripts for every console and gui script of every distribution
     (``keep``: files a local package's wheel shipped there). What the dependencies' wheels
-    shipped there is linked back from the deps path; a ``#!python`` shebang, as the deps
-    stage leaves it, gets the closure's python too."""
-    keep = keep | entrypoints.link_shipped(layout.forest)
+    shipped there is linked back from the deps path, a ``#!python`` shebang made the
+    closure's python."""
+    python = str(layout.logical / "bin" / "python")
+    shipped, edited = entrypoints.link_shipped(layout.forest, python)
+    keep = keep | shipped
     bin_dir = layout.out / "bin"
     for entry in sorted(bin_dir.iterdir()):
         if not entry.name.startswith("python") and entry not in keep:
             entry.unlink()
     points = entrypoints.read_entry_points(layout.out / layout.site_packages)
-    python = str(layout.logical / "bin" / "python")
-    return [*entrypoints.write_scripts(bin_dir, points, python=python),
-            *scripts.write_interpreter(keep, python, layout.forest.own_file)]
+    return [*entrypoints.write_scripts(bin_dir, points, python=python), *edited]
 
 
 def own_records(layout: Layout, changed: set[Path], owners: dict[str, str]) -> None:
