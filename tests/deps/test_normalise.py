@@ -94,6 +94,8 @@ def make_venv(venv: Path, build_root: Path | None) -> None:
 
 def write_record(venv: Path, dist_info: Path) -> None:
     write(dist_info / "METADATA", "Metadata-Version: 2.4\nName: demo\nVersion: 1.0\n")
+    # bin/demo is the launcher of an entry point: uv's, made per run.
+    write(dist_info / "entry_points.txt", "[console_scripts]\ndemo = demo:main\n")
     site = dist_info.parent
     files = [p for p in sorted(site.rglob("*")) if p.is_file() and p.name != "RECORD"]
     files += [venv / "bin" / "demo"]

@@ -13,9 +13,11 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Literal
 
+from venvseal.assemble.forest import Forest
+from venvseal.deps.scripts import parse_entry_points, write_interpreter
 from venvseal.errors import LocatedError
 
 ScriptKind = Literal["console", "gui"]
@@ -40,11 +42,6 @@ class EntryPoint:
 
 class EntryPointError(LocatedError):
     """A distribution's entry points cannot be turned into scripts."""
-
-
-class _CaseSensitiveParser(configparser.ConfigParser):
-    def optionxform(self, optionstr: str) -> str:
-        return optionstr  # script names keep their case
 
 
 def read_entry_points(site_packages: Path) -> tuple[EntryPoint, ...]:
@@ -78,11 +75,8 @@ def distribution_name(dist_info: str) -> str:
 def _read_file(file: Path, distribution: str) -> list[EntryPoint]:
     where = f"{file.parent.name}/{file.name} (distribution {distribution})"
     hint = "the distribution is broken: report it upstream, or exclude it ([deps] exclude)"
-    # No [DEFAULT] merging: a section named DEFAULT must not add scripts to every section.
-    parser = _CaseSensitiveParser(delimiters=("=",), interpolation=None,
-                                  default_section="\0no-defaults")
     try:
-        parser.read_string(file.read_text(encoding="utf-8"), source=str(file))
+        parser = parse_entry_points(file.read_text(encoding="utf-8"), str(file))
     except (configparser.Error, UnicodeDecodeError) as err:
         problem = str(err).replace("\n", " ")
         raise EntryPointError(where, f"cannot be read: {problem}", hint) from err
@@ -134,6 +128,26 @@ def write_scripts(bin_dir: Path, entry_points: Iterable[EntryPoint], *,
         os.chmod(path, 0o755)  # explicitly: the process umask must not change the output
         written.append(path)
     return tuple(written)
+
+
+def link_shipped(closure: Forest, python: str) -> tuple[frozenset[Path], set[Path]]:
+    """The base's (the deps path's) ``bin/`` files, what its distributions ship there
+    (deps/scripts.py), linked into the closure's ``bin/`` where they are not (installing the
+    local packages removes ``bin/``); a ``#!python`` placeholder among them is made the
+    closure's own copy naming ``python``. Their paths in the closure, and those edited."""
+    base = closure.base / "bin"
+    names = sorted(os.listdir(base)) if base.is_dir() else []
+    bin_dir = closure.own_dir(closure.out / "bin")
+    for name in names:
+        rel = PurePosixPath("bin", name)
+        if not os.path.lexists(bin_dir / name):
+            os.symlink(closure.target(rel), bin_dir / name)
+        elif not closure.is_link(rel):
+            raise EntryPointError(f"bin/{name}", "is installed both by a dependency and by a "
+                                  "local package", "exclude one of them ([deps] exclude or "
+                                  "[assemble] workspace)")
+    shipped = frozenset(bin_dir / name for name in names)
+    return shipped, write_interpreter(shipped, python, closure.own_file)
 
 
 def _check_script_name(point: EntryPoint, bin_dir: Path) -> None:

@@ -185,14 +185,18 @@ def copy_sources(inputs: AssembleInputs, layout: Layout, owners: Mapping[str, st
 
 def write_entry_points(layout: Layout, keep: frozenset[Path] = frozenset()) -> list[Path]:
     """Regenerate bin/ scripts for every console and gui script of every distribution
-    (``keep``: files a wheel shipped there)."""
+    (``keep``: files a local package's wheel shipped there). What the dependencies' wheels
+    shipped there is linked back from the deps path, a ``#!python`` shebang made the
+    closure's python."""
+    python = str(layout.logical / "bin" / "python")
+    shipped, edited = entrypoints.link_shipped(layout.forest, python)
+    keep = keep | shipped
     bin_dir = layout.out / "bin"
     for entry in sorted(bin_dir.iterdir()):
         if not entry.name.startswith("python") and entry not in keep:
             entry.unlink()
     points = entrypoints.read_entry_points(layout.out / layout.site_packages)
-    return list(entrypoints.write_scripts(bin_dir, points,
-                                          python=str(layout.logical / "bin" / "python")))
+    return [*entrypoints.write_scripts(bin_dir, points, python=python), *edited]
 
 
 def own_records(layout: Layout, changed: set[Path], owners: Mapping[str, str]) -> None:

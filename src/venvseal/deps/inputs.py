@@ -20,7 +20,7 @@ from venvseal.recipe.uvlock import Lock, LockError, read_lock
 from venvseal.store.nar import nar_hash
 from venvseal.toolchain.resolve import ResolvedToolchain
 
-STAGE_VERSION = "deps-3"
+STAGE_VERSION = "deps-4"  # deps-4: bin/ keeps what distributions ship there
 # Files besides pyproject.toml that change what uv resolves or installs.
 UV_CONFIG_FILES = ("uv.toml",)
 # Inside the output: build backends for the offline assembly stage (not part of the venv).

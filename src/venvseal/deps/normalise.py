@@ -3,9 +3,10 @@
 The deps stage's output is content-addressed, so anything that varies between two runs of
 ``uv sync`` must go or be made canonical before it is hashed:
 
-- files uv or pip write per run (``bin/`` with its absolute shebangs and interpreter symlinks,
-  uv's ``.lock``, ``CACHEDIR.TAG`` and ``.gitignore``, the ``uv_cache.json`` of a path
-  install, bytecode);
+- files uv or pip write per run (``bin/``'s launchers with their absolute shebangs, its
+  interpreter symlinks and activate scripts, uv's ``.lock``, ``CACHEDIR.TAG`` and
+  ``.gitignore``, the ``uv_cache.json`` of a path install, bytecode); what a distribution
+  ships in ``bin/`` stays, its ``#!python`` shebang put back (:mod:`venvseal.deps.scripts`);
 - ``pyvenv.cfg``, which names the build interpreter's directory and uv's version;
 - ELF debug info, which records uv's random sdist directory (DW_AT_comp_dir), and the GNU
   build-id the linker computed over it (see :mod:`venvseal.buildid`);
@@ -27,8 +28,9 @@ import re
 import stat
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+from venvseal.deps import scripts
 from venvseal.deps.strip import LoaderAccepts, StripDebug, strip_safely
 from venvseal.deps.survey import copy_linked, delete, survey
 from venvseal.deps.survey import remove_build_litter as remove_build_litter  # the assembly's
@@ -43,13 +45,13 @@ from venvseal.elf.refs import (
     strip_references,
 )
 from venvseal.errors import LocatedError
+from venvseal.toolchain.sandbox import OUT_DIR
 
 # The assemble stage replaces this with the runtime interpreter's directory.
 PYTHON_HOME_PLACEHOLDER = "@python-home@"
 # pyvenv.cfg keys kept after ``home``, in this order; uv's ``uv``, ``prompt`` and any other go.
 PYVENV_KEYS = ("implementation", "version_info", "include-system-site-packages")
 # What uv writes per run and is deleted (bin/, markers, bytecode): see survey.py.
-
 
 
 def _no_loader(files: Sequence[Path]) -> set[Path]:
@@ -87,23 +89,28 @@ class Conflict:
 
 def normalise_venv(venv: Path, *, strip_debug: StripDebug,
                    accepts: LoaderAccepts = _no_loader,
-                   build_root: bytes = DEFAULT_BUILD_ROOT) -> NormaliseReport:
+                   build_root: bytes = DEFAULT_BUILD_ROOT,
+                   venv_path: PurePosixPath = OUT_DIR) -> NormaliseReport:
     """Normalise the venv at ``venv`` in place; see the module docstring for the steps.
 
     ``strip_debug`` runs ``strip --strip-debug`` on the files it is given (once, with every
     ELF file that has debug info, as ``venv / relative path``, sorted; not called when there
     are none); ``accepts`` says which files the toolchain's loader accepts (see strip.py).
-    ``build_root`` is the sandbox's build-time prefix whose every mention is replaced.
+    ``build_root`` is the sandbox's build-time prefix whose every mention is replaced;
+    ``venv_path`` is where the venv was when uv installed it (scripts' shebangs name it).
     """
     try:
         _check_venv(venv)
-        found = survey(venv)  # one walk for the litter, the hard links and the ELF files
+        # bin/ goes but for the distributions' own scripts (.data/scripts): see scripts.py.
+        kept = scripts.shipped_scripts(venv, find_records(venv))
+        found = survey(venv, kept)  # one walk for the litter, the hard links and the ELF files
         removed = delete(found.litter)
         conflicts = remove_conflicts(venv)
         gone = {venv / c.path for c in conflicts}
         removed |= gone
         copy_linked(sorted(found.linked - gone))
         write_pyvenv_cfg(venv)
+        shebangs = scripts.write_placeholders(kept - gone, venv_path)
         elf_files = [path for path in found.maybe_elf() if path not in gone and is_elf(path)]
         before = {path: _sha256(path) for path in elf_files}
         stripped = strip_safely(elf_files, strip_debug=strip_debug, accepts=accepts,
@@ -112,9 +119,12 @@ def normalise_venv(venv: Path, *, strip_debug: StripDebug,
         replaced = {venv / path for path in strip_references(venv, references)}
         # The build-id hashes the file's final bytes, so it comes after the references are
         # replaced: a random build path left in .rodata (__FILE__) would otherwise make it differ.
+        # A program a wheel ships in bin/ (maturin's) keeps its bytes unless they were edited.
+        edited = replaced | set(stripped.stripped)
         for path in elf_files:
-            set_deterministic_build_id(path)
-        changed = replaced | {path for path in elf_files if _sha256(path) != before[path]}
+            if path not in kept or path in edited:
+                set_deterministic_build_id(path)
+        changed = replaced | shebangs | {p for p in elf_files if _sha256(p) != before[p]}
         rewritten = update_records(venv, removed, changed)
         _assert_clean(venv, references)
     except OSError as err:

@@ -41,11 +41,20 @@ class Survey:
         return [p for p in self.files if not str(p).endswith(TEXT_SUFFIXES)]
 
 
-def survey(venv: Path) -> Survey:
-    """Walk ``venv`` once, symlinks never followed (a linked ``__pycache__`` is kept)."""
+def survey(venv: Path, keep: frozenset[Path] = frozenset()) -> Survey:
+    """Walk ``venv`` once, symlinks never followed (a linked ``__pycache__`` is kept).
+
+    ``keep``: files of ``bin/`` that stay (a distribution's own scripts, see scripts.py);
+    the rest of ``bin/`` is litter, and all of it when there are none."""
     litter = [venv / name for name in ROOT_LITTER if os.path.lexists(venv / name)]
     files: list[Path] = []
     linked: set[Path] = set()
+    if keep:
+        bin_dir = venv / "bin"
+        litter.remove(bin_dir)
+        litter += sorted(p for p in bin_dir.iterdir() if p not in keep)
+        files += sorted(keep)
+        linked.update(p for p in keep if p.stat().st_nlink > 1)
     stack = [venv]
     while stack:
         here = stack.pop()
