@@ -21,6 +21,7 @@ from venvseal.deps.normalise import (
     normalise_venv,
     remove_conflicts,
 )
+from venvseal.deps.strip import guarded
 from venvseal.process import run
 
 needs_toolchain = pytest.mark.skipif(
@@ -135,7 +136,7 @@ def test_canonical_pyvenv_cfg(text: str, expected: str) -> None:
 
 def test_not_a_venv_is_refused(tmp_path: Path) -> None:
     with pytest.raises(NormaliseError, match="not a virtual environment"):
-        normalise_venv(tmp_path, strip_debug=host_strip)
+        normalise_venv(tmp_path, strip=guarded(host_strip))
 
 
 def test_clean_up_and_record_upkeep(tmp_path: Path) -> None:
@@ -145,7 +146,7 @@ def test_clean_up_and_record_upkeep(tmp_path: Path) -> None:
     before = record.read_text().splitlines()
     calls: list[list[Path]] = []
 
-    report = normalise_venv(venv, strip_debug=lambda paths: calls.append(list(paths)))
+    report = normalise_venv(venv, strip=guarded(lambda paths: calls.append(list(paths))))
 
     assert calls == []  # no ELF files: strip is not run
     assert sorted(p.name for p in venv.iterdir()) == ["lib", "lib64", "pyvenv.cfg"]
@@ -211,7 +212,7 @@ def test_two_builds_normalise_to_the_same_bytes(tmp_path: Path) -> None:
         calls.append(list(paths))
         host_strip(paths)
 
-    reports = [normalise_venv(venv, strip_debug=strip, build_root=prefix) for venv in venvs]
+    reports = [normalise_venv(venv, strip=guarded(strip), build_root=prefix) for venv in venvs]
 
     assert calls == [[venvs[0] / so], [venvs[1] / so]]
     assert tree(venvs[0]) == tree(venvs[1])
@@ -228,7 +229,7 @@ def test_hard_linked_cache_files_are_not_modified(tmp_path: Path) -> None:
     make_venv(venv, build_root=None)
     cached = write(tmp_path / "cache" / "mod.py", "ROOT = '/venvseal-build/cache/x'\n")
     os.link(cached, venv / SITE / "demo" / "mod.py")
-    normalise_venv(venv, strip_debug=host_strip)
+    normalise_venv(venv, strip=guarded(host_strip))
     assert cached.read_text() == "ROOT = '/venvseal-build/cache/x'\n"
     assert (venv / SITE / "demo" / "mod.py").read_text() == f"ROOT = '/{'e' * 22}'\n"
 
@@ -239,7 +240,7 @@ def test_record_keeps_crlf_and_unknown_lines(tmp_path: Path) -> None:
     record = venv / SITE / "demo-1.0.dist-info" / "RECORD"
     text = record.read_text().replace("\n", "\r\n") + "demo/missing.txt,,\r\n"
     record.write_bytes(text.encode())
-    normalise_venv(venv, strip_debug=host_strip)
+    normalise_venv(venv, strip=guarded(host_strip))
     new = record.read_bytes().decode()
     assert new.endswith("demo-1.0.dist-info/RECORD,,\r\ndemo/missing.txt,,\r\n")
     assert "\n" not in new.replace("\r\n", "")

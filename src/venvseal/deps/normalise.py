@@ -25,11 +25,11 @@ import hashlib
 import os
 import re
 import stat
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from venvseal.deps.strip import LoaderAccepts, StripDebug, strip_safely
+from venvseal.deps.strip import GuardedStrip, strip_safely
 from venvseal.deps.survey import copy_linked, delete, survey
 from venvseal.deps.survey import remove_build_litter as remove_build_litter  # the assembly's
 from venvseal.elf.buildid import is_elf, set_deterministic_build_id
@@ -50,10 +50,6 @@ PYTHON_HOME_PLACEHOLDER = "@python-home@"
 PYVENV_KEYS = ("implementation", "version_info", "include-system-site-packages")
 # What uv writes per run and is deleted (bin/, markers, bytecode): see survey.py.
 
-
-
-def _no_loader(files: Sequence[Path]) -> set[Path]:
-    return set(files)
 
 
 class NormaliseError(LocatedError):
@@ -89,15 +85,14 @@ class Conflict:
                 "contents; removed, so the output does not depend on install order")
 
 
-def normalise_venv(venv: Path, *, strip_debug: StripDebug,
-                   accepts: LoaderAccepts = _no_loader,
+def normalise_venv(venv: Path, *, strip: GuardedStrip,
                    build_root: bytes = DEFAULT_BUILD_ROOT) -> NormaliseReport:
     """Normalise the venv at ``venv`` in place; see the module docstring for the steps.
 
-    ``strip_debug`` runs ``strip --strip-debug`` on the files it is given (once, with every
-    ELF file that has debug info, as ``venv / relative path``, sorted; not called when there
-    are none); ``accepts`` says which files the toolchain's loader accepts (see strip.py).
-    ``build_root`` is the sandbox's build-time prefix whose every mention is replaced.
+    ``strip`` strips the debug info of the files it is given, guarded by the toolchain's
+    loader (once, with every ELF file that has debug info, as ``venv / relative path``,
+    sorted; not called when there are none; see strip.py). ``build_root`` is the sandbox's
+    build-time prefix whose every mention is replaced.
     """
     try:
         _check_venv(venv)
@@ -110,8 +105,7 @@ def normalise_venv(venv: Path, *, strip_debug: StripDebug,
         write_pyvenv_cfg(venv)
         elf_files = [path for path in found.maybe_elf() if path not in gone and is_elf(path)]
         before = {path: _sha256(path) for path in elf_files}
-        stripped = strip_safely(elf_files, strip_debug=strip_debug, accepts=accepts,
-                                scratch=venv.parent)
+        stripped = strip_safely(elf_files, strip=strip)
         references = scan(venv, (build_root,))
         replaced = {venv / path for path in strip_references(venv, references)}
         # The build-id hashes the file's final bytes, so it comes after the references are

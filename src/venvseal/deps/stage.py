@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -34,7 +35,7 @@ from venvseal.toolchain.sandbox import Mount, Sandbox, SandboxSpec
 
 if TYPE_CHECKING:  # normalise pulls in pyelftools: import it only when building
     from venvseal.deps.normalise import NormaliseReport
-    from venvseal.deps.strip import LoaderAccepts, StripDebug
+    from venvseal.deps.strip import GuardedStrip
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -158,8 +159,7 @@ def build_venv(inputs: DepsInputs, out: Path, *, uv_cache: Path, scratch: Path,
     # BUILD_ENV/bin stays: PEP 517 backends run executables from it (uv_build its uv-build,
     # maturin its maturin), found on PATH as a frontend's isolated environment puts them. Its
     # scripts' shebangs name the toolchain's python, the same wherever the path is mounted.
-    return normalise_venv(out, strip_debug=_stripper(runner, spec, out),
-                          accepts=_loader_accepts(runner, spec, out))
+    return normalise_venv(out, strip=guarded_strip(runner, spec, out, scratch))
 
 
 def _toolchain_cache(uv_cache: Path, toolchain: ResolvedToolchain,
@@ -208,35 +208,51 @@ def _build_env_argv(inputs: DepsInputs, reqs: tuple[str, ...]) -> list[str]:
     return [*argv, "--", *reqs]
 
 
-def _stripper(runner: Sandbox, spec: SandboxSpec, out: Path) -> StripDebug:
-    """strip --strip-debug with the toolchain's own binutils, inside the sandbox, offline."""
-    offline = SandboxSpec(root=spec.root, mounts=spec.mounts, env=spec.env, network=False,
-                          cwd=sandbox.OUT_DIR)
+# Where the guarded strip keeps the originals (a folder of the build's scratch space).
+KEEP_DIR = sandbox.BUILD_ROOT / "keep"
+# strip.guarded's steps in one sandbox (three sandbox starts cost 0.1-0.2 s of a warm stage,
+# issue 16): the loader's verdict on each file ($0 --verify exits 0 for an executable, 2 for
+# a shared object, 1 for what it cannot map), a copy of each one it accepts, strip, then
+# each copied file it no longer accepts put back and listed in $1/kept.
+_GUARDED_STRIP = """\
+ld=$0 keep=$1
+shift
+n=0
+for f in "$@"; do
+  n=$((n + 1))
+  "$ld" --verify "$f" >/dev/null 2>&1
+  case $? in 0|2) cp -- "$f" "$keep/$n" || exit 1;; esac
+done
+strip --strip-debug -- "$@" || exit 1
+n=0
+for f in "$@"; do
+  n=$((n + 1))
+  [ -e "$keep/$n" ] || continue
+  "$ld" --verify "$f" >/dev/null 2>&1
+  case $? in 0|2) ;; *) cp -f -- "$keep/$n" "$f" && printf '%s\\0' "$f" >>"$keep/kept" || exit 1;;
+  esac
+done
+"""
 
-    def strip(files: Sequence[Path]) -> None:
-        rels = [str(sandbox.OUT_DIR / f.relative_to(out)) for f in files]
-        if rels:
-            runner.run(offline, ["strip", "--strip-debug", "--", *rels],
+
+def guarded_strip(runner: Sandbox, spec: SandboxSpec, out: Path, scratch: Path
+                   ) -> GuardedStrip:
+    """strip --strip-debug with the toolchain's own binutils, guarded by its dynamic loader
+    (see strip.py), in one offline sandbox; originals kept in ``scratch`` meanwhile."""
+    def strip(files: Sequence[Path]) -> set[Path]:
+        inside = {str(sandbox.OUT_DIR / f.relative_to(out)): f for f in files}
+        with tempfile.TemporaryDirectory(dir=scratch, prefix="unstripped-") as keep:
+            offline = SandboxSpec(
+                root=spec.root, env=spec.env, network=False, cwd=sandbox.OUT_DIR,
+                mounts=(*spec.mounts, Mount(host=Path(keep), target=KEEP_DIR, writable=True)))
+            runner.run(offline, ["sh", "-c", _GUARDED_STRIP, str(DEFAULT_LOADER),
+                                 str(KEEP_DIR), *inside],
                        what="strip --strip-debug (the toolchain needs binutils)")
+            kept = Path(keep, "kept")
+            names = kept.read_bytes().decode().split("\0") if kept.exists() else []
+        return {inside[name] for name in names if name in inside}
 
     return strip
-
-
-def _loader_accepts(runner: Sandbox, spec: SandboxSpec, out: Path) -> LoaderAccepts:
-    """The files the toolchain's dynamic loader accepts (``ld.so --verify`` exits 0 for an
-    executable, 2 for a shared object; 1 for what it cannot map), asked in the sandbox."""
-    offline = SandboxSpec(root=spec.root, mounts=spec.mounts, env=spec.env, network=False,
-                          cwd=sandbox.OUT_DIR)
-
-    def accepts(files: Sequence[Path]) -> set[Path]:
-        inside = {str(sandbox.OUT_DIR / f.relative_to(out)): f for f in files}
-        script = ('for f in "$@"; do "$0" --verify "$f" >/dev/null 2>&1; '
-                  'case $? in 0|2) printf "%s\\0" "$f";; esac; done')
-        done = runner.run(offline, ["sh", "-c", script, str(DEFAULT_LOADER), *inside],
-                          what="checking ELF files with the dynamic loader")
-        return {inside[name] for name in done.output.split("\0") if name in inside}
-
-    return accepts
 
 
 __all__ = ["BUILD_ENV", "STAGE_VERSION", "DepsBuildError", "DepsInputs", "Network",
