@@ -224,6 +224,39 @@ def test_two_builds_normalise_to_the_same_bytes(tmp_path: Path) -> None:
         assert_record_matches(venv / SITE / "demo-1.0.dist-info" / "RECORD")
 
 
+@needs_toolchain
+def test_references_are_found_as_they_are_after_clean_up_and_strip(tmp_path: Path) -> None:
+    """The survey reads each file once for references; what is deleted or edited before they
+    are replaced (litter, conflicting files, pyvenv.cfg, the stripped ELF file's DWARF)
+    counts as it is then, as a scan of the whole venv at that point would find it."""
+    build_root = tmp_path / "vb"
+    venv = tmp_path / "venv"
+    make_venv(venv, build_root)
+    site = venv / SITE
+    write(venv / "pyvenv.cfg", f"home = {build_root}/python/bin\nversion_info = 3.14.0\n")
+    (site / "demo" / "link").symlink_to(f"{build_root}/src/demo/data")
+    write(site / "demo" / "__pycache__" / "extra.cpython-314.pyc", f"{build_root}/litter")
+    write(site / "demo" / "conflict.txt", f"{build_root}/either")
+    for dist, digest in (("a", "AAAA"), ("b", "BBBB")):
+        write(site / f"{dist}-1.0.dist-info" / "RECORD", f"demo/conflict.txt,sha256={digest},9\n")
+
+    report = normalise_venv(venv, strip=guarded(host_strip),
+                            build_root=os.fsencode(build_root) + b"/")
+
+    so = SITE / "demo" / "_ext.cpython-314-x86_64-linux-gnu.so"
+    by_file: dict[Path, list[str]] = {}
+    for ref in report.references.references:
+        for file in ref.files:
+            by_file.setdefault(file, []).append(ref.text.decode())
+    assert by_file.keys() == {SITE / "demo" / "__init__.py", SITE / "demo" / "link", so}
+    assert by_file[SITE / "demo" / "link"] == [f"{build_root}/src/demo/data"]
+    assert by_file[SITE / "demo" / "__init__.py"] == [f"{build_root}/src/demo"]
+    # Before strip, DWARF named the sdist folder too; after it, only __FILE__ in .rodata.
+    assert len(by_file[so]) == 1 and by_file[so][0].endswith("/src/ext.c")
+    target = f"{build_root}/src/demo/data"
+    assert os.readlink(site / "demo" / "link") == "/" + "e" * (len(target) - 1)
+
+
 def test_hard_linked_cache_files_are_not_modified(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     make_venv(venv, build_root=None)

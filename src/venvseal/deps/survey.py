@@ -1,19 +1,23 @@
 """One walk of the venv uv made: what to delete, and every regular file that stays.
 
-Normalisation needs three lists of the same tree: per-run litter (bytecode, uv's markers),
-files with several hard links (to copy before editing), and the ELF files. One sorted
-``os.scandir`` walk gives all three; separate walks cost ~0.4 s on the demo's 5,000-file venv,
-more than a third of a warm ``uv sync`` (issue 16).
+Normalisation needs four things of the same tree: per-run litter (bytecode, uv's markers),
+files with several hard links (to copy before editing), the ELF files, and the references
+to build paths in every file that stays. One sorted ``os.scandir`` walk gives all four, each
+file opened once; separate walks cost ~0.4 s on the demo's 5,000-file venv, more than a
+third of a warm ``uv sync``, and the separate reference scan another 0.1-0.2 s (issue 16).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from venvseal.elf.refs import find_in_file, find_in_link
 
 # Written by uv per run at the venv's root (uv: crates/uv-virtualenv, cache-dir tag and lock).
 ROOT_LITTER = ("bin", ".lock", "CACHEDIR.TAG", ".gitignore")
@@ -35,17 +39,23 @@ class Survey:
     litter: tuple[Path, ...]
     files: tuple[Path, ...]
     linked: frozenset[Path]  # of ``files``, those with more than one hard link
+    # The references (see elf/refs.py) in each kept file or symlink holding any, by path
+    # relative to the venv; only when :func:`survey` was given a pattern.
+    references: Mapping[Path, set[bytes]] = field(default_factory=dict)
 
     def maybe_elf(self) -> list[Path]:
         """The files that may be ELF: all but those with a text suffix."""
         return [p for p in self.files if not str(p).endswith(TEXT_SUFFIXES)]
 
 
-def survey(venv: Path) -> Survey:
-    """Walk ``venv`` once, symlinks never followed (a linked ``__pycache__`` is kept)."""
+def survey(venv: Path, pattern: re.Pattern[bytes] | None = None) -> Survey:
+    """Walk ``venv`` once, symlinks never followed (a linked ``__pycache__`` is kept); with
+    ``pattern`` (refs.compile_pattern), every file and symlink that stays is searched."""
     litter = [venv / name for name in ROOT_LITTER if os.path.lexists(venv / name)]
     files: list[Path] = []
     linked: set[Path] = set()
+    references: dict[Path, set[bytes]] = {}
+    top = len(os.fspath(venv)) + 1
     stack = [venv]
     while stack:
         here = stack.pop()
@@ -64,10 +74,20 @@ def survey(venv: Path) -> Survey:
                 litter.append(path)
             elif entry.is_file(follow_symlinks=False):
                 files.append(path)
-                if entry.stat(follow_symlinks=False).st_nlink > 1:
+                if pattern is None:
+                    st = entry.stat(follow_symlinks=False)
+                else:
+                    texts, st = find_in_file(entry.path, pattern)
+                    if texts:
+                        references[Path(entry.path[top:])] = texts
+                if st.st_nlink > 1:
                     linked.add(path)
+            elif pattern is not None and entry.is_symlink() and (
+                    texts := find_in_link(entry.path, pattern)):
+                references[Path(entry.path[top:])] = texts
         stack.extend(reversed(subdirs))  # depth first, in name order
-    return Survey(tuple(litter), tuple(sorted(files, key=_walk_order)), frozenset(linked))
+    return Survey(tuple(litter), tuple(sorted(files, key=_walk_order)), frozenset(linked),
+                  references)
 
 
 def _walk_order(path: Path) -> tuple[str, ...]:
