@@ -138,9 +138,10 @@ def remove_conflicts(venv: Path) -> tuple[Conflict, ...]:
     owners: dict[str, dict[str, set[str]]] = {}
     for record in find_records(venv):
         dist = record.parent.name.split("-", 1)[0]
+        base = os.fspath(record.parent.parent)
         for _line, row in _rows(record.read_text(encoding="utf-8")):
             if row and len(row) == 3 and row[1]:
-                target = os.path.normpath(record.parent.parent / row[0])
+                target = _target(base, row[0])
                 owners.setdefault(target, {}).setdefault(row[1], set()).add(dist)
     conflicts = []
     for target, by_hash in sorted(owners.items()):
@@ -267,17 +268,23 @@ def fix_record(record: Path, text: str, removed: set[str], changed: set[str]) ->
     ``removed`` and ``changed`` hold normalised absolute paths; RECORD paths are relative to
     the directory holding the ``.dist-info`` (``../../../bin/x`` for scripts).
     """
-    base = record.parent.parent
+    base = os.fspath(record.parent.parent)
     own = os.path.normpath(record)
     out = []
     for line, row in _rows(text):
-        target = os.path.normpath(base / row[0]) if row else ""
+        target = _target(base, row[0]) if row else ""
         if target in removed:
             continue
         if target in changed and target != own and len(row) == 3:
             line = _rehashed(line, row[1], Path(target))
         out.append(line)
     return "".join(out)
+
+
+def _target(base: str, path: str) -> str:
+    """The normalised absolute path a RECORD row names (``base``: the dist-info's parent).
+    Strings, not Path objects: these were half the time of a RECORD update."""
+    return os.path.normpath(os.path.join(base, path))
 
 
 def _rows(text: str) -> Iterator[tuple[str, list[str]]]:
