@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -137,23 +138,27 @@ def build_venv(inputs: DepsInputs, out: Path, *, uv_cache: Path, scratch: Path,
                     env=_uv_env(inputs, network, cache))
     python = str(inputs.toolchain.python)
     lock_file = str(inputs.lock.file)
-    # (argv, what, cache-only first): the lock check (sync --locked) and the build backends'
-    # resolution ask the index again on every run; from a warm uv cache they need not, so
-    # they try --offline first and go online only when that fails (a cold cache, a new
-    # backend). One `uv sync --locked` instead of `uv lock --check` and `uv sync --frozen`
-    # saves a uv start and a resolution (~0.1 s warm, issue 16).
-    steps = [(_sync_argv(inputs), "uv sync", True)]
+    # (argv, what): the lock check (sync --locked) and the build backends' resolution ask
+    # the index again on every run; from a warm uv cache they need not, so they run with
+    # --offline first (all in one sandbox) and each goes online only when that fails (a cold
+    # cache, a new backend). One `uv sync --locked` instead of `uv lock --check` and
+    # `uv sync --frozen` saves a uv start and a resolution (~0.1 s warm, issue 16).
+    todo = [(_sync_argv(inputs), "uv sync")]
     if reqs := build_requirements(inputs):
-        steps.append((_build_env_argv(inputs, reqs), "installing build backends", True))
-    for argv, what, offline_first in steps:
-        try:
-            if not offline_first or not _ran_offline(runner, spec, argv, what):
-                runner.run(spec, argv, what=what, on_line=_uv_progress(on_progress))
-        except CommandError as err:
-            known = diagnose(err.output_tail, lock_file=lock_file, python=python)
-            if isinstance(known, DiskFullError):
-                known = _full_file_system(known, out=out, uv_cache=uv_cache)
-            raise (known or DepsBuildError(str(err))) from err
+        todo.append((_build_env_argv(inputs, reqs), "installing build backends"))
+    try:
+        while todo:
+            done = _offline_steps(runner, spec, todo)
+            if done == len(todo):
+                break
+            argv, what = todo[done]
+            runner.run(spec, argv, what=what, on_line=_uv_progress(on_progress))
+            todo = todo[done + 1:]
+    except CommandError as err:
+        known = diagnose(err.output_tail, lock_file=lock_file, python=python)
+        if isinstance(known, DiskFullError):
+            known = _full_file_system(known, out=out, uv_cache=uv_cache)
+        raise (known or DepsBuildError(str(err))) from err
     from venvseal.deps.normalise import normalise_venv
 
     # BUILD_ENV/bin stays: PEP 517 backends run executables from it (uv_build its uv-build,
@@ -190,14 +195,27 @@ def _full_file_system(err: DiskFullError, *, out: Path, uv_cache: Path) -> DepsB
     return err
 
 
-def _ran_offline(runner: Sandbox, spec: SandboxSpec, argv: list[str], what: str) -> bool:
-    """Run ``argv`` with --offline; whether it succeeded (a stale lock is final either way)."""
-    done = runner.run(spec, [*argv[:2], "--offline", *argv[2:]] if argv[1] == "lock" else
-                      [*argv[:3], "--offline", *argv[3:]], what=f"{what} (offline)",
-                      check=False)
-    if done.returncode != 0 and "needs to be updated" in done.output:
+# The exit status of the offline script when step i failed: _FAILED + i.
+_FAILED = 90
+
+
+def _offline_steps(runner: Sandbox, spec: SandboxSpec,
+                   steps: Sequence[tuple[list[str], str]]) -> int:
+    """Run the uv ``steps`` with --offline, in order, in one sandbox (a sandbox start less per
+    step), up to the first that fails; how many succeeded. A stale lock is final."""
+    script = "\n".join(f"{shlex.join([*argv[:3], '--offline', *argv[3:]])} || exit {_FAILED + i}"
+                       for i, (argv, _what) in enumerate(steps))
+    done = runner.run(spec, ["sh", "-c", script], check=False,
+                      what=" and ".join(what for _argv, what in steps) + " (offline)")
+    if done.returncode == 0:
+        return len(steps)
+    failed = done.returncode - _FAILED
+    if not 0 <= failed < len(steps):
+        return 0  # the sandbox itself failed: each step runs online, and says why
+    argv, what = steps[failed]
+    if "needs to be updated" in done.output:
         raise CommandError(what, argv, done.returncode, done.tail())
-    return done.returncode == 0
+    return failed
 
 
 def _build_env_argv(inputs: DepsInputs, reqs: tuple[str, ...]) -> list[str]:
