@@ -50,30 +50,37 @@ class Survey:
 
 def survey(venv: Path, pattern: re.Pattern[bytes] | None = None) -> Survey:
     """Walk ``venv`` once, symlinks never followed (a linked ``__pycache__`` is kept); with
-    ``pattern`` (refs.compile_pattern), every file and symlink that stays is searched."""
+    ``pattern`` (refs.compile_pattern), every file and symlink that stays is searched.
+
+    Plain strings inside: Path objects made and compared per entry were a third of the time.
+    """
+    root = os.fspath(venv)
     litter = [venv / name for name in ROOT_LITTER if os.path.lexists(venv / name)]
-    files: list[Path] = []
+    files: list[str] = []
     linked: set[Path] = set()
     references: dict[Path, set[bytes]] = {}
-    top = len(os.fspath(venv)) + 1
-    stack = [venv]
+    top = len(root) + 1
+    stack = [root]
     while stack:
         here = stack.pop()
         with os.scandir(here) as it:
-            entries = sorted(it, key=lambda e: e.name)
-        dist_info = here.name.endswith(".dist-info")
-        subdirs: list[Path] = []
+            entries = sorted(it, key=_by_name)
+        dist_info = here.endswith(".dist-info")
+        at_root = here == root
+        subdirs: list[str] = []
         for entry in entries:
-            if here == venv and entry.name in ROOT_LITTER:
+            name = entry.name
+            if at_root and name in ROOT_LITTER:
                 continue
-            path = Path(entry.path)
             if entry.is_dir(follow_symlinks=False):
-                (litter if entry.name == "__pycache__" else subdirs).append(path)
-            elif entry.name.endswith(BYTECODE_SUFFIXES) or (
-                    dist_info and entry.name in DIST_INFO_LITTER):
-                litter.append(path)
+                if name == "__pycache__":
+                    litter.append(Path(entry.path))
+                else:
+                    subdirs.append(entry.path)
+            elif name.endswith(BYTECODE_SUFFIXES) or (dist_info and name in DIST_INFO_LITTER):
+                litter.append(Path(entry.path))
             elif entry.is_file(follow_symlinks=False):
-                files.append(path)
+                files.append(entry.path)
                 if pattern is None:
                     st = entry.stat(follow_symlinks=False)
                 else:
@@ -81,17 +88,21 @@ def survey(venv: Path, pattern: re.Pattern[bytes] | None = None) -> Survey:
                     if texts:
                         references[Path(entry.path[top:])] = texts
                 if st.st_nlink > 1:
-                    linked.add(path)
+                    linked.add(Path(entry.path))
             elif pattern is not None and entry.is_symlink() and (
                     texts := find_in_link(entry.path, pattern)):
                 references[Path(entry.path[top:])] = texts
         stack.extend(reversed(subdirs))  # depth first, in name order
-    return Survey(tuple(litter), tuple(sorted(files, key=_walk_order)), frozenset(linked),
-                  references)
+    files.sort(key=_walk_order)
+    return Survey(tuple(litter), tuple(map(Path, files)), frozenset(linked), references)
 
 
-def _walk_order(path: Path) -> tuple[str, ...]:
-    return path.parts
+def _by_name(entry: os.DirEntry[str]) -> str:
+    return entry.name
+
+
+def _walk_order(path: str) -> list[str]:
+    return path.split("/")  # Path.parts' order: os.scandir joins with exactly one "/"
 
 
 def delete(doomed: Sequence[Path]) -> frozenset[Path]:
