@@ -123,7 +123,7 @@ def remove(path: Path) -> None:
         shutil.rmtree(path)
 
 
-def pairs(n: int, project: Path, work: Path, *, cold: bool,
+def pairs(n: int, project: Path, work: Path, *, cold: bool, ours: tuple[str, ...],
           baseline: tuple[str, ...] | None = None) -> list[list[float]]:
     """Bare, venvseal (and the baseline venvseal, if given) times, run in turn ``n`` times."""
     sides: list[list[float]] = [[], [], []] if baseline else [[], []]
@@ -133,7 +133,7 @@ def pairs(n: int, project: Path, work: Path, *, cold: bool,
                   for side in ("bare", "ours", "base")]
         store = work / f"store-{'c' if cold else 'w'}{i}"
         sides[0].append(bare_sync(project, caches[0], work))
-        sides[1].append(venvseal_deps(project, caches[1], store))
+        sides[1].append(venvseal_deps(project, caches[1], store, ours))
         remove(store)
         if baseline:
             sides[2].append(venvseal_deps(project, caches[2], store, baseline))
@@ -152,23 +152,29 @@ def main() -> int:
     ap.add_argument("--baseline", type=shlex.split, default=None, metavar="COMMAND",
                     help="another venvseal (e.g. 'env PYTHONPATH=OLD/src .venv/bin/venvseal') "
                          "timed in the same pairs, as a before/after baseline")
+    ap.add_argument("--venvseal", type=shlex.split, default=[str(VENVSEAL)], metavar="COMMAND",
+                    help="the venvseal to time (default: this checkout's)")
     args = ap.parse_args()
     baseline = tuple(args.baseline) if args.baseline else None
+    ours = tuple(args.venvseal)
     remove(args.work)
     args.work.mkdir(parents=True)
     project = prepare(args.project.resolve(), args.work)
-    cold = pairs(args.cold_runs, project, args.work, cold=True, baseline=baseline)
+    cold = pairs(args.cold_runs, project, args.work, cold=True, ours=ours, baseline=baseline)
     # Fill the warm cache: the bare uv's, and venvseal's (its builds are kept per toolchain,
     # in a folder of the same cache; see src/venvseal/deps/uvcache.py).
     bare_sync(project, args.work / "warm-cache", args.work)
-    venvseal_deps(project, args.work / "warm-cache", args.work / "store-fill")
+    venvseal_deps(project, args.work / "warm-cache", args.work / "store-fill", ours)
     remove(args.work / "store-fill")
-    warm = pairs(args.runs, project, args.work, cold=False, baseline=baseline)
+    warm = pairs(args.runs, project, args.work, cold=False, ours=ours, baseline=baseline)
     store = args.work / "store-noop"
-    venvseal_deps(project, args.work / "warm-cache", store)
-    noop = [venvseal_deps(project, args.work / "warm-cache", store) for _ in range(args.runs)]
+    venvseal_deps(project, args.work / "warm-cache", store, ours)
+    noop = [venvseal_deps(project, args.work / "warm-cache", store, ours)
+            for _ in range(args.runs)]
     print(f"project: {args.project.name}; {platform.node()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}, load {os.getloadavg()[0]:.2f}")
+    # Overheads: of the medians, and (in brackets) the median of each run's own ratio to the
+    # bare run just before it, which load drifting over the whole benchmark disturbs less.
     extra = " baseline (median) | overhead |" if baseline else ""
     print(f"\n| deps stage | bare uv sync (median) | venvseal deps (median) | overhead |{extra}")
     print("|---|---|---|---|" + ("---|---|" if baseline else ""))
@@ -176,7 +182,10 @@ def main() -> int:
         if not sides[0]:  # --cold-runs 0
             continue
         mb, *rest = (statistics.median(side) for side in sides)
-        cells = " ".join(f"{m:.2f} s | {100 * (m / mb - 1):+.0f}% |" for m in rest)
+        paired = [statistics.median(t / b for t, b in zip(side, sides[0], strict=True))
+                  for side in sides[1:]]
+        cells = " ".join(f"{m:.2f} s | {100 * (m / mb - 1):+.0f}% ({100 * (r - 1):+.0f}%) |"
+                         for m, r in zip(rest, paired, strict=True))
         print(f"| {label} ({len(sides[0])} runs each) | {mb:.2f} s | {cells}")
         print(f"{label} runs (bare; venvseal; baseline): "
               + "; ".join(" ".join(f"{t:.2f}" for t in side) for side in sides), file=sys.stderr)
