@@ -123,7 +123,8 @@ def remove(path: Path) -> None:
         shutil.rmtree(path)
 
 
-def pairs(n: int, project: Path, work: Path, *, cold: bool, ours: tuple[str, ...],
+def pairs(n: int, project: Path, work: Path, *, cold: bool,
+          ours: tuple[str, ...] = (str(VENVSEAL),),
           baseline: tuple[str, ...] | None = None) -> list[list[float]]:
     """Bare, venvseal (and the baseline venvseal, if given) times, run in turn ``n`` times."""
     sides: list[list[float]] = [[], [], []] if baseline else [[], []]
