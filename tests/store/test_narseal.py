@@ -22,7 +22,7 @@ MTIME = 1
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
-    """(mode, mtime, atime-free kind) of every entry, by path relative to ``root``."""
+    """(kind, mode, mtime) of every entry, by path relative to ``root``."""
     found = {}
     for folder, dirs, files in os.walk(root):
         for name in [".", *dirs, *files]:
@@ -51,6 +51,9 @@ def test_sealing_walk_leaves_what_seal_tree_leaves(tmp_path: Path) -> None:
         got = nar_hash(walked, seal_mtime=MTIME)
         assert got.hash == expected.hash and got.size == expected.size, seed
         assert got.sealed and not expected.sealed
+        # The top folder stays writable (the store renames it into place, then seals it).
+        assert stat.S_IMODE(os.lstat(walked).st_mode) == fsutil.SEALED_DIR | stat.S_IWUSR
+        os.chmod(walked, fsutil.SEALED_DIR)
         assert snapshot(walked) == snapshot(classic), seed
         assert fsutil.unsealed(walked, mtime=MTIME) == []
 

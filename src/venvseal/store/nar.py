@@ -105,7 +105,7 @@ def nar_hash(
 
     ``progress(nbytes)`` is called after each regular file with that file's size. With
     ``seal_mtime``, the tree is also sealed as :func:`venvseal.fsutil.seal_tree` seals it, in
-    the same walk (see :mod:`venvseal.store.narseal`).
+    the same walk, but for its top folder's owner write bit (see :mod:`venvseal.store.narseal`).
     Raises :class:`NarPathNotFoundError` if ``path`` does not exist and :class:`NarError` for a
     file that cannot be archived (device, socket, fifo, unreadable, changed while read).
     """
@@ -258,7 +258,7 @@ def _serialise_directory(root: bytes, sink: _Sink, progress: Callable[[int], Non
                     raise _unsupported(entry.path, _lstat_mode(entry))
             else:
                 if sealer is not None:  # after its entries, as seal_tree does
-                    _sealing(sealer.directory, here, dir_fd)
+                    _sealing(lambda fd: sealer.directory(fd, top=len(stack) == 1), here, dir_fd)
                 os.close(stack.pop()[1])
                 # End of this directory's node, and of the entry holding it unless it is the root.
                 if stack:

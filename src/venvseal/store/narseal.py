@@ -6,7 +6,9 @@ descriptor the walk already holds (``fchmod``/``futimens``, no second path looku
 demo's 6,400-entry venv the separate seal walk cost 0.3-0.4 s, a third of the deps stage's
 own work (issue 16). The result is the same as :func:`~venvseal.fsutil.seal_tree`'s, rule for
 rule: a file already sealed (a hard link into another store path) is left alone, any other
-file with several links is copied first, directories are sealed after their entries.
+file with several links is copied first, directories are sealed after their entries. The
+top folder alone keeps its owner's write permission, as the store's publishing step wants it:
+rename(2) moves a folder into another parent only if the folder itself is writable.
 
 Sealing keeps every property a NAR records (contents, links, the owner's execute bit), so
 the hash is that of the sealed tree.
@@ -55,9 +57,10 @@ class Sealer:
         os.fchmod(fd, mode)
         os.utime(fd, ns=times)
 
-    def directory(self, dir_fd: int) -> None:
-        """Seal a directory whose entries are all sealed (so none of them touches it again)."""
-        os.fchmod(dir_fd, fsutil.SEALED_DIR)
+    def directory(self, dir_fd: int, *, top: bool) -> None:
+        """Seal a directory whose entries are all sealed (so none of them touches it again);
+        the ``top`` one stays writable by its owner (see the module docstring)."""
+        os.fchmod(dir_fd, fsutil.SEALED_DIR | (stat.S_IWUSR if top else 0))
         os.utime(dir_fd, ns=self.times)
 
     def symlink(self, name: bytes, dir_fd: int | None) -> None:
