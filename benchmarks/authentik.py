@@ -92,9 +92,11 @@ def main() -> int:
     cold = deps_stage.pairs(args.cold_runs, project, args.work, cold=True, ours=ours,
                             baseline=baseline)
     # Both warm sides start warm: venvseal's builds are kept per toolchain (uvcache.py).
-    deps_stage.bare_sync(project, args.work / "warm-cache", args.work)
-    deps_stage.venvseal_deps(project, args.work / "warm-cache", args.work / "store-fill", ours)
-    deps_stage.remove(args.work / "store-fill")
+    if args.runs:
+        deps_stage.bare_sync(project, args.work / "warm-cache", args.work)
+        deps_stage.venvseal_deps(project, args.work / "warm-cache", args.work / "store-fill",
+                                 ours)
+        deps_stage.remove(args.work / "store-fill")
     warm = deps_stage.pairs(args.runs, project, args.work, cold=False, ours=ours,
                             baseline=baseline)
     for label, sides in (("cold", cold), ("warm", warm)):
