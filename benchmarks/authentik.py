@@ -12,6 +12,7 @@ Prints one Markdown table (for the README) of, in one run:
 - peak memory (max RSS) of the venvseal process itself, for a full build and a no-op.
 
 Usage: .venv/bin/python benchmarks/authentik.py [--cold-runs N] [--runs N] [--work DIR]
+       [--deps-only] [--baseline COMMAND] [--toolchain-store DIR]
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -70,19 +72,47 @@ def main() -> int:
     ap.add_argument("--cold-runs", type=int, default=1)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--work", type=Path, default=Path("/var/tmp/venvseal-bench/authentik"))
+    ap.add_argument("--deps-only", action="store_true", help="only the deps stage's rows")
+    ap.add_argument("--baseline", type=shlex.split, default=None, metavar="COMMAND",
+                    help="another venvseal timed in the same deps-stage pairs (deps_stage.py)")
+    ap.add_argument("--venvseal", type=shlex.split, default=[str(deps_stage.VENVSEAL)],
+                    metavar="COMMAND", help="the venvseal timed in the deps-stage pairs")
+    ap.add_argument("--toolchain-store", type=Path, default=deps_stage.TOOLCHAIN_STORE,
+                    help="a store with (or to make) the sid root, e.g. the tests' cache "
+                         "/var/cache/venvseal-tests/store")
     args = ap.parse_args()
+    deps_stage.TOOLCHAIN_STORE = args.toolchain_store
+    baseline = tuple(args.baseline) if args.baseline else None
+    ours = tuple(args.venvseal)
     deps_stage.remove(args.work)
     args.work.mkdir(parents=True)
     project = prepare(args.work)
     rows: list[tuple[str, str, str, str]] = []
 
-    cold = deps_stage.pairs(args.cold_runs, project, args.work, cold=True)
-    deps_stage.bare_sync(project, args.work / "warm-cache", args.work)
-    warm = deps_stage.pairs(args.runs, project, args.work, cold=False)
-    for label, (bare, ours) in (("cold", cold), ("warm", warm)):
-        mb, mo = statistics.median(bare), statistics.median(ours)
-        rows.append((f"deps stage, {label} ({len(bare)} pairs)", f"{mo:.1f} s",
-                     f"bare uv sync {mb:.1f} s", f"{100 * (mo / mb - 1):+.0f}% (target +15%)"))
+    cold = deps_stage.pairs(args.cold_runs, project, args.work, cold=True, ours=ours,
+                            baseline=baseline)
+    # Both warm sides start warm: venvseal's builds are kept per toolchain (uvcache.py).
+    if args.runs:
+        deps_stage.bare_sync(project, args.work / "warm-cache", args.work)
+        deps_stage.venvseal_deps(project, args.work / "warm-cache", args.work / "store-fill",
+                                 ours)
+        deps_stage.remove(args.work / "store-fill")
+    warm = deps_stage.pairs(args.runs, project, args.work, cold=False, ours=ours,
+                            baseline=baseline)
+    for label, sides in (("cold", cold), ("warm", warm)):
+        if not sides[0]:
+            continue
+        print(f"{label} runs (bare; venvseal; baseline): "
+              + "; ".join(" ".join(f"{t:.1f}" for t in side) for side in sides), file=sys.stderr)
+        mb, *medians = (statistics.median(side) for side in sides)
+        for name, side, m in zip(("", " baseline"), sides[1:], medians, strict=False):
+            paired = statistics.median(t / b for t, b in zip(side, sides[0], strict=True))
+            rows.append((f"deps stage{name}, {label} ({len(side)} pairs)", f"{m:.1f} s",
+                         f"bare uv sync {mb:.1f} s",
+                         f"{100 * (m / mb - 1):+.0f}% (per pair {100 * (paired - 1):+.0f}%; "
+                         "target +15%)"))
+    if args.deps_only:
+        return report(rows, args.work)
 
     store, cache = args.work / "store", args.work / "warm-cache"
     deps_stage.venvseal_deps(project, cache, store)  # seeds the toolchain, builds the deps
@@ -134,14 +164,18 @@ def main() -> int:
         rows.append((label, f"{size / 1e6:.1f} MB (NAR)", f"{files} entries", "-"))
     rows.append(("peak RSS of venvseal itself", f"{full_rss:.0f} MB (build)",
                  f"{statistics.median(r for _, r, _ in noop):.0f} MB (no-op)", "-"))
+    return report(rows, args.work)
 
+
+def report(rows: list[tuple[str, str, str, str]], work: Path) -> int:
+    """Print the table and remove the work folder."""
     print(f"authentik-deps on Debian sid, {os.cpu_count()} CPUs, load "
           f"{os.getloadavg()[0]:.2f}\n")
     print("| measure | venvseal | baseline | ratio / target |")
     print("|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
-    deps_stage.remove(args.work)
+    deps_stage.remove(work)
     return 0
 
 

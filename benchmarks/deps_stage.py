@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -102,14 +103,15 @@ def bare_sync(project: Path, cache: Path, scratch: Path) -> float:
     return took
 
 
-def venvseal_deps(project: Path, cache: Path, store: Path) -> float:
+def venvseal_deps(project: Path, cache: Path, store: Path,
+                  command: tuple[str, ...] = (str(VENVSEAL),)) -> float:
     if TOOLCHAIN_STORE.exists():
         rec, tc = resolve(project)
         if rec.toolchain.debian is not None:  # the root is made once, outside the timing
             with Store(TOOLCHAIN_STORE) as source, Store(store) as target:
                 copy_path(target, source, tc.root)  # type: ignore[arg-type]
     start = time.perf_counter()
-    subprocess.run([str(VENVSEAL), "--store", str(store), "deps", "--update-hash",
+    subprocess.run([*command, "--store", str(store), "deps", "--update-hash",
                     "--uv-cache", str(cache), str(project)], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - start
@@ -121,17 +123,25 @@ def remove(path: Path) -> None:
         shutil.rmtree(path)
 
 
-def pairs(n: int, project: Path, work: Path, *, cold: bool) -> tuple[list[float], list[float]]:
-    bare, ours = [], []
+def pairs(n: int, project: Path, work: Path, *, cold: bool,
+          ours: tuple[str, ...] = (str(VENVSEAL),),
+          baseline: tuple[str, ...] | None = None) -> list[list[float]]:
+    """Bare, venvseal (and the baseline venvseal, if given) times, run in turn ``n`` times."""
+    sides: list[list[float]] = [[], [], []] if baseline else [[], []]
     warm_cache = work / "warm-cache"
     for i in range(n):
-        c1 = work / f"cache-bare-{i}" if cold else warm_cache
-        c2 = work / f"cache-ours-{i}" if cold else warm_cache
-        bare.append(bare_sync(project, c1, work))
-        ours.append(venvseal_deps(project, c2, work / f"store-{'c' if cold else 'w'}{i}"))
-        for d in (work / f"store-{'c' if cold else 'w'}{i}", *([c1, c2] if cold else [])):
-            remove(d)
-    return bare, ours
+        caches = [work / f"cache-{side}-{i}" if cold else warm_cache
+                  for side in ("bare", "ours", "base")]
+        store = work / f"store-{'c' if cold else 'w'}{i}"
+        sides[0].append(bare_sync(project, caches[0], work))
+        sides[1].append(venvseal_deps(project, caches[1], store, ours))
+        remove(store)
+        if baseline:
+            sides[2].append(venvseal_deps(project, caches[2], store, baseline))
+            remove(store)
+        for cache in caches if cold else ():
+            remove(cache)
+    return sides
 
 
 def main() -> int:
@@ -140,28 +150,46 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3, help="warm pairs and no-op runs")
     ap.add_argument("--cold-runs", type=int, default=2)
     ap.add_argument("--work", type=Path, default=Path("/var/tmp/venvseal-bench/deps"))
+    ap.add_argument("--baseline", type=shlex.split, default=None, metavar="COMMAND",
+                    help="another venvseal (e.g. 'env PYTHONPATH=OLD/src .venv/bin/venvseal') "
+                         "timed in the same pairs, as a before/after baseline")
+    ap.add_argument("--venvseal", type=shlex.split, default=[str(VENVSEAL)], metavar="COMMAND",
+                    help="the venvseal to time (default: this checkout's)")
     args = ap.parse_args()
+    baseline = tuple(args.baseline) if args.baseline else None
+    ours = tuple(args.venvseal)
     remove(args.work)
     args.work.mkdir(parents=True)
     project = prepare(args.project.resolve(), args.work)
-    cold = pairs(args.cold_runs, project, args.work, cold=True)
+    cold = pairs(args.cold_runs, project, args.work, cold=True, ours=ours, baseline=baseline)
     # Fill the warm cache: the bare uv's, and venvseal's (its builds are kept per toolchain,
     # in a folder of the same cache; see src/venvseal/deps/uvcache.py).
     bare_sync(project, args.work / "warm-cache", args.work)
-    venvseal_deps(project, args.work / "warm-cache", args.work / "store-fill")
+    venvseal_deps(project, args.work / "warm-cache", args.work / "store-fill", ours)
     remove(args.work / "store-fill")
-    warm = pairs(args.runs, project, args.work, cold=False)
+    warm = pairs(args.runs, project, args.work, cold=False, ours=ours, baseline=baseline)
     store = args.work / "store-noop"
-    venvseal_deps(project, args.work / "warm-cache", store)
-    noop = [venvseal_deps(project, args.work / "warm-cache", store) for _ in range(args.runs)]
+    venvseal_deps(project, args.work / "warm-cache", store, ours)
+    noop = [venvseal_deps(project, args.work / "warm-cache", store, ours)
+            for _ in range(args.runs)]
     print(f"project: {args.project.name}; {platform.node()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}, load {os.getloadavg()[0]:.2f}")
-    print("\n| deps stage | bare uv sync (median) | venvseal deps (median) | overhead |")
-    print("|---|---|---|---|")
-    for label, (b, o) in (("cold", cold), ("warm", warm)):
-        mb, mo = statistics.median(b), statistics.median(o)
-        over = 100 * (mo / mb - 1)
-        print(f"| {label} ({len(b)} pairs) | {mb:.2f} s | {mo:.2f} s | {over:+.0f}% |")
+    # Overheads: of the medians, and (in brackets) the median of each run's own ratio to the
+    # bare run just before it, which load drifting over the whole benchmark disturbs less.
+    extra = " baseline (median) | overhead |" if baseline else ""
+    print(f"\n| deps stage | bare uv sync (median) | venvseal deps (median) | overhead |{extra}")
+    print("|---|---|---|---|" + ("---|---|" if baseline else ""))
+    for label, sides in (("cold", cold), ("warm", warm)):
+        if not sides[0]:  # --cold-runs 0
+            continue
+        mb, *rest = (statistics.median(side) for side in sides)
+        paired = [statistics.median(t / b for t, b in zip(side, sides[0], strict=True))
+                  for side in sides[1:]]
+        cells = " ".join(f"{m:.2f} s | {100 * (m / mb - 1):+.0f}% ({100 * (r - 1):+.0f}%) |"
+                         for m, r in zip(rest, paired, strict=True))
+        print(f"| {label} ({len(sides[0])} runs each) | {mb:.2f} s | {cells}")
+        print(f"{label} runs (bare; venvseal; baseline): "
+              + "; ".join(" ".join(f"{t:.2f}" for t in side) for side in sides), file=sys.stderr)
     med = statistics.median(noop)
     print(f"| no-op ({len(noop)} runs) | - | {med:.3f} s | target < 0.5 s |")
     remove(args.work)

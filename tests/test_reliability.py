@@ -120,7 +120,7 @@ def test_four_parallel_builds_of_one_recipe_do_the_work_once(app: App, tmp_path:
     assert [p.returncode for p in procs] == [0, 0, 0, 0], [e[-1500:] for _, e in results]
     paths = {json.loads(out)["path"] for out, _ in results}
     assert len(paths) == 1 and Path(paths.pop()).name == app.closure
-    syncs = sum(sandbox_commands(err, " uv sync ") for _, err in results)
+    syncs = sum(sandbox_commands(err, "uv sync --locked") for _, err in results)
     assemblies = sum(sandbox_commands(err, "pip install --no-deps") for _, err in results)
     assert syncs == 1, f"uv sync ran {syncs} times"
     assert assemblies == 1, f"the member was installed {assemblies} times"

@@ -21,6 +21,7 @@ from venvseal.deps.normalise import (
     normalise_venv,
     remove_conflicts,
 )
+from venvseal.deps.strip import guarded
 from venvseal.process import run
 
 needs_toolchain = pytest.mark.skipif(
@@ -137,7 +138,7 @@ def test_canonical_pyvenv_cfg(text: str, expected: str) -> None:
 
 def test_not_a_venv_is_refused(tmp_path: Path) -> None:
     with pytest.raises(NormaliseError, match="not a virtual environment"):
-        normalise_venv(tmp_path, strip_debug=host_strip)
+        normalise_venv(tmp_path, strip=guarded(host_strip))
 
 
 def test_clean_up_and_record_upkeep(tmp_path: Path) -> None:
@@ -147,7 +148,7 @@ def test_clean_up_and_record_upkeep(tmp_path: Path) -> None:
     before = record.read_text().splitlines()
     calls: list[list[Path]] = []
 
-    report = normalise_venv(venv, strip_debug=lambda paths: calls.append(list(paths)))
+    report = normalise_venv(venv, strip=guarded(lambda paths: calls.append(list(paths))))
 
     assert calls == []  # no ELF files: strip is not run
     assert sorted(p.name for p in venv.iterdir()) == ["lib", "lib64", "pyvenv.cfg"]
@@ -213,7 +214,7 @@ def test_two_builds_normalise_to_the_same_bytes(tmp_path: Path) -> None:
         calls.append(list(paths))
         host_strip(paths)
 
-    reports = [normalise_venv(venv, strip_debug=strip, build_root=prefix) for venv in venvs]
+    reports = [normalise_venv(venv, strip=guarded(strip), build_root=prefix) for venv in venvs]
 
     assert calls == [[venvs[0] / so], [venvs[1] / so]]
     assert tree(venvs[0]) == tree(venvs[1])
@@ -225,12 +226,45 @@ def test_two_builds_normalise_to_the_same_bytes(tmp_path: Path) -> None:
         assert_record_matches(venv / SITE / "demo-1.0.dist-info" / "RECORD")
 
 
+@needs_toolchain
+def test_references_are_found_as_they_are_after_clean_up_and_strip(tmp_path: Path) -> None:
+    """The survey reads each file once for references; what is deleted or edited before they
+    are replaced (litter, conflicting files, pyvenv.cfg, the stripped ELF file's DWARF)
+    counts as it is then, as a scan of the whole venv at that point would find it."""
+    build_root = tmp_path / "vb"
+    venv = tmp_path / "venv"
+    make_venv(venv, build_root)
+    site = venv / SITE
+    write(venv / "pyvenv.cfg", f"home = {build_root}/python/bin\nversion_info = 3.14.0\n")
+    (site / "demo" / "link").symlink_to(f"{build_root}/src/demo/data")
+    write(site / "demo" / "__pycache__" / "extra.cpython-314.pyc", f"{build_root}/litter")
+    write(site / "demo" / "conflict.txt", f"{build_root}/either")
+    for dist, digest in (("a", "AAAA"), ("b", "BBBB")):
+        write(site / f"{dist}-1.0.dist-info" / "RECORD", f"demo/conflict.txt,sha256={digest},9\n")
+
+    report = normalise_venv(venv, strip=guarded(host_strip),
+                            build_root=os.fsencode(build_root) + b"/")
+
+    so = SITE / "demo" / "_ext.cpython-314-x86_64-linux-gnu.so"
+    by_file: dict[Path, list[str]] = {}
+    for ref in report.references.references:
+        for file in ref.files:
+            by_file.setdefault(file, []).append(ref.text.decode())
+    assert by_file.keys() == {SITE / "demo" / "__init__.py", SITE / "demo" / "link", so}
+    assert by_file[SITE / "demo" / "link"] == [f"{build_root}/src/demo/data"]
+    assert by_file[SITE / "demo" / "__init__.py"] == [f"{build_root}/src/demo"]
+    # Before strip, DWARF named the sdist folder too; after it, only __FILE__ in .rodata.
+    assert len(by_file[so]) == 1 and by_file[so][0].endswith("/src/ext.c")
+    target = f"{build_root}/src/demo/data"
+    assert os.readlink(site / "demo" / "link") == "/" + "e" * (len(target) - 1)
+
+
 def test_hard_linked_cache_files_are_not_modified(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     make_venv(venv, build_root=None)
     cached = write(tmp_path / "cache" / "mod.py", "ROOT = '/venvseal-build/cache/x'\n")
     os.link(cached, venv / SITE / "demo" / "mod.py")
-    normalise_venv(venv, strip_debug=host_strip)
+    normalise_venv(venv, strip=guarded(host_strip))
     assert cached.read_text() == "ROOT = '/venvseal-build/cache/x'\n"
     assert (venv / SITE / "demo" / "mod.py").read_text() == f"ROOT = '/{'e' * 22}'\n"
 
@@ -241,7 +275,7 @@ def test_record_keeps_crlf_and_unknown_lines(tmp_path: Path) -> None:
     record = venv / SITE / "demo-1.0.dist-info" / "RECORD"
     text = record.read_text().replace("\n", "\r\n") + "demo/missing.txt,,\r\n"
     record.write_bytes(text.encode())
-    normalise_venv(venv, strip_debug=host_strip)
+    normalise_venv(venv, strip=guarded(host_strip))
     new = record.read_bytes().decode()
     assert new.endswith("demo-1.0.dist-info/RECORD,,\r\ndemo/missing.txt,,\r\n")
     assert "\n" not in new.replace("\r\n", "")

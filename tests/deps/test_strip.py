@@ -5,13 +5,16 @@ from __future__ import annotations
 import struct
 import subprocess
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 from support import PYTHON, venvseal
 from support.apps import make_app
 
-from venvseal.deps.strip import has_debug_info, strip_safely
+from venvseal.deps.stage import guarded_strip
+from venvseal.deps.strip import GuardedStrip, guarded, has_debug_info, strip_safely
+from venvseal.toolchain import sandbox
+from venvseal.toolchain.sandbox import Mount, Sandbox, SandboxSpec, fixed_env
 
 LOADER = "/lib64/ld-linux-x86-64.so.2"
 SOURCE = "int answer(void) { return 42; }\n"
@@ -63,8 +66,7 @@ def test_only_files_with_debug_info_are_stripped(tmp_path: Path) -> None:
         handed.extend(files)
         host_strip(files)
 
-    result = strip_safely([with_debug, plain], strip_debug=strip, accepts=host_accepts,
-                          scratch=tmp_path)
+    result = strip_safely([with_debug, plain], strip=guarded(strip, host_accepts, tmp_path))
     assert handed == [with_debug]
     assert result.stripped == (with_debug,) and result.kept == ()
     assert not has_debug_info(with_debug)
@@ -75,8 +77,7 @@ def test_only_files_with_debug_info_are_stripped(tmp_path: Path) -> None:
 def test_a_file_strip_would_break_is_kept_as_it_was(tmp_path: Path) -> None:
     lib = compile_lib(tmp_path / "libg.so", "-g")
     original = lib.read_bytes()
-    result = strip_safely([lib], strip_debug=misaligning_strip, accepts=host_accepts,
-                          scratch=tmp_path)
+    result = strip_safely([lib], strip=guarded(misaligning_strip, host_accepts, tmp_path))
     assert result.kept == (lib,) and result.stripped == ()
     assert lib.read_bytes() == original
     assert host_accepts([lib]) == {lib}
@@ -87,9 +88,58 @@ def test_a_file_the_loader_refused_before_is_not_kept_back(tmp_path: Path) -> No
     # Only what the loader accepted before is guarded: a file it never accepted (another
     # architecture, a corrupt upstream file) is stripped like any other.
     lib = compile_lib(tmp_path / "libg.so", "-g")
-    result = strip_safely([lib], strip_debug=host_strip, accepts=lambda _files: set(),
-                          scratch=tmp_path)
+    result = strip_safely([lib], strip=guarded(host_strip, lambda _files: set(), tmp_path))
     assert result.stripped == (lib,) and result.kept == ()
+
+
+# A strip that does what misaligning_strip does, for the sandbox's PATH (TOOLS_DIR is first).
+MISALIGNING_STRIP = """#!/usr/bin/python3
+import struct, subprocess, sys
+subprocess.run(["/usr/bin/strip", *sys.argv[1:]], check=True)
+for name in sys.argv[sys.argv.index("--") + 1:]:
+    with open(name, "r+b") as f:
+        (phoff,) = struct.unpack_from("<Q", f.read(0x28), 0x20)
+        f.seek(0x20)
+        f.write(struct.pack("<Q", phoff + 1))
+"""
+
+
+def sandboxed(tmp_path: Path, *, misaligning: bool) -> tuple[GuardedStrip, Path, Path, Path]:
+    """The guarded strip the deps stage runs (host root, in the sandbox; with a misaligning
+    ``strip`` first on its PATH), a -g shared library and a -g object file in its venv
+    folder, and its scratch folder: (strip, library, object, scratch)."""
+    out, scratch = tmp_path / "out", tmp_path / "scratch"
+    (out / "lib").mkdir(parents=True)
+    scratch.mkdir()
+    lib = compile_lib(out / "lib" / "libg.so", "-g")
+    obj = compile_lib(out / "lib" / "object.o", "-g", "-c")  # the loader never accepts it
+    mounts = [Mount(host=out, target=sandbox.OUT_DIR, writable=True)]
+    if misaligning:
+        fake = tmp_path / "strip"
+        fake.write_text(MISALIGNING_STRIP)
+        fake.chmod(0o755)
+        mounts.append(Mount(host=fake, target=sandbox.TOOLS_DIR / "strip"))
+    spec = SandboxSpec(root=Path("/"), mounts=tuple(mounts),
+                       env=fixed_env((PurePosixPath("/usr/bin"), PurePosixPath("/bin"))))
+    return guarded_strip(Sandbox.locate(), spec, out, scratch), lib, obj, scratch
+
+
+def test_the_stage_strips_in_one_sandbox(tmp_path: Path) -> None:
+    strip, lib, obj, scratch = sandboxed(tmp_path, misaligning=False)
+    assert strip([lib, obj]) == set()
+    assert not has_debug_info(lib) and not has_debug_info(obj)
+    assert host_accepts([lib]) == {lib}
+    assert list(scratch.iterdir()) == []  # the originals' folder is gone
+
+
+def test_the_stage_puts_back_what_strip_broke(tmp_path: Path) -> None:
+    strip, lib, obj, scratch = sandboxed(tmp_path, misaligning=True)
+    original, original_obj = lib.read_bytes(), obj.read_bytes()
+    assert strip([lib, obj]) == {lib}
+    assert lib.read_bytes() == original and has_debug_info(lib)
+    # What the loader never accepted is not guarded: stripped (and here misaligned) anyway.
+    assert obj.read_bytes() != original_obj and not has_debug_info(obj)
+    assert list(scratch.iterdir()) == []
 
 
 @pytest.mark.slow

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from venvseal.deps import scripts
-from venvseal.deps.strip import LoaderAccepts, StripDebug, strip_safely
-from venvseal.deps.survey import copy_linked, delete, survey
+from venvseal.deps.strip import GuardedStrip, strip_safely
+from venvseal.deps.survey import Survey, copy_linked, delete, survey
 from venvseal.deps.survey import remove_build_litter as remove_build_litter  # the assembly's
 from venvseal.elf.buildid import is_elf, set_deterministic_build_id
 from venvseal.elf.refs import (
@@ -41,7 +41,8 @@ from venvseal.elf.refs import (
     ReferencesRemainError,
     RefReport,
     compile_pattern,
-    scan,
+    find_in_file,
+    report_of,
     strip_references,
 )
 from venvseal.errors import LocatedError
@@ -53,9 +54,6 @@ PYTHON_HOME_PLACEHOLDER = "@python-home@"
 PYVENV_KEYS = ("implementation", "version_info", "include-system-site-packages")
 # What uv writes per run and is deleted (bin/, markers, bytecode): see survey.py.
 
-
-def _no_loader(files: Sequence[Path]) -> set[Path]:
-    return set(files)
 
 
 class NormaliseError(LocatedError):
@@ -87,23 +85,23 @@ class Conflict:
                 "contents; removed, so the output does not depend on install order")
 
 
-def normalise_venv(venv: Path, *, strip_debug: StripDebug,
-                   accepts: LoaderAccepts = _no_loader,
+def normalise_venv(venv: Path, *, strip: GuardedStrip,
                    build_root: bytes = DEFAULT_BUILD_ROOT,
                    venv_path: PurePosixPath = OUT_DIR) -> NormaliseReport:
     """Normalise the venv at ``venv`` in place; see the module docstring for the steps.
 
-    ``strip_debug`` runs ``strip --strip-debug`` on the files it is given (once, with every
-    ELF file that has debug info, as ``venv / relative path``, sorted; not called when there
-    are none); ``accepts`` says which files the toolchain's loader accepts (see strip.py).
-    ``build_root`` is the sandbox's build-time prefix whose every mention is replaced;
-    ``venv_path`` is where the venv was when uv installed it (scripts' shebangs name it).
+    ``strip`` strips the debug info of the files it is given, guarded by the toolchain's
+    loader (once, with every ELF file that has debug info, as ``venv / relative path``,
+    sorted; not called when there are none; see strip.py). ``build_root`` is the sandbox's
+    build-time prefix whose every mention is replaced; ``venv_path`` is where the venv was
+    when uv installed it (scripts' shebangs name it).
     """
     try:
         _check_venv(venv)
         # bin/ goes but for the distributions' own scripts (.data/scripts): see scripts.py.
         kept = scripts.shipped_scripts(venv, find_records(venv))
-        found = survey(venv, kept)  # one walk for the litter, the hard links and the ELF files
+        # One walk for the litter, the hard links, the ELF files and the references.
+        found = survey(venv, compile_pattern((build_root,)), kept)
         removed = delete(found.litter)
         conflicts = remove_conflicts(venv)
         gone = {venv / c.path for c in conflicts}
@@ -113,9 +111,10 @@ def normalise_venv(venv: Path, *, strip_debug: StripDebug,
         shebangs = scripts.write_placeholders(kept - gone, venv_path)
         elf_files = [path for path in found.maybe_elf() if path not in gone and is_elf(path)]
         before = {path: _sha256(path) for path in elf_files}
-        stripped = strip_safely(elf_files, strip_debug=strip_debug, accepts=accepts,
-                                scratch=venv.parent)
-        references = scan(venv, (build_root,))
+        stripped = strip_safely(elf_files, strip=strip)
+        rewritten_files = [venv / "pyvenv.cfg", *sorted(shebangs), *stripped.stripped,
+                           *stripped.kept]
+        references = _references(venv, found, gone, rewritten_files, prefixes=(build_root,))
         replaced = {venv / path for path in strip_references(venv, references)}
         # The build-id hashes the file's final bytes, so it comes after the references are
         # replaced: a random build path left in .rodata (__FILE__) would otherwise make it differ.
@@ -147,9 +146,10 @@ def remove_conflicts(venv: Path) -> tuple[Conflict, ...]:
     owners: dict[str, dict[str, set[str]]] = {}
     for record in find_records(venv):
         dist = record.parent.name.split("-", 1)[0]
+        base = os.fspath(record.parent.parent)
         for _line, row in _rows(record.read_text(encoding="utf-8")):
             if row and len(row) == 3 and row[1]:
-                target = os.path.normpath(record.parent.parent / row[0])
+                target = _target(base, row[0])
                 owners.setdefault(target, {}).setdefault(row[1], set()).add(dist)
     conflicts = []
     for target, by_hash in sorted(owners.items()):
@@ -159,6 +159,21 @@ def remove_conflicts(venv: Path) -> tuple[Conflict, ...]:
             if os.path.lexists(target):
                 os.unlink(target)
     return tuple(conflicts)
+
+
+def _references(venv: Path, found: Survey, gone: Collection[Path], edited: Sequence[Path],
+                prefixes: tuple[bytes, ...]) -> RefReport:
+    """What :func:`venvseal.elf.refs.scan` of the venv would find now: the survey's findings
+    but in the files removed since, and the files edited since (pyvenv.cfg, the stripped
+    ones) searched again. Scanning the whole venv again cost 0.1-0.2 s on the demo."""
+    pattern = compile_pattern(prefixes)
+    now = {path: texts for path, texts in found.references.items() if venv / path not in gone}
+    for path in edited:
+        rel = path.relative_to(venv)
+        now.pop(rel, None)
+        if texts := find_in_file(os.fspath(path), pattern)[0]:
+            now[rel] = texts
+    return report_of(now, prefixes)
 
 
 def _check_venv(venv: Path) -> None:
@@ -261,17 +276,23 @@ def fix_record(record: Path, text: str, removed: set[str], changed: set[str]) ->
     ``removed`` and ``changed`` hold normalised absolute paths; RECORD paths are relative to
     the directory holding the ``.dist-info`` (``../../../bin/x`` for scripts).
     """
-    base = record.parent.parent
+    base = os.fspath(record.parent.parent)
     own = os.path.normpath(record)
     out = []
     for line, row in _rows(text):
-        target = os.path.normpath(base / row[0]) if row else ""
+        target = _target(base, row[0]) if row else ""
         if target in removed:
             continue
         if target in changed and target != own and len(row) == 3:
             line = _rehashed(line, row[1], Path(target))
         out.append(line)
     return "".join(out)
+
+
+def _target(base: str, path: str) -> str:
+    """The normalised absolute path a RECORD row names (``base``: the dist-info's parent).
+    Strings, not Path objects: these were half the time of a RECORD update."""
+    return os.path.normpath(os.path.join(base, path))
 
 
 def _rows(text: str) -> Iterator[tuple[str, list[str]]]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -34,7 +36,7 @@ from venvseal.toolchain.sandbox import Mount, Sandbox, SandboxSpec
 
 if TYPE_CHECKING:  # normalise pulls in pyelftools: import it only when building
     from venvseal.deps.normalise import NormaliseReport
-    from venvseal.deps.strip import LoaderAccepts, StripDebug
+    from venvseal.deps.strip import GuardedStrip
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -136,30 +138,33 @@ def build_venv(inputs: DepsInputs, out: Path, *, uv_cache: Path, scratch: Path,
                     env=_uv_env(inputs, network, cache))
     python = str(inputs.toolchain.python)
     lock_file = str(inputs.lock.file)
-    # (argv, what, cache-only first): the lock check (sync --locked) and the build backends'
-    # resolution ask the index again on every run; from a warm uv cache they need not, so
-    # they try --offline first and go online only when that fails (a cold cache, a new
-    # backend). One `uv sync --locked` instead of `uv lock --check` and `uv sync --frozen`
-    # saves a uv start and a resolution (~0.1 s warm, issue 16).
-    steps = [(_sync_argv(inputs), "uv sync", True)]
+    # (argv, what): the lock check (sync --locked) and the build backends' resolution ask
+    # the index again on every run; from a warm uv cache they need not, so they run with
+    # --offline first (all in one sandbox) and each goes online only when that fails (a cold
+    # cache, a new backend). One `uv sync --locked` instead of `uv lock --check` and
+    # `uv sync --frozen` saves a uv start and a resolution (~0.1 s warm, issue 16).
+    todo = [(_sync_argv(inputs), "uv sync")]
     if reqs := build_requirements(inputs):
-        steps.append((_build_env_argv(inputs, reqs), "installing build backends", True))
-    for argv, what, offline_first in steps:
-        try:
-            if not offline_first or not _ran_offline(runner, spec, argv, what):
-                runner.run(spec, argv, what=what, on_line=_uv_progress(on_progress))
-        except CommandError as err:
-            known = diagnose(err.output_tail, lock_file=lock_file, python=python)
-            if isinstance(known, DiskFullError):
-                known = _full_file_system(known, out=out, uv_cache=uv_cache)
-            raise (known or DepsBuildError(str(err))) from err
+        todo.append((_build_env_argv(inputs, reqs), "installing build backends"))
+    try:
+        while todo:
+            done = _offline_steps(runner, spec, todo)
+            if done == len(todo):
+                break
+            argv, what = todo[done]
+            runner.run(spec, argv, what=what, on_line=_uv_progress(on_progress))
+            todo = todo[done + 1:]
+    except CommandError as err:
+        known = diagnose(err.output_tail, lock_file=lock_file, python=python)
+        if isinstance(known, DiskFullError):
+            known = _full_file_system(known, out=out, uv_cache=uv_cache)
+        raise (known or DepsBuildError(str(err))) from err
     from venvseal.deps.normalise import normalise_venv
 
     # BUILD_ENV/bin stays: PEP 517 backends run executables from it (uv_build its uv-build,
     # maturin its maturin), found on PATH as a frontend's isolated environment puts them. Its
     # scripts' shebangs name the toolchain's python, the same wherever the path is mounted.
-    return normalise_venv(out, strip_debug=_stripper(runner, spec, out),
-                          accepts=_loader_accepts(runner, spec, out))
+    return normalise_venv(out, strip=guarded_strip(runner, spec, out, scratch))
 
 
 def _toolchain_cache(uv_cache: Path, toolchain: ResolvedToolchain,
@@ -190,14 +195,27 @@ def _full_file_system(err: DiskFullError, *, out: Path, uv_cache: Path) -> DepsB
     return err
 
 
-def _ran_offline(runner: Sandbox, spec: SandboxSpec, argv: list[str], what: str) -> bool:
-    """Run ``argv`` with --offline; whether it succeeded (a stale lock is final either way)."""
-    done = runner.run(spec, [*argv[:2], "--offline", *argv[2:]] if argv[1] == "lock" else
-                      [*argv[:3], "--offline", *argv[3:]], what=f"{what} (offline)",
-                      check=False)
-    if done.returncode != 0 and "needs to be updated" in done.output:
+# The exit status of the offline script when step i failed: _FAILED + i.
+_FAILED = 90
+
+
+def _offline_steps(runner: Sandbox, spec: SandboxSpec,
+                   steps: Sequence[tuple[list[str], str]]) -> int:
+    """Run the uv ``steps`` with --offline, in order, in one sandbox (a sandbox start less per
+    step), up to the first that fails; how many succeeded. A stale lock is final."""
+    script = "\n".join(f"{shlex.join([*argv[:3], '--offline', *argv[3:]])} || exit {_FAILED + i}"
+                       for i, (argv, _what) in enumerate(steps))
+    done = runner.run(spec, ["sh", "-c", script], check=False,
+                      what=" and ".join(what for _argv, what in steps) + " (offline)")
+    if done.returncode == 0:
+        return len(steps)
+    failed = done.returncode - _FAILED
+    if not 0 <= failed < len(steps):
+        return 0  # the sandbox itself failed: each step runs online, and says why
+    argv, what = steps[failed]
+    if "needs to be updated" in done.output:
         raise CommandError(what, argv, done.returncode, done.tail())
-    return done.returncode == 0
+    return failed
 
 
 def _build_env_argv(inputs: DepsInputs, reqs: tuple[str, ...]) -> list[str]:
@@ -208,35 +226,51 @@ def _build_env_argv(inputs: DepsInputs, reqs: tuple[str, ...]) -> list[str]:
     return [*argv, "--", *reqs]
 
 
-def _stripper(runner: Sandbox, spec: SandboxSpec, out: Path) -> StripDebug:
-    """strip --strip-debug with the toolchain's own binutils, inside the sandbox, offline."""
-    offline = SandboxSpec(root=spec.root, mounts=spec.mounts, env=spec.env, network=False,
-                          cwd=sandbox.OUT_DIR)
+# Where the guarded strip keeps the originals (a folder of the build's scratch space).
+KEEP_DIR = sandbox.BUILD_ROOT / "keep"
+# strip.guarded's steps in one sandbox (three sandbox starts cost 0.1-0.2 s of a warm stage,
+# issue 16): the loader's verdict on each file ($0 --verify exits 0 for an executable, 2 for
+# a shared object, 1 for what it cannot map), a copy of each one it accepts, strip, then
+# each copied file it no longer accepts put back and listed in $1/kept.
+_GUARDED_STRIP = """\
+ld=$0 keep=$1
+shift
+n=0
+for f in "$@"; do
+  n=$((n + 1))
+  "$ld" --verify "$f" >/dev/null 2>&1
+  case $? in 0|2) cp -- "$f" "$keep/$n" || exit 1;; esac
+done
+strip --strip-debug -- "$@" || exit 1
+n=0
+for f in "$@"; do
+  n=$((n + 1))
+  [ -e "$keep/$n" ] || continue
+  "$ld" --verify "$f" >/dev/null 2>&1
+  case $? in 0|2) ;; *) cp -f -- "$keep/$n" "$f" && printf '%s\\0' "$f" >>"$keep/kept" || exit 1;;
+  esac
+done
+"""
 
-    def strip(files: Sequence[Path]) -> None:
-        rels = [str(sandbox.OUT_DIR / f.relative_to(out)) for f in files]
-        if rels:
-            runner.run(offline, ["strip", "--strip-debug", "--", *rels],
+
+def guarded_strip(runner: Sandbox, spec: SandboxSpec, out: Path, scratch: Path
+                   ) -> GuardedStrip:
+    """strip --strip-debug with the toolchain's own binutils, guarded by its dynamic loader
+    (see strip.py), in one offline sandbox; originals kept in ``scratch`` meanwhile."""
+    def strip(files: Sequence[Path]) -> set[Path]:
+        inside = {str(sandbox.OUT_DIR / f.relative_to(out)): f for f in files}
+        with tempfile.TemporaryDirectory(dir=scratch, prefix="unstripped-") as keep:
+            offline = SandboxSpec(
+                root=spec.root, env=spec.env, network=False, cwd=sandbox.OUT_DIR,
+                mounts=(*spec.mounts, Mount(host=Path(keep), target=KEEP_DIR, writable=True)))
+            runner.run(offline, ["sh", "-c", _GUARDED_STRIP, str(DEFAULT_LOADER),
+                                 str(KEEP_DIR), *inside],
                        what="strip --strip-debug (the toolchain needs binutils)")
+            kept = Path(keep, "kept")
+            names = kept.read_bytes().decode().split("\0") if kept.exists() else []
+        return {inside[name] for name in names if name in inside}
 
     return strip
-
-
-def _loader_accepts(runner: Sandbox, spec: SandboxSpec, out: Path) -> LoaderAccepts:
-    """The files the toolchain's dynamic loader accepts (``ld.so --verify`` exits 0 for an
-    executable, 2 for a shared object; 1 for what it cannot map), asked in the sandbox."""
-    offline = SandboxSpec(root=spec.root, mounts=spec.mounts, env=spec.env, network=False,
-                          cwd=sandbox.OUT_DIR)
-
-    def accepts(files: Sequence[Path]) -> set[Path]:
-        inside = {str(sandbox.OUT_DIR / f.relative_to(out)): f for f in files}
-        script = ('for f in "$@"; do "$0" --verify "$f" >/dev/null 2>&1; '
-                  'case $? in 0|2) printf "%s\\0" "$f";; esac; done')
-        done = runner.run(offline, ["sh", "-c", script, str(DEFAULT_LOADER), *inside],
-                          what="checking ELF files with the dynamic loader")
-        return {inside[name] for name in done.output.split("\0") if name in inside}
-
-    return accepts
 
 
 __all__ = ["BUILD_ENV", "STAGE_VERSION", "DepsBuildError", "DepsInputs", "Network",

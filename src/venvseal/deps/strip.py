@@ -25,6 +25,10 @@ from elftools.elf.elffile import ELFFile
 StripDebug = Callable[[Sequence[Path]], None]
 # The files, of those given, that the toolchain's dynamic loader accepts (ld.so --verify).
 LoaderAccepts = Callable[[Sequence[Path]], set[Path]]
+# Strip the files given (all at once), putting back as it was each one the loader accepted
+# before and refuses after; return those put back. :func:`guarded` makes one from the two
+# above; the deps stage runs the same steps in one sandbox (deps/stage.py).
+GuardedStrip = Callable[[Sequence[Path]], set[Path]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,23 +49,35 @@ def has_debug_info(path: Path) -> bool:
         return False  # not one this tool reads: leave it as it is
 
 
-def strip_safely(elf_files: Sequence[Path], *, strip_debug: StripDebug,
-                 accepts: LoaderAccepts, scratch: Path) -> StripResult:
-    """Strip the debug info of those ``elf_files`` that have some; undo it for any file the
-    loader accepted before and refuses after. ``scratch`` holds the originals meanwhile."""
+def strip_safely(elf_files: Sequence[Path], *, strip: GuardedStrip) -> StripResult:
+    """Strip the debug info of those ``elf_files`` that have some, with ``strip`` (which
+    undoes it for any file the loader accepted before and refuses after)."""
     with_debug = [path for path in elf_files if has_debug_info(path)]
     if not with_debug:
         return StripResult((), ())
-    before = accepts(with_debug)
-    with tempfile.TemporaryDirectory(dir=scratch, prefix=".venvseal-unstripped-") as keep:
-        originals = {}
-        for i, path in enumerate(with_debug):
-            if path in before:
-                originals[path] = Path(keep) / str(i)
-                shutil.copy2(path, originals[path])
-        strip_debug(with_debug)
-        after = accepts(list(originals)) if originals else set()
-        broken = sorted(path for path in originals if path not in after)
-        for path in broken:
-            shutil.copy2(originals[path], path)
-    return StripResult(tuple(p for p in with_debug if p not in broken), tuple(broken))
+    broken = strip(with_debug)
+    return StripResult(tuple(p for p in with_debug if p not in broken), tuple(sorted(broken)))
+
+
+def guarded(strip_debug: StripDebug, accepts: LoaderAccepts | None = None,
+            scratch: Path | None = None) -> GuardedStrip:
+    """``strip_debug`` guarded by ``accepts`` (None: not guarded); ``scratch`` holds the
+    originals meanwhile (default: the system's temporary folder)."""
+    def strip(files: Sequence[Path]) -> set[Path]:
+        if accepts is None:
+            strip_debug(files)
+            return set()
+        before = accepts(files)
+        with tempfile.TemporaryDirectory(dir=scratch, prefix=".venvseal-unstripped-") as keep:
+            originals = {}
+            for i, path in enumerate(files):
+                if path in before:
+                    originals[path] = Path(keep) / str(i)
+                    shutil.copy2(path, originals[path])
+            strip_debug(files)
+            after = accepts(list(originals)) if originals else set()
+            broken = {path for path in originals if path not in after}
+            for path in broken:
+                shutil.copy2(originals[path], path)
+        return broken
+    return strip

@@ -1,19 +1,23 @@
 """One walk of the venv uv made: what to delete, and every regular file that stays.
 
-Normalisation needs three lists of the same tree: per-run litter (bytecode, uv's markers),
-files with several hard links (to copy before editing), and the ELF files. One sorted
-``os.scandir`` walk gives all three; separate walks cost ~0.4 s on the demo's 5,000-file venv,
-more than a third of a warm ``uv sync`` (issue 16).
+Normalisation needs four things of the same tree: per-run litter (bytecode, uv's markers),
+files with several hard links (to copy before editing), the ELF files, and the references
+to build paths in every file that stays. One sorted ``os.scandir`` walk gives all four, each
+file opened once; separate walks cost ~0.4 s on the demo's 5,000-file venv, more than a
+third of a warm ``uv sync``, and the separate reference scan another 0.1-0.2 s (issue 16).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from venvseal.elf.refs import find_in_file, find_in_link
 
 # Written by uv per run at the venv's root (uv: crates/uv-virtualenv, cache-dir tag and lock).
 ROOT_LITTER = ("bin", ".lock", "CACHEDIR.TAG", ".gitignore")
@@ -35,52 +39,87 @@ class Survey:
     litter: tuple[Path, ...]
     files: tuple[Path, ...]
     linked: frozenset[Path]  # of ``files``, those with more than one hard link
+    # The references (see elf/refs.py) in each kept file or symlink holding any, by path
+    # relative to the venv; only when :func:`survey` was given a pattern.
+    references: Mapping[Path, set[bytes]] = field(default_factory=dict)
 
     def maybe_elf(self) -> list[Path]:
         """The files that may be ELF: all but those with a text suffix."""
         return [p for p in self.files if not str(p).endswith(TEXT_SUFFIXES)]
 
 
-def survey(venv: Path, keep: frozenset[Path] = frozenset()) -> Survey:
-    """Walk ``venv`` once, symlinks never followed (a linked ``__pycache__`` is kept).
-
+def survey(venv: Path, pattern: re.Pattern[bytes] | None = None,
+           keep: frozenset[Path] = frozenset()) -> Survey:
+    """Walk ``venv`` once, symlinks never followed (a linked ``__pycache__`` is kept); with
+    ``pattern`` (refs.compile_pattern), every file and symlink that stays is searched.
     ``keep``: files of ``bin/`` that stay (a distribution's own scripts, see scripts.py);
-    the rest of ``bin/`` is litter, and all of it when there are none."""
+    the rest of ``bin/`` is litter, and all of it when there are none.
+
+    Plain strings inside: Path objects made and compared per entry were a third of the time.
+    """
+    root = os.fspath(venv)
     litter = [venv / name for name in ROOT_LITTER if os.path.lexists(venv / name)]
-    files: list[Path] = []
+    files: list[str] = []
     linked: set[Path] = set()
+    references: dict[Path, set[bytes]] = {}
+    top = len(root) + 1
     if keep:
         bin_dir = venv / "bin"
         litter.remove(bin_dir)
         litter += sorted(p for p in bin_dir.iterdir() if p not in keep)
-        files += sorted(keep)
-        linked.update(p for p in keep if p.stat().st_nlink > 1)
-    stack = [venv]
+        for path in sorted(keep):
+            files.append(os.fspath(path))
+            if pattern is None:
+                st = path.stat()
+            else:
+                texts, st = find_in_file(os.fspath(path), pattern)
+                if texts:
+                    references[path.relative_to(venv)] = texts
+            if st.st_nlink > 1:
+                linked.add(path)
+    stack = [root]
     while stack:
         here = stack.pop()
         with os.scandir(here) as it:
-            entries = sorted(it, key=lambda e: e.name)
-        dist_info = here.name.endswith(".dist-info")
-        subdirs: list[Path] = []
+            entries = sorted(it, key=_by_name)
+        dist_info = here.endswith(".dist-info")
+        at_root = here == root
+        subdirs: list[str] = []
         for entry in entries:
-            if here == venv and entry.name in ROOT_LITTER:
+            name = entry.name
+            if at_root and name in ROOT_LITTER:
                 continue
-            path = Path(entry.path)
             if entry.is_dir(follow_symlinks=False):
-                (litter if entry.name == "__pycache__" else subdirs).append(path)
-            elif entry.name.endswith(BYTECODE_SUFFIXES) or (
-                    dist_info and entry.name in DIST_INFO_LITTER):
-                litter.append(path)
+                if name == "__pycache__":
+                    litter.append(Path(entry.path))
+                else:
+                    subdirs.append(entry.path)
+            elif name.endswith(BYTECODE_SUFFIXES) or (dist_info and name in DIST_INFO_LITTER):
+                litter.append(Path(entry.path))
             elif entry.is_file(follow_symlinks=False):
-                files.append(path)
-                if entry.stat(follow_symlinks=False).st_nlink > 1:
-                    linked.add(path)
+                files.append(entry.path)
+                if pattern is None:
+                    st = entry.stat(follow_symlinks=False)
+                else:
+                    texts, st = find_in_file(entry.path, pattern)
+                    if texts:
+                        references[Path(entry.path[top:])] = texts
+                if st.st_nlink > 1:
+                    linked.add(Path(entry.path))
+            elif pattern is not None and entry.is_symlink() and (
+                    texts := find_in_link(entry.path, pattern)):
+                references[Path(entry.path[top:])] = texts
         stack.extend(reversed(subdirs))  # depth first, in name order
-    return Survey(tuple(litter), tuple(sorted(files, key=_walk_order)), frozenset(linked))
+    files.sort(key=_walk_order)
+    return Survey(tuple(litter), tuple(map(Path, files)), frozenset(linked), references)
 
 
-def _walk_order(path: Path) -> tuple[str, ...]:
-    return path.parts
+def _by_name(entry: os.DirEntry[str]) -> str:
+    return entry.name
+
+
+def _walk_order(path: str) -> list[str]:
+    return path.split("/")  # Path.parts' order: os.scandir joins with exactly one "/"
 
 
 def delete(doomed: Sequence[Path]) -> frozenset[Path]:

@@ -23,7 +23,7 @@ import mmap
 import os
 import re
 import stat
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -139,12 +139,23 @@ def scan(root: Path, prefixes: Sequence[bytes] = (DEFAULT_BUILD_ROOT,), *,
          nix_store: bool = True) -> RefReport:
     """Every reference under ``root`` (read-only); paths in the report are relative to it."""
     pattern = compile_pattern(prefixes, nix_store)
-    found: dict[bytes, list[Path]] = {}
+    found: dict[Path, set[bytes]] = {}
     for path, is_link in _entries(os.fspath(root)):
-        for text in _find_in(path, is_link, pattern):
-            found.setdefault(text, []).append(Path(os.path.relpath(path, root)))
+        if texts := _find_in(path, is_link, pattern):
+            found[Path(os.path.relpath(path, root))] = texts
+    return report_of(found, prefixes, nix_store)
+
+
+def report_of(found: Mapping[Path, Iterable[bytes]], prefixes: Sequence[bytes],
+              nix_store: bool = True) -> RefReport:
+    """The report of a scan that found, in each file, the references ``found`` maps it to
+    (as :func:`find_in_file` and :func:`find_in_link` give them)."""
+    by_text: dict[bytes, list[Path]] = {}
+    for path, texts in found.items():
+        for text in texts:
+            by_text.setdefault(text, []).append(path)
     references = tuple(Reference(text, tuple(sorted(files)))
-                       for text, files in sorted(found.items()))
+                       for text, files in sorted(by_text.items()))
     return RefReport(tuple(prefixes), nix_store, references)
 
 
@@ -197,18 +208,30 @@ def _entries(root: str) -> Iterator[tuple[str, bool]]:
 
 def _find_in(path: str, is_link: bool, pattern: re.Pattern[bytes]) -> set[bytes]:
     """The distinct references in one file's content, or in a symlink's target."""
+    return find_in_link(path, pattern) if is_link else find_in_file(path, pattern)[0]
+
+
+def find_in_link(path: str, pattern: re.Pattern[bytes]) -> set[bytes]:
+    """The distinct references in the target of the symlink ``path``."""
     try:
-        if is_link:
-            return {m.group(0) for m in pattern.finditer(os.readlink(os.fsencode(path)))}
+        return {m.group(0) for m in pattern.finditer(os.readlink(os.fsencode(path)))}
+    except OSError as err:
+        raise RefsIOError(Path(path), err) from err
+
+
+def find_in_file(path: str, pattern: re.Pattern[bytes]) -> tuple[set[bytes], os.stat_result]:
+    """The distinct references in the regular file ``path`` (never followed), and its stat."""
+    try:
         fd = os.open(path, os.O_RDONLY | _OPEN_FLAGS)
         try:
-            size = os.fstat(fd).st_size
+            st = os.fstat(fd)
+            size = st.st_size
             if size == 0:  # mmap refuses empty files, and there is nothing to find
-                return set()
+                return set(), st
             if size <= _MMAP_THRESHOLD:
-                return {m.group(0) for m in pattern.finditer(_read_all(fd, size))}
+                return {m.group(0) for m in pattern.finditer(_read_all(fd, size))}, st
             with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mapped:
-                return {m.group(0) for m in pattern.finditer(mapped)}
+                return {m.group(0) for m in pattern.finditer(mapped)}, st
         finally:
             os.close(fd)
     except OSError as err:

@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 
 from venvseal.errors import VenvsealError
 from venvseal.hashes import Sha256
-from venvseal.store.core import Realised, Store, StorePath
+from venvseal.store.core import CANONICAL_MTIME, Realised, Store, StorePath
 from venvseal.store.errors import HashMismatchError
 from venvseal.store.nar import nar_hash
 
@@ -67,7 +67,8 @@ def build_fixed(store: Store, out: FixedOutput, build: Callable[[Path, Path], T]
         tree = work / out.tree
         report = build(tree, work)
         on_hash()
-        hashed = nar_hash(tree)
+        # Sealed in the hash's walk (one walk, not two); publishing then only renames it.
+        hashed = nar_hash(tree, seal_mtime=CANONICAL_MTIME)
         got = hashed.hash
         check(store, out, got)
         info = store.add_tree(store.make_fixed_path(out.name, got), tree, expected=got,

@@ -28,9 +28,12 @@ import os
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
+from venvseal import fsutil
 from venvseal.errors import EXIT_USAGE, LocatedError, UsageError
 from venvseal.hashes import Sha256
+from venvseal.store.narseal import Sealer
 from venvseal.store.narsink import BUFFER_SIZE as BUFFER_SIZE
 from venvseal.store.narsink import Sink as _Sink
 from venvseal.store.narsink import ThreadedHashSink as _ThreadedHashSink
@@ -87,23 +90,42 @@ class NarResult:
     hash: Sha256  # sha256 of the NAR serialisation
     size: int  # number of NAR bytes
     files: int  # regular files + symlinks seen
+    sealed: bool = False  # the tree was sealed as it was hashed (``seal_mtime``)
 
 
 def nar_hash(
-    path: str | os.PathLike[str], *, progress: Callable[[int], None] | None = None
+    path: str | os.PathLike[str], *, progress: Callable[[int], None] | None = None,
+    seal_mtime: int | None = None,
 ) -> NarResult:
     """The sha256 of ``path``'s NAR serialisation, as ``nix-hash --type sha256`` computes it.
 
-    ``progress(nbytes)`` is called after each regular file with that file's size.
+    ``progress(nbytes)`` is called after each regular file with that file's size. With
+    ``seal_mtime``, the tree is also sealed as :func:`venvseal.fsutil.seal_tree` seals it, in
+    the same walk, but for its top folder's owner write bit (see :mod:`venvseal.store.narseal`).
     Raises :class:`NarPathNotFoundError` if ``path`` does not exist and :class:`NarError` for a
     file that cannot be archived (device, socket, fifo, unreadable, changed while read).
     """
+    sealer = None if seal_mtime is None else Sealer(seal_mtime)
+    try:
+        return _hash(path, progress, sealer)
+    except NarError as err:
+        if sealer is None or not isinstance(err.__cause__, PermissionError):
+            raise
+    # An entry the owner may not read or list: seal_tree opens up folders as it goes, and
+    # then every entry is readable (the walk seals nothing twice).
+    fsutil.seal_tree(Path(os.fsdecode(path)), mtime=sealer.mtime)
+    return _hash(path, progress, sealer)
+
+
+def _hash(path: str | os.PathLike[str], progress: Callable[[int], None] | None,
+          sealer: Sealer | None) -> NarResult:
     sink = _ThreadedHashSink()
     try:
-        files = _serialise(os.fsencode(path), sink, progress)
+        files = _serialise(os.fsencode(path), sink, progress, sealer)
     finally:
         digest = sink.finish()
-    return NarResult(hash=Sha256(digest), size=sink.size, files=files)
+    return NarResult(hash=Sha256(digest), size=sink.size, files=files,
+                     sealed=sealer is not None)
 
 
 def dump_nar(path: str | os.PathLike[str], write: Callable[[bytes | memoryview], object]) -> None:
@@ -112,7 +134,7 @@ def dump_nar(path: str | os.PathLike[str], write: Callable[[bytes | memoryview],
     Each chunk is a fresh ``bytes`` object the caller may keep. Raises as :func:`nar_hash`.
     """
     sink = _WriteSink(write)
-    _serialise(os.fsencode(path), sink, None)
+    _serialise(os.fsencode(path), sink, None, None)
     sink.flush()
 
 
@@ -157,7 +179,8 @@ def _os_error(path: bytes, err: OSError) -> NarError:
     return NarError(_show(path), f"cannot be read ({err.strerror or err})", "check the file system")
 
 
-def _serialise(root: bytes, sink: _Sink, progress: Callable[[int], None] | None) -> int:
+def _serialise(root: bytes, sink: _Sink, progress: Callable[[int], None] | None,
+               sealer: Sealer | None) -> int:
     """Write the NAR of ``root`` to ``sink``; return the number of files and symlinks."""
     try:
         st = os.lstat(root)
@@ -171,21 +194,24 @@ def _serialise(root: bytes, sink: _Sink, progress: Callable[[int], None] | None)
     mode = st.st_mode
     if stat.S_ISDIR(mode):
         sink.write(_DIRECTORY)
-        files = _serialise_directory(root, sink, progress)
+        files = _serialise_directory(root, sink, progress, sealer)
         sink.write(_CLOSE)
         return files
     if stat.S_ISLNK(mode):
         sink.write(_SYMLINK + _string(_readlink(root, None, root)) + _CLOSE)
+        if sealer is not None:
+            _sealing(sealer.symlink, root, root, None)
         return 1
     if not stat.S_ISREG(mode):
         raise _unsupported(root, mode)
-    size = _regular(root, None, root, sink, b"", _ROOT_FILE_END)
+    size = _regular(root, None, root, sink, b"", _ROOT_FILE_END, sealer)
     if progress is not None:
         progress(size)
     return 1
 
 
-def _serialise_directory(root: bytes, sink: _Sink, progress: Callable[[int], None] | None) -> int:
+def _serialise_directory(root: bytes, sink: _Sink, progress: Callable[[int], None] | None,
+                         sealer: Sealer | None) -> int:
     """Write the entries of directory ``root`` (not its node framing); return files seen.
 
     Iterative, so depth costs no Python stack: one sorted listing and one directory file
@@ -194,11 +220,11 @@ def _serialise_directory(root: bytes, sink: _Sink, progress: Callable[[int], Non
     """
     write = sink.write
     files = 0
-    stack: list[tuple[Iterator[os.DirEntry[bytes]], int]] = []
+    stack: list[tuple[Iterator[os.DirEntry[bytes]], int, bytes]] = []
     try:
-        stack.append((_listing(root), _open_directory(root, None, root)))
+        stack.append((_listing(root), _open_directory(root, None, root), root))
         while stack:
-            entries, dir_fd = stack[-1]
+            entries, dir_fd, here = stack[-1]
             for entry in entries:
                 name = entry.name
                 n = len(name)
@@ -208,27 +234,33 @@ def _serialise_directory(root: bytes, sink: _Sink, progress: Callable[[int], Non
                 # d_type from readdir answers these without a stat call (lstat only if unknown).
                 if entry.is_file(follow_symlinks=False):
                     files += 1
-                    size = _regular(name, dir_fd, entry.path, sink, head, _ENTRY_FILE_END)
+                    size = _regular(name, dir_fd, entry.path, sink, head, _ENTRY_FILE_END,
+                                    sealer)
                     if progress is not None:
                         progress(size)
                 elif entry.is_dir(follow_symlinks=False):
                     write(head + _DIRECTORY)
                     # Listed first: if the open then fails, no descriptor is left behind.
-                    stack.append((_listing(entry.path), _open_directory(name, dir_fd, entry.path)))
+                    stack.append((_listing(entry.path), _open_directory(name, dir_fd, entry.path),
+                                  entry.path))
                     break
                 elif entry.is_symlink():
                     files += 1
                     target = _readlink(name, dir_fd, entry.path)
                     write(head + _SYMLINK + _string(target) + _CLOSE + _CLOSE)
+                    if sealer is not None:
+                        _sealing(sealer.symlink, entry.path, name, dir_fd)
                 else:
                     raise _unsupported(entry.path, _lstat_mode(entry))
             else:
+                if sealer is not None:  # after its entries, as seal_tree does
+                    _sealing(lambda fd: sealer.directory(fd, top=len(stack) == 1), here, dir_fd)
                 os.close(stack.pop()[1])
                 # End of this directory's node, and of the entry holding it unless it is the root.
                 if stack:
                     write(_CLOSE + _CLOSE)
     finally:
-        for _, dir_fd in stack:
+        for _, dir_fd, _ in stack:
             os.close(dir_fd)
     return files
 
@@ -265,8 +297,17 @@ def _readlink(name: bytes, dir_fd: int | None, path: bytes) -> bytes:
         raise _os_error(path, err) from err
 
 
+def _sealing(seal: Callable[..., None], path: bytes, *args: object) -> None:
+    """Call ``seal(*args)``, an OSError becoming a NarError naming ``path``."""
+    try:
+        seal(*args)
+    except OSError as err:
+        raise _os_error(path, err) from err
+
+
 def _regular(
-    name: bytes, dir_fd: int | None, path: bytes, sink: _Sink, head: bytes, tails: _Tails
+    name: bytes, dir_fd: int | None, path: bytes, sink: _Sink, head: bytes, tails: _Tails,
+    sealer: Sealer | None = None,
 ) -> int:
     """Write a regular-file node for ``name``, between ``head`` and ``tails``; return its size.
 
@@ -286,6 +327,8 @@ def _regular(
         frame = _EXECUTABLE if st.st_mode & stat.S_IXUSR else _REGULAR
         head = b"".join((head, frame, size.to_bytes(8, "little")))
         complete = sink.file(head, fd, size, tails[size & 7])
+        if complete and sealer is not None:
+            sealer.file(fd, st, name, dir_fd, path)
     except OSError as err:
         raise _os_error(path, err) from err
     finally:

@@ -82,7 +82,8 @@ def publish(layout: Layout, path: StorePath, work: Path, build: Build) -> None:
         raise StoreError(f"building {name_of(path)} created nothing at {out}; the build "
                          "step must create its output")
     layout.give_tree(out)
-    fsutil.seal_tree(out, mtime=CANONICAL_MTIME)
+    if build.hashed is None or not build.hashed.sealed:  # else sealed as it was hashed
+        fsutil.seal_tree(out, mtime=CANONICAL_MTIME)
     # rename(2) moves a folder into another parent only if the folder itself is writable
     # (its '..' entry changes), a check only root bypasses: the top folder stays writable
     # until it is in place, and debris cleaning seals one a crash left open in between.
