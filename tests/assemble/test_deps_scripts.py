@@ -56,13 +56,15 @@ SETUP_PY = """\
 from setuptools import setup
 
 setup(name="textscripts", version="1.0", py_modules=["textscripts"],
-      scripts=["scripts/hello-py", "scripts/hello-sh"],
+      scripts=["scripts/hello-py", "scripts/hello-sh", "scripts/hello.py"],
       entry_points={"console_scripts": ["textscripts-cli = textscripts:main"]})
 """
 
 HELLO_PY = "#!/usr/bin/env python\nimport sys\nprint('py', sys.prefix)\n"
 HELLO_SH = '#!/bin/sh\necho "sh $*"\n'
-SHIPPED = ["hello-py", "hello-sh", "maturin"]
+# hello.py: a script named as a module (as some of authentik's dependencies ship), which the
+# relinked deps' bytecode compiler must leave alone (no bin/__pycache__).
+SHIPPED = ["hello-py", "hello-sh", "hello.py", "maturin"]
 
 
 def make_project(root: Path) -> None:
@@ -75,6 +77,7 @@ def make_project(root: Path) -> None:
     write(vendor / "textscripts.py", "def main() -> None:\n    print('cli')\n")
     write(vendor / "scripts/hello-py", HELLO_PY).chmod(0o755)
     write(vendor / "scripts/hello-sh", HELLO_SH).chmod(0o755)
+    write(vendor / "scripts/hello.py", HELLO_PY).chmod(0o755)
 
 
 def assert_record_matches(venv: Path, dist_info: str) -> dict[str, str]:
@@ -105,16 +108,16 @@ def test_dependencies_bin_files_run_from_the_closure(builder: Builder) -> None:
     assert (deps / "bin/hello-sh").read_text() == HELLO_SH
     assert (deps / "bin/maturin").read_bytes()[:4] == b"\x7fELF"
     assert set(assert_record_matches(deps, "maturin-1.16.0.dist-info")) == {"maturin"}
-    assert set(assert_record_matches(deps, "textscripts-1.0.dist-info")) == {"hello-py",
-                                                                            "hello-sh"}
+    assert set(assert_record_matches(deps, "textscripts-1.0.dist-info")) == {
+        "hello-py", "hello-sh", "hello.py"}
     # The closure has them beside the launcher; the Python script names the closure's python.
     names = sorted(p.name for p in (closure / "bin").iterdir())
     assert [n for n in names if not n.startswith("python")] == [*SHIPPED, "textscripts-cli"]
     shebang = (closure / "bin/hello-py").read_text().splitlines()[0]
     assert shebang.startswith("#!/") and shebang.endswith(f"/{closure.name}/bin/python")
     assert (closure / "bin/maturin").read_bytes() == (deps / "bin/maturin").read_bytes()
-    assert set(assert_record_matches(closure, "textscripts-1.0.dist-info")) == {"hello-py",
-                                                                               "hello-sh"}
+    assert set(assert_record_matches(closure, "textscripts-1.0.dist-info")) == {
+        "hello-py", "hello-sh", "hello.py"}
     for argv, out in ((["@out@/bin/maturin", "--version"], "maturin 1.16.0"),
                       (["@out@/bin/hello-sh", "a", "b"], "sh a b"),
                       (["@out@/bin/textscripts-cli"], "cli")):

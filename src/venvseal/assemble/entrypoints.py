@@ -11,6 +11,7 @@ import configparser
 import keyword
 import os
 import re
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -136,7 +137,10 @@ def link_shipped(closure: Forest, python: str) -> tuple[frozenset[Path], set[Pat
     local packages removes ``bin/``); a ``#!python`` placeholder among them is made the
     closure's own copy naming ``python``. Their paths in the closure, and those edited."""
     base = closure.base / "bin"
-    names = sorted(os.listdir(base)) if base.is_dir() else []
+    # Files and links only: a folder there (a __pycache__ an older relinked deps compiled
+    # for a shipped .py script) is no program.
+    names = sorted(name for name in os.listdir(base)
+                   if not stat.S_ISDIR(os.lstat(base / name).st_mode)) if base.is_dir() else []
     bin_dir = closure.own_dir(closure.out / "bin")
     for name in names:
         rel = PurePosixPath("bin", name)

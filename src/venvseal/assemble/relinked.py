@@ -39,7 +39,7 @@ from venvseal.toolchain import sandbox
 from venvseal.toolchain.resolve import ResolvedToolchain
 from venvseal.toolchain.sandbox import Mount, Sandbox, SandboxSpec
 
-STAGE_VERSION = "relinked-2"  # bump whenever the same inputs would give other bytes
+STAGE_VERSION = "relinked-3"  # bump whenever the same inputs would give other bytes
 # Compiles every .py file that is a regular file in a real folder under each argument,
 # in sorted order; a file that is not valid Python for this interpreter (a template, a
 # test for another version) is left without bytecode, as installers do. Prints the counts.
@@ -216,7 +216,11 @@ def make(inputs: RelinkInputs, out: Path, *, logical: PurePosixPath, runner: San
     spec = SandboxSpec(root=inputs.toolchain.root, env=env, network=False,
                        mounts=(Mount(host=out, target=logical, writable=True),),
                        cwd=sandbox.BUILD_ROOT)
-    compiled, failed = compile_bytecode([logical], python=inputs.toolchain.python,
+    # Modules are compiled, not the scripts distributions ship in bin/ (deps/scripts.py): a
+    # script runs as __main__, whose bytecode Python never reads, as installers leave it.
+    folders = [logical / name for name in sorted(os.listdir(out))
+               if name != "bin" and stat.S_ISDIR(os.lstat(out / name).st_mode)]
+    compiled, failed = compile_bytecode(folders, python=inputs.toolchain.python,
                                         what=logical.name, runner=runner, spec=spec)
     elf_files = check_loader(out, logical, inputs.ignore_missing, runner=runner, spec=spec)
     return Relinked(edited=len(edited), elf_files=elf_files, compiled=compiled,
