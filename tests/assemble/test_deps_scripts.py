@@ -93,11 +93,7 @@ def assert_record_matches(venv: Path, dist_info: str) -> dict[str, str]:
 
 
 def test_dependencies_bin_files_run_from_the_closure(builder: Builder) -> None:
-    project = builder.place(make_project)
-    locked = builder.lock(project)
-    assert locked.code == 0, locked.err
-    run = builder.build(project)
-    assert run.code == 0, run.err
+    project, run = builder.place_and_build(make_project)
     data = run.json()
     assert data["verified"]["commands"] == 3
     deps, closure = Path(data["deps"]), Path(data["path"])

@@ -9,6 +9,7 @@ own. Everything goes through the CLI in a child process, as a user would type it
         assert builder.lock(project).code == 0    # uv lock, with EXCLUDE_NEWER in pyproject
         built = builder.build(project)            # deps --update-hash, then build --json
         assert built.code == 0, built.err
+        # or, all three asserted: project, built = builder.place_and_build(make_my_app)
         ran = builder.venvseal("run", project, "--store", builder.store, "--", "@out@/bin/app")
 
 Root's uv cache is the tests' shared one ($VENVSEAL_TEST_CACHE/uv); the user's is a folder of
@@ -85,6 +86,18 @@ class Builder:
         if self.user is not None:
             self.user.own(project)
         return project
+
+    def place_and_build(self, make: Callable[[Path], object],
+                        name: str = "project") -> tuple[Path, Run]:
+        """A project ``make`` writes, placed, locked and built (each step asserted to
+        succeed, the closure in the builder's store): the project and its build."""
+        project = self.place(make, name)
+        locked = self.lock(project)
+        assert locked.code == 0, locked.err
+        built = self.build(project)
+        assert built.code == 0, built.err
+        assert Path(built.json()["path"]).is_relative_to(self.store), built.out
+        return project, built
 
     def lock(self, project: Path) -> Run:
         """``uv lock`` of ``project`` with the pinned uv and the toolchain's interpreter."""
