@@ -16,7 +16,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from support import EXCLUDE_NEWER, PYTHON, write
+from support import EXCLUDE_NEWER, host_recipe, write
 from support.projects import Builder
 
 pytestmark = pytest.mark.slow
@@ -36,21 +36,10 @@ package = false
 textscripts = {{ path = "vendor/textscripts" }}
 """
 
-RECIPE = f"""\
-[app]
-name = "app"
-version = "1.0.0"
-
-[toolchain]
-root = "/"
-python = "{PYTHON}"
-
-[deps]
-hash = ""
-
+RECIPE = host_recipe("app", "1.0.0", """
 [verify]
 commands = ["@out@/bin/maturin --version", "@out@/bin/hello-py", "@out@/bin/hello-sh"]
-"""
+""")
 
 SETUP_PY = """\
 from setuptools import setup

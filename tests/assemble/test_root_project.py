@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from support import (
     EXCLUDE_NEWER,
-    PYTHON,
     Run,
+    host_recipe,
     store_state,
     uv_lock,
     venvseal,
@@ -58,18 +58,7 @@ def main() -> None:
     print("Hello from hello!", idna.encode("b\\u00fccher.example").decode())
 """
 
-RECIPE = f"""\
-[app]
-name = "hello"
-version = "0.1.0"
-
-[toolchain]
-root = "/"
-python = "{PYTHON}"
-
-[deps]
-hash = ""
-"""
+RECIPE = host_recipe("hello", "0.1.0")
 
 
 def write_project(root: Path) -> Path:

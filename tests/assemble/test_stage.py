@@ -27,8 +27,8 @@ from pathlib import Path
 import pytest
 from support import (
     EXCLUDE_NEWER,
-    PYTHON,
     BuiltProject,
+    host_recipe,
     store_state,
     uv_lock,
     venvseal,
@@ -56,18 +56,7 @@ members = ["packages/clash", "packages/nobackend"]
 cext = {{ path = "vendor/cext" }}
 """
 
-RECIPE = f"""\
-[app]
-name = "app"
-version = "1.0.0"
-
-[toolchain]
-root = "/"
-python = "{PYTHON}"
-
-[deps]
-hash = ""
-
+RECIPE = host_recipe("app", "1.0.0", """
 [assemble]
 workspace = []
 ignore-missing = ["libmissing_*"]
@@ -83,7 +72,7 @@ with = 'HOME = "@out@"'
 
 [verify]
 imports = ["app", "six"]
-"""
+""")
 
 FLIT = '[build-system]\nrequires = ["flit_core==3.12.0"]\nbuild-backend = "flit_core.buildapi"\n'
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import EXCLUDE_NEWER, PYTHON, write
+from support import EXCLUDE_NEWER, host_recipe, write
 from support.projects import Builder
 
 pytestmark = pytest.mark.slow
@@ -45,18 +45,7 @@ rusty = {{ workspace = true }}
 rustbin = {{ workspace = true }}
 """
 
-RECIPE = f"""\
-[app]
-name = "demo"
-version = "1.0.0"
-
-[toolchain]
-root = "/"
-python = "{PYTHON}"
-
-[deps]
-hash = ""
-
+RECIPE = host_recipe("demo", "1.0.0", """
 [verify]
 imports = ["member", "native", "rusty"]
 commands = [
@@ -65,7 +54,7 @@ commands = [
     "@python@ -c 'import rusty; assert rusty.lib.answer() == 42'",
     "@out@/bin/rustbin",
 ]
-"""
+""")
 
 UV_BUILD_MEMBER = """\
 [project]

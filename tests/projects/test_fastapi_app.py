@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import EXCLUDE_NEWER, PYTHON, free_port, write
+from support import EXCLUDE_NEWER, free_port, host_recipe, write
 from support.postgres import Postgres, postgres_server
 from support.projects import Builder
 from support.rootfs import unpack
@@ -108,24 +108,13 @@ def main():
     uvicorn.run(app, host="127.0.0.1", port=int(os.environ.get("PORT", "8000")))
 '''
 
-RECIPE = f"""\
-[app]
-name = "notes"
-version = "0.1.0"
-
-[toolchain]
-root = "/"
-python = "{PYTHON}"
-
-[deps]
-hash = ""
-
+RECIPE = host_recipe("notes", "0.1.0", """
 [verify]
 imports = ["notes", "psycopg2.extras", "uvicorn"]
 commands = [
   "@python@ -c 'import psycopg2.extensions as e; assert e.libpq_version() >= 150000'",
 ]
-"""
+""")
 
 QUERY = """\
 import psycopg2

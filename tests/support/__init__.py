@@ -35,6 +35,13 @@ def free_port() -> int:
         return port
 
 
+def host_recipe(name: str, version: str, rest: str = "") -> str:
+    """A recipe of app ``name`` ``version`` on the host's toolchain (root "/", :data:`PYTHON`)
+    with its deps hash still to declare, then ``rest`` (more tables)."""
+    return (f'[app]\nname = "{name}"\nversion = "{version}"\n\n'
+            f'[toolchain]\nroot = "/"\npython = "{PYTHON}"\n\n[deps]\nhash = ""\n{rest}')
+
+
 def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
