@@ -94,9 +94,10 @@ def main() -> int:
     # Both warm sides start warm: venvseal's builds are kept per toolchain (uvcache.py).
     if args.runs:
         deps_stage.bare_sync(project, args.work / "warm-cache", args.work)
-        deps_stage.venvseal_deps(project, args.work / "warm-cache", args.work / "store-fill",
-                                 ours)
-        deps_stage.remove(args.work / "store-fill")
+        for command in (ours, baseline) if baseline else (ours,):
+            deps_stage.venvseal_deps(project, args.work / "warm-cache",
+                                     args.work / "store-fill", command)
+            deps_stage.remove(args.work / "store-fill")
     warm = deps_stage.pairs(args.runs, project, args.work, cold=False, ours=ours,
                             baseline=baseline)
     for label, sides in (("cold", cold), ("warm", warm)):

@@ -9,8 +9,9 @@ What it measures
 "Bare uv sync" is ``uv sync --frozen --no-install-project --no-install-workspace --no-dev``
 with the same uv binary, toolchain python and environment, run through the same bubblewrap
 root (a Debian sid root's python cannot run on the host without it), and nothing else.
-Runs alternate bare, venvseal, bare, venvseal... so machine load drifts onto both alike;
-medians and ratios are reported.
+Each round runs every side once, in an order rotated from round to round, each run after a
+flush of the file system (outside the timing), so machine load drifts onto all alike and no
+side pays for another's writeback; medians and ratios are reported.
 
 Targets (issue 3): overhead over bare uv sync at most 15% cold and warm; no-op under 0.5 s.
 
@@ -32,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path, PurePosixPath
 
-from venvseal import pipeline
+from venvseal import fsutil, pipeline
 from venvseal.deps import stage as deps
 from venvseal.deps.stage import Network
 from venvseal.recipe import files
@@ -110,10 +111,12 @@ def venvseal_deps(project: Path, cache: Path, store: Path,
         if rec.toolchain.debian is not None:  # the root is made once, outside the timing
             with Store(TOOLCHAIN_STORE) as source, Store(store) as target:
                 copy_path(target, source, tc.root)  # type: ignore[arg-type]
+    # As installed: with its bytecode (the first, untimed run writes any that is missing).
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     start = time.perf_counter()
     subprocess.run([*command, "--store", str(store), "deps", "--update-hash",
                     "--uv-cache", str(cache), str(project)], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     return time.perf_counter() - start
 
 
@@ -123,22 +126,36 @@ def remove(path: Path) -> None:
         shutil.rmtree(path)
 
 
+def settle(work: Path) -> None:
+    """Flush the file system before a timed run, outside the timing, so that no run pays
+    for the writeback and journal commits of the one before it (bare uv sync's venv is
+    deleted before writeback, venvseal's is flushed by its publish: on this machine's disk
+    whichever run came right after bare paid ~1 s more, whichever side that was)."""
+    fsutil.sync_filesystem(work)
+
+
 def pairs(n: int, project: Path, work: Path, *, cold: bool,
           ours: tuple[str, ...] = (str(VENVSEAL),),
           baseline: tuple[str, ...] | None = None) -> list[list[float]]:
-    """Bare, venvseal (and the baseline venvseal, if given) times, run in turn ``n`` times."""
-    sides: list[list[float]] = [[], [], []] if baseline else [[], []]
+    """Bare, venvseal (and the baseline venvseal, if given) times, ``n`` rounds. Each round
+    runs every side once, in an order rotated from round to round (no side always follows
+    the same one), each after :func:`settle`."""
+    commands = [ours, baseline] if baseline else [ours]
+    sides: list[list[float]] = [[] for _ in range(1 + len(commands))]
     warm_cache = work / "warm-cache"
     for i in range(n):
         caches = [work / f"cache-{side}-{i}" if cold else warm_cache
-                  for side in ("bare", "ours", "base")]
+                  for side in range(len(sides))]
         store = work / f"store-{'c' if cold else 'w'}{i}"
-        sides[0].append(bare_sync(project, caches[0], work))
-        sides[1].append(venvseal_deps(project, caches[1], store, ours))
-        remove(store)
-        if baseline:
-            sides[2].append(venvseal_deps(project, caches[2], store, baseline))
-            remove(store)
+        for side in (i + k for k in range(len(sides))):
+            side %= len(sides)
+            settle(work)
+            if side == 0:
+                sides[0].append(bare_sync(project, caches[0], work))
+            else:
+                sides[side].append(venvseal_deps(project, caches[side], store,
+                                                 commands[side - 1]))
+                remove(store)
         for cache in caches if cold else ():
             remove(cache)
     return sides
@@ -165,8 +182,9 @@ def main() -> int:
     # Fill the warm cache: the bare uv's, and venvseal's (its builds are kept per toolchain,
     # in a folder of the same cache; see src/venvseal/deps/uvcache.py).
     bare_sync(project, args.work / "warm-cache", args.work)
-    venvseal_deps(project, args.work / "warm-cache", args.work / "store-fill", ours)
-    remove(args.work / "store-fill")
+    for command in (ours, baseline) if baseline else (ours,):
+        venvseal_deps(project, args.work / "warm-cache", args.work / "store-fill", command)
+        remove(args.work / "store-fill")
     warm = pairs(args.runs, project, args.work, cold=False, ours=ours, baseline=baseline)
     store = args.work / "store-noop"
     venvseal_deps(project, args.work / "warm-cache", store, ours)
