@@ -31,7 +31,7 @@ def test_survey_sorts_the_venv_into_litter_and_files(tmp_path: Path) -> None:
     rel = {p.relative_to(venv).as_posix() for p in found.litter}
     assert rel == {"bin", ".lock", f"{SITE}/__pycache__", f"{SITE}/stray.pyc",
                    f"{SITE}/pkg-1.0.dist-info/uv_cache.json"}
-    files = [p.relative_to(venv).as_posix() for p in found.files]
+    files = [Path(p).relative_to(venv).as_posix() for p in found.files]
     assert files == sorted(files, key=lambda f: f.split("/"))
     assert set(files) == {"pyvenv.cfg", f"{SITE}/six.py", f"{SITE}/pkg-1.0.dist-info/RECORD",
                           f"{SITE}/pkg/_ext.so", f"{SITE}/pkg/data/tool"}

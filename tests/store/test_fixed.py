@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
 
+from venvseal import fsutil
 from venvseal.errors import VenvsealError
 from venvseal.hashes import Sha256
 from venvseal.store.core import HashMismatchError, Store
@@ -76,3 +78,32 @@ def test_accept_any_takes_what_was_built(tmp_path: Path) -> None:
         built = build_fixed(store, spec(hash_of(tmp_path, "old"), accept_any=True), build)
         assert built.realised.info.nar_hash == hash_of(tmp_path, "new")
         assert built.report == {"what": "new"}
+
+
+def test_a_hash_tree_finishes_the_build_in_its_read(tmp_path: Path) -> None:
+    """The deps stage's hash_tree edits the tree as it hashes: what it returns is what is
+    checked, added and reported, and the tree is sealed with the store's time."""
+    build, _ = content("before")
+    seen: list[int] = []
+
+    def hash_tree(tree: Path, report: dict[str, str], mtime: int):  # type: ignore[no-untyped-def]
+        seen.append(mtime)
+        (tree / "f").write_text("after")
+        return nar_hash(tree, seal_mtime=mtime), {**report, "finished": "yes"}
+
+    with Store(tmp_path / "store") as store:
+        out = FixedOutput(name="x", declared=hash_of(tmp_path, "after"), undeclared=Undeclared)
+        built = build_fixed(store, out, build, hash_tree=hash_tree)
+        assert built.report == {"what": "before", "finished": "yes"}
+        assert (built.realised.path / "f").read_text() == "after"
+        assert seen == [int(os.stat(built.realised.path / "f").st_mtime)]
+
+
+def test_flushing_runs_beside_the_block_and_never_fails_it(tmp_path: Path) -> None:
+    ran = []
+    with fsutil.flushing(tmp_path):
+        ran.append(threading.active_count())
+    with fsutil.flushing(tmp_path / "missing"):  # the flush fails: the later sync says so
+        ran.append(1)
+    assert len(ran) == 2
+    assert not [t for t in threading.enumerate() if t.name == "venvseal-flush"]

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from venvseal import fsutil
-from venvseal.deps.normalise import update_records
+from venvseal.deps.records import update_records
 from venvseal.deps.stage import BUILD_ENV
 from venvseal.elf import loadercheck
 from venvseal.elf.buildid import find_elf_files

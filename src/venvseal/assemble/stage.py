@@ -29,7 +29,8 @@ from venvseal.assemble.inputs import (
 )
 from venvseal.assemble.projects import ProjectWheel
 from venvseal.assemble.wheels import dist_info_owners
-from venvseal.deps.normalise import PYTHON_HOME_PLACEHOLDER, remove_build_litter, update_records
+from venvseal.deps.normalise import PYTHON_HOME_PLACEHOLDER, remove_build_litter
+from venvseal.deps.records import update_records
 from venvseal.toolchain import sandbox
 from venvseal.toolchain.sandbox import Mount, Sandbox, SandboxSpec
 

@@ -20,17 +20,16 @@ and then acts, and the report says what changed.
 
 from __future__ import annotations
 
-import base64
-import csv
 import hashlib
 import os
-import re
 import stat
-from collections.abc import Collection, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
+from venvseal import fsutil
 from venvseal.deps import scripts
+from venvseal.deps.records import find_records, parse_rows, target_of, update_records
 from venvseal.deps.strip import GuardedStrip, strip_safely
 from venvseal.deps.survey import Survey, copy_linked, delete, survey
 from venvseal.deps.survey import remove_build_litter as remove_build_litter  # the assembly's
@@ -40,12 +39,15 @@ from venvseal.elf.refs import (
     Reference,
     ReferencesRemainError,
     RefReport,
+    Spotter,
     compile_pattern,
     find_in_file,
+    find_in_link,
     report_of,
     strip_references,
 )
 from venvseal.errors import LocatedError
+from venvseal.store.nar import NarResult, nar_hash
 from venvseal.toolchain.sandbox import OUT_DIR
 
 # The assemble stage replaces this with the runtime interpreter's directory.
@@ -67,10 +69,18 @@ class NormaliseReport:
     removed_files: int  # files and symlinks deleted (bin/, uv's markers, bytecode)
     stripped_elf: int  # ELF files with debug info, stripped
     references: RefReport  # build-time references found, and then replaced
-    files_changed: int  # kept files whose bytes changed (ELF edits, reference replacement)
-    records_rewritten: int  # dist-info RECORD files updated
+    changed: frozenset[Path]  # kept files whose bytes changed (ELF edits, references)
+    records: frozenset[Path]  # dist-info RECORD files updated
     conflicts: tuple[Conflict, ...] = ()  # files two distributions installed differently
     unstripped: tuple[str, ...] = ()  # files strip would have broken: kept with debug info
+
+    @property
+    def files_changed(self) -> int:
+        return len(self.changed)
+
+    @property
+    def records_rewritten(self) -> int:
+        return len(self.records)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +97,12 @@ class Conflict:
 
 def normalise_venv(venv: Path, *, strip: GuardedStrip,
                    build_root: bytes = DEFAULT_BUILD_ROOT,
-                   venv_path: PurePosixPath = OUT_DIR) -> NormaliseReport:
+                   venv_path: PurePosixPath = OUT_DIR, read_all: bool = True) -> NormaliseReport:
     """Normalise the venv at ``venv`` in place; see the module docstring for the steps.
+
+    With ``read_all`` false, only the files this edits are searched for references: the
+    caller then hashes the venv with :func:`hash_normalised`, which searches the others in
+    the hash's own read of them (the deps stage: one read of every file, not two).
 
     ``strip`` strips the debug info of the files it is given, guarded by the toolchain's
     loader (once, with every ELF file that has debug info, as ``venv / relative path``,
@@ -101,12 +115,17 @@ def normalise_venv(venv: Path, *, strip: GuardedStrip,
         # bin/ goes but for the distributions' own scripts (.data/scripts): see scripts.py.
         kept = scripts.shipped_scripts(venv, find_records(venv))
         # One walk for the litter, the hard links, the ELF files and the references.
-        found = survey(venv, compile_pattern((build_root,)), kept)
+        found = survey(venv, compile_pattern((build_root,)) if read_all else None, kept,
+                       links=read_all)
         removed = delete(found.litter)
         conflicts = remove_conflicts(venv)
         gone = {venv / c.path for c in conflicts}
         removed |= gone
-        copy_linked(sorted(found.linked - gone))
+        # Files edited in place get an inode of their own first; with ``read_all`` false
+        # only those this edits (the hash's seal copies any other, see narseal.py).
+        linked = found.linked if read_all else _linked(
+            {*found.maybe_elf(), *kept, venv / "pyvenv.cfg"} - gone)
+        copy_linked(sorted(linked - gone))
         write_pyvenv_cfg(venv)
         shebangs = scripts.write_placeholders(kept - gone, venv_path)
         elf_files = [path for path in found.maybe_elf() if path not in gone and is_elf(path)]
@@ -127,12 +146,67 @@ def normalise_venv(venv: Path, *, strip: GuardedStrip,
         rewritten = update_records(venv, removed, changed)
         _assert_clean(venv, references)
     except OSError as err:
-        where = Path(err.filename) if err.filename else venv
-        raise NormaliseError(str(where), err.strerror or str(err),
-                             "check that the venv is complete and writable") from err
-    return NormaliseReport(len(removed), len(stripped.stripped), references, len(changed),
-                           rewritten, conflicts,
+        raise _not_normalised(venv, err) from err
+    return NormaliseReport(len(removed), len(stripped.stripped), references,
+                           frozenset(p.relative_to(venv) for p in changed), rewritten, conflicts,
                            tuple(p.relative_to(venv).as_posix() for p in stripped.kept))
+
+
+def _linked(paths: Collection[Path]) -> set[Path]:
+    return {path for path in paths if path.lstat().st_nlink > 1}
+
+
+def _not_normalised(venv: Path, err: OSError) -> NormaliseError:
+    where = Path(err.filename) if err.filename else venv
+    return NormaliseError(str(where), err.strerror or str(err),
+                          "check that the venv is complete and writable")
+
+
+def hash_normalised(venv: Path, report: NormaliseReport, *, seal_mtime: int | None,
+                    build_root: bytes = DEFAULT_BUILD_ROOT) -> tuple[NarResult, NormaliseReport]:
+    """The NAR hash of a venv :func:`normalise_venv` left unread (``read_all=False``), sealed
+    in the same walk with ``seal_mtime`` (see nar_hash), and the report completed.
+
+    The hash's walk shows every file to a :class:`Spotter`; the few files it names are
+    searched, and references found replaced as normalise_venv replaces them (same length,
+    then build-ids and RECORDs) before the venv is hashed again. Strip removes the debug
+    info that holds most build paths, so that second hash is rare; the survey's own read of
+    every file cost 0.1 s of the demo's warm stage and 0.85 s of authentik's (issue 16).
+    """
+    spotter = Spotter((build_root,))
+    hashed = nar_hash(venv, seal_mtime=seal_mtime, watch=spotter)
+    pattern = compile_pattern((build_root,))
+    found: dict[Path, set[bytes]] = {}
+    try:
+        for name in sorted(spotter.files):
+            path = os.fsdecode(name)
+            texts = (find_in_link(path, pattern) if os.path.islink(path)
+                     else find_in_file(path, pattern)[0])
+            if texts:
+                found[Path(path).relative_to(venv)] = texts
+        if not found:
+            return hashed, report
+        if seal_mtime is not None:  # sealed by the walk: open what the edits write
+            fsutil.make_tree_writable(venv)
+        files = [venv / rel for rel in found if not (venv / rel).is_symlink()]
+        copy_linked(sorted(_linked(files)))  # the seal leaves a sealed file's links alone
+        for edited_file in files:
+            os.chmod(edited_file, edited_file.stat().st_mode | stat.S_IWUSR)
+        references = report_of(found, (build_root,))
+        replaced = {venv / rel for rel in strip_references(venv, references)}
+        for edited in sorted(replaced):  # after the edit: the build-id hashes the final bytes
+            if not edited.is_symlink() and is_elf(edited):
+                set_deterministic_build_id(edited)
+        records = update_records(venv, (), replaced)
+        _assert_clean(venv, references)
+    except OSError as err:
+        raise _not_normalised(venv, err) from err
+    everything = {**{path: {ref.text for ref in report.references.references if path in ref.files}
+                     for path in report.references.files}, **found}
+    completed = replace(report, references=report_of(everything, (build_root,)),
+                        changed=report.changed | {p.relative_to(venv) for p in replaced},
+                        records=report.records | records)
+    return nar_hash(venv, seal_mtime=seal_mtime), completed
 
 
 def remove_conflicts(venv: Path) -> tuple[Conflict, ...]:
@@ -147,9 +221,9 @@ def remove_conflicts(venv: Path) -> tuple[Conflict, ...]:
     for record in find_records(venv):
         dist = record.parent.name.split("-", 1)[0]
         base = os.fspath(record.parent.parent)
-        for _line, row in _rows(record.read_text(encoding="utf-8")):
+        for _line, row in parse_rows(record.read_text(encoding="utf-8")):
             if row and len(row) == 3 and row[1]:
-                target = _target(base, row[0])
+                target = target_of(base, row[0])
                 owners.setdefault(target, {}).setdefault(row[1], set()).add(dist)
     conflicts = []
     for target, by_hash in sorted(owners.items()):
@@ -219,108 +293,6 @@ def write_pyvenv_cfg(venv: Path) -> None:
     cfg = venv / "pyvenv.cfg"
     canonical = canonical_pyvenv_cfg(cfg.read_text(encoding="utf-8"))
     cfg.write_bytes(canonical.encode("utf-8"))
-
-
-def update_records(venv: Path, removed: Collection[Path], changed: Collection[Path]) -> int:
-    """Bring every dist-info RECORD in line with the files; return how many were rewritten.
-
-    Lines of removed files are dropped; lines of changed files get a fresh hash and size.
-    Every other byte (line order, quoting, line endings, RECORD's own line) is kept.
-    """
-    removed_keys = {os.path.normpath(p) for p in removed}
-    changed_keys = {os.path.normpath(p) for p in changed}
-    count = 0
-    for record in find_records(venv):
-        old = record.read_bytes().decode("utf-8")
-        new = fix_record(record, old, removed_keys, changed_keys)
-        if new != old:
-            # Replace rather than write in place: a RECORD may be a hard link into another
-            # store path (the assembly stage links the deps venv), which must not change.
-            temp = record.with_name(".RECORD.venvseal-tmp")
-            temp.write_bytes(new.encode("utf-8"))
-            os.replace(temp, record)
-            count += 1
-    return count
-
-
-# Where installers put dist-info folders: a venv's site-packages, and the top of a --target
-# folder (the deps stage's build environment). Globbing these is much faster than walking
-# a 31,000-file venv, which matters because RECORDs are updated after every change.
-RECORD_GLOBS = ("lib/python*/site-packages/*.dist-info/RECORD", "*.dist-info/RECORD",
-                "*/*.dist-info/RECORD")
-
-
-def find_records(venv: Path) -> list[Path]:
-    """Every ``*.dist-info/RECORD`` an installer put in ``venv``, sorted; symlinked folders
-    (``lib64 -> lib``) are not followed."""
-    found = set()
-    for pattern in RECORD_GLOBS:
-        for record in venv.glob(pattern):
-            rel = record.relative_to(venv).parts
-            if not any((venv.joinpath(*rel[:i])).is_symlink() for i in range(1, len(rel))) \
-                    and stat.S_ISREG(_lstat_mode(record)):
-                found.add(record)
-    return sorted(found)
-
-
-def _lstat_mode(path: Path) -> int:
-    try:
-        return path.lstat().st_mode
-    except FileNotFoundError:
-        return 0
-
-
-def fix_record(record: Path, text: str, removed: set[str], changed: set[str]) -> str:
-    """The RECORD ``text`` with removed files' lines dropped and changed files' lines rehashed.
-
-    ``removed`` and ``changed`` hold normalised absolute paths; RECORD paths are relative to
-    the directory holding the ``.dist-info`` (``../../../bin/x`` for scripts).
-    """
-    base = os.fspath(record.parent.parent)
-    own = os.path.normpath(record)
-    out = []
-    for line, row in _rows(text):
-        target = _target(base, row[0]) if row else ""
-        if target in removed:
-            continue
-        if target in changed and target != own and len(row) == 3:
-            line = _rehashed(line, row[1], Path(target))
-        out.append(line)
-    return "".join(out)
-
-
-def _target(base: str, path: str) -> str:
-    """The normalised absolute path a RECORD row names (``base``: the dist-info's parent).
-    Strings, not Path objects: these were half the time of a RECORD update."""
-    return os.path.normpath(os.path.join(base, path))
-
-
-def _rows(text: str) -> Iterator[tuple[str, list[str]]]:
-    """Each CSV row of ``text`` with its exact source text (a quoted field may span lines)."""
-    physical = re.findall(r"[^\n]*\n|[^\n]+\Z", text)
-    reader = csv.reader(iter(physical))
-    consumed = 0
-    for row in reader:
-        yield "".join(physical[consumed:reader.line_num]), row
-        consumed = reader.line_num
-
-
-def _rehashed(line: str, old_hash: str, path: Path) -> str:
-    """``line`` with its hash and size fields recomputed for ``path``, path field untouched.
-
-    Hash and size never need CSV quoting (urlsafe base64 and digits), so the last two
-    comma-separated fields are replaced textually and the path keeps its original quoting.
-    """
-    body = line.rstrip("\r\n")
-    ending = line[len(body):]
-    path_field = body.rsplit(",", 2)[0]
-    algorithm = old_hash.partition("=")[0] or "sha256"
-    if algorithm not in hashlib.algorithms_guaranteed or algorithm.startswith("shake"):
-        algorithm = "sha256"
-    with open(path, "rb") as f:
-        digest = hashlib.file_digest(f, algorithm).digest()
-    encoded = base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
-    return f"{path_field},{algorithm}={encoded},{path.stat().st_size}{ending}"
 
 
 def _sha256(path: Path) -> bytes:

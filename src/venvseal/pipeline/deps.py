@@ -4,7 +4,9 @@ declared hash; ``venvseal check`` builds it twice and compares."""
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -23,7 +25,6 @@ from venvseal.store.core import (
     StorePath,
     UndeclaredHashError,
 )
-from venvseal.store.nar import nar_hash
 from venvseal.toolchain import resolve as toolchain
 
 if TYPE_CHECKING:  # these pull in pyelftools, needed only when building or comparing
@@ -193,12 +194,19 @@ def _build_deps(rec: Recipe, ctx: Context, inputs: deps.DepsInputs, key: str, *,
         except DiskFullError as err:  # the store's own message, naming its root
             raise StoreFullError(ctx.store.root, deps_name(rec)) from err
 
-    built = fixed_output.build_fixed(
-        ctx.store, _deps_output(rec, inputs, key, update_hash), build,
-        on_hash=lambda: ctx.on_step("hashing the normalised venv"))
+    # uv sync keeps this thread waiting on the sandbox, not the CPU: what needs no venv runs
+    # meanwhile (the pins to record, from the toolchain's dpkg database, and loading the
+    # normaliser's modules): 0.05-0.1 s of a warm demo stage (issue 16).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="venvseal-deps") as beside:
+        beside.submit(importlib.import_module, "venvseal.deps.normalise")
+        pins = beside.submit(pinlock.current, inputs) if update_hash else None
+        built = fixed_output.build_fixed(
+            ctx.store, _deps_output(rec, inputs, key, update_hash), build,
+            on_hash=lambda: ctx.on_step("hashing the normalised venv"), hash_tree=deps.hash_venv)
     final, got = built.realised.path, built.realised.info.nar_hash
     ctx.store.record_output(key, final)
-    result = _pinned(rec, inputs, final, got, reused=False, update_hash=update_hash)
+    result = _pinned(rec, inputs, final, got, reused=False, update_hash=update_hash,
+                     pins=None if pins is None else pins.result())
     return dataclasses.replace(result, report=built.report)
 
 
@@ -213,12 +221,14 @@ def _refuse(rec: Recipe, ctx: Context, inputs: deps.DepsInputs, declared: Sha256
 
 
 def _pinned(rec: Recipe, inputs: deps.DepsInputs, path: StorePath, got: Sha256, *,
-            reused: bool, update_hash: bool) -> DepsResult:
-    """The result; with ``update_hash``, the recipe's deps.hash and venvseal.lock written."""
+            reused: bool, update_hash: bool,
+            pins: pinlock.DepsPins | None = None) -> DepsResult:
+    """The result; with ``update_hash``, the recipe's deps.hash and venvseal.lock written
+    (``pins``: the current pins, if taken already)."""
     updated = update_hash and rec.deps.hash != got
     if updated:
         files.update_deps_hash(rec.file, rec.key_prefix, got.sri)
-    written = pinlock.record(inputs, got) if update_hash else None
+    written = pinlock.record(inputs, got, pins=pins) if update_hash else None
     return DepsResult(path=path, hash=got, reused=reused, hash_updated=updated,
                       lock_file=written)
 
@@ -233,9 +243,9 @@ def check_deps(rec: Recipe, ctx: Context) -> CheckResult:
         out = work / "venv"
         out.mkdir()
         ctx.on_step("rebuilding the dependency venv from a cold uv cache")
-        deps.build_venv(inputs, out, uv_cache=work / "uv-cache", scratch=work,
-                        runner=ctx.sandbox, network=ctx.network)
-        second = nar_hash(out).hash
+        report = deps.build_venv(inputs, out, uv_cache=work / "uv-cache", scratch=work,
+                                 runner=ctx.sandbox, network=ctx.network)
+        second = deps.hash_venv(out, report, None)[0].hash
         differences = () if second == first.hash else tuple(compare_trees(first.path, out))
     return CheckResult(first=first.hash, second=second, differences=differences)
 

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from venvseal import fsutil
 from venvseal.errors import VenvsealError
 from venvseal.hashes import Sha256
 from venvseal.store.core import CANONICAL_MTIME, Realised, Store, StorePath
 from venvseal.store.errors import HashMismatchError
-from venvseal.store.nar import nar_hash
+from venvseal.store.nar import NarResult, nar_hash
 
 T = TypeVar("T")
 
@@ -57,18 +58,29 @@ def try_declared(store: Store, out: FixedOutput) -> Realised | None:
     return store.substitute(store.make_fixed_path(out.name, out.declared), out.declared)
 
 
+def seal_and_hash(tree: Path, report: T, seal_mtime: int) -> tuple[NarResult, T]:
+    """The plain ``hash_tree`` of :func:`build_fixed`: the tree sealed as it is hashed."""
+    return nar_hash(tree, seal_mtime=seal_mtime), report
+
+
 def build_fixed(store: Store, out: FixedOutput, build: Callable[[Path, Path], T], *,
                 inputs_of: Callable[[T], Mapping[str, object]] = lambda _report: {},
-                on_hash: Callable[[], None] = lambda: None) -> Built[T]:
+                on_hash: Callable[[], None] = lambda: None,
+                hash_tree: Callable[[Path, T, int], tuple[NarResult, T]] = seal_and_hash,
+                ) -> Built[T]:
     """Run ``build(tree, scratch)`` to create ``tree`` in scratch space, check its hash and
     add it, recording ``out.inputs`` and ``inputs_of(report)``; the store is unchanged when
-    the hash is refused."""
+    the hash is refused. ``hash_tree(tree, report, mtime)`` seals the tree with ``mtime``
+    as it hashes it, and may finish the build in the same read (the deps stage's reference
+    search does); it returns the hash and the report."""
     with store.scratch() as work:
         tree = work / out.tree
         report = build(tree, work)
         on_hash()
         # Sealed in the hash's walk (one walk, not two); publishing then only renames it.
-        hashed = nar_hash(tree, seal_mtime=CANONICAL_MTIME)
+        # The tree's bytes go to disk meanwhile, so the publish's flush has little left.
+        with fsutil.flushing(work):
+            hashed, report = hash_tree(tree, report, CANONICAL_MTIME)
         got = hashed.hash
         check(store, out, got)
         info = store.add_tree(store.make_fixed_path(out.name, got), tree, expected=got,

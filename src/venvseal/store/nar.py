@@ -29,6 +29,7 @@ import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from venvseal import fsutil
 from venvseal.errors import EXIT_USAGE, LocatedError, UsageError
@@ -73,6 +74,20 @@ _ENTRY_FILE_END: _Tails = tuple(pad + _CLOSE + _CLOSE for pad in _PADDING)
 _ROOT_FILE_END: _Tails = tuple(pad + _CLOSE for pad in _PADDING)
 
 
+class Watch(Protocol):
+    """Sees what the walk reads, so another reader need not read it again (for example
+    :class:`venvseal.elf.refs.Spotter`, looking for build paths while the deps are hashed)."""
+
+    def file(self, path: bytes) -> None:
+        """A regular file's contents follow, as :meth:`piece` calls, in order."""
+
+    def piece(self, data: memoryview) -> None:
+        """The next piece of the current file's contents (valid during the call only)."""
+
+    def link(self, path: bytes, target: bytes) -> None:
+        """A symlink and its target."""
+
+
 class NarError(LocatedError):
     """A file cannot be put into a NAR; names the file and what to do."""
 
@@ -95,33 +110,36 @@ class NarResult:
 
 def nar_hash(
     path: str | os.PathLike[str], *, progress: Callable[[int], None] | None = None,
-    seal_mtime: int | None = None,
+    seal_mtime: int | None = None, watch: Watch | None = None,
 ) -> NarResult:
     """The sha256 of ``path``'s NAR serialisation, as ``nix-hash --type sha256`` computes it.
 
     ``progress(nbytes)`` is called after each regular file with that file's size. With
     ``seal_mtime``, the tree is also sealed as :func:`venvseal.fsutil.seal_tree` seals it, in
     the same walk, but for its top folder's owner write bit (see :mod:`venvseal.store.narseal`).
+    ``watch`` is shown every file's contents and every symlink's target as they are read.
     Raises :class:`NarPathNotFoundError` if ``path`` does not exist and :class:`NarError` for a
     file that cannot be archived (device, socket, fifo, unreadable, changed while read).
     """
     sealer = None if seal_mtime is None else Sealer(seal_mtime)
     try:
-        return _hash(path, progress, sealer)
+        return _hash(path, progress, sealer, watch)
     except NarError as err:
         if sealer is None or not isinstance(err.__cause__, PermissionError):
             raise
     # An entry the owner may not read or list: seal_tree opens up folders as it goes, and
     # then every entry is readable (the walk seals nothing twice).
     fsutil.seal_tree(Path(os.fsdecode(path)), mtime=sealer.mtime)
-    return _hash(path, progress, sealer)
+    return _hash(path, progress, sealer, watch)
 
 
 def _hash(path: str | os.PathLike[str], progress: Callable[[int], None] | None,
-          sealer: Sealer | None) -> NarResult:
+          sealer: Sealer | None, watch: Watch | None = None) -> NarResult:
     sink = _ThreadedHashSink()
+    if watch is not None:
+        sink.on_piece = watch.piece
     try:
-        files = _serialise(os.fsencode(path), sink, progress, sealer)
+        files = _serialise(os.fsencode(path), sink, progress, sealer, watch)
     finally:
         digest = sink.finish()
     return NarResult(hash=Sha256(digest), size=sink.size, files=files,
@@ -180,7 +198,7 @@ def _os_error(path: bytes, err: OSError) -> NarError:
 
 
 def _serialise(root: bytes, sink: _Sink, progress: Callable[[int], None] | None,
-               sealer: Sealer | None) -> int:
+               sealer: Sealer | None, watch: Watch | None = None) -> int:
     """Write the NAR of ``root`` to ``sink``; return the number of files and symlinks."""
     try:
         st = os.lstat(root)
@@ -194,24 +212,27 @@ def _serialise(root: bytes, sink: _Sink, progress: Callable[[int], None] | None,
     mode = st.st_mode
     if stat.S_ISDIR(mode):
         sink.write(_DIRECTORY)
-        files = _serialise_directory(root, sink, progress, sealer)
+        files = _serialise_directory(root, sink, progress, sealer, watch)
         sink.write(_CLOSE)
         return files
     if stat.S_ISLNK(mode):
-        sink.write(_SYMLINK + _string(_readlink(root, None, root)) + _CLOSE)
+        target = _readlink(root, None, root)
+        sink.write(_SYMLINK + _string(target) + _CLOSE)
+        if watch is not None:
+            watch.link(root, target)
         if sealer is not None:
             _sealing(sealer.symlink, root, root, None)
         return 1
     if not stat.S_ISREG(mode):
         raise _unsupported(root, mode)
-    size = _regular(root, None, root, sink, b"", _ROOT_FILE_END, sealer)
+    size = _regular(root, None, root, sink, b"", _ROOT_FILE_END, sealer, watch)
     if progress is not None:
         progress(size)
     return 1
 
 
 def _serialise_directory(root: bytes, sink: _Sink, progress: Callable[[int], None] | None,
-                         sealer: Sealer | None) -> int:
+                         sealer: Sealer | None, watch: Watch | None = None) -> int:
     """Write the entries of directory ``root`` (not its node framing); return files seen.
 
     Iterative, so depth costs no Python stack: one sorted listing and one directory file
@@ -235,7 +256,7 @@ def _serialise_directory(root: bytes, sink: _Sink, progress: Callable[[int], Non
                 if entry.is_file(follow_symlinks=False):
                     files += 1
                     size = _regular(name, dir_fd, entry.path, sink, head, _ENTRY_FILE_END,
-                                    sealer)
+                                    sealer, watch)
                     if progress is not None:
                         progress(size)
                 elif entry.is_dir(follow_symlinks=False):
@@ -248,6 +269,8 @@ def _serialise_directory(root: bytes, sink: _Sink, progress: Callable[[int], Non
                     files += 1
                     target = _readlink(name, dir_fd, entry.path)
                     write(head + _SYMLINK + _string(target) + _CLOSE + _CLOSE)
+                    if watch is not None:
+                        watch.link(entry.path, target)
                     if sealer is not None:
                         _sealing(sealer.symlink, entry.path, name, dir_fd)
                 else:
@@ -307,7 +330,7 @@ def _sealing(seal: Callable[..., None], path: bytes, *args: object) -> None:
 
 def _regular(
     name: bytes, dir_fd: int | None, path: bytes, sink: _Sink, head: bytes, tails: _Tails,
-    sealer: Sealer | None = None,
+    sealer: Sealer | None = None, watch: Watch | None = None,
 ) -> int:
     """Write a regular-file node for ``name``, between ``head`` and ``tails``; return its size.
 
@@ -326,6 +349,8 @@ def _regular(
         # NAR format: "executable" is written when the owner may execute (S_IXUSR), nothing else.
         frame = _EXECUTABLE if st.st_mode & stat.S_IXUSR else _REGULAR
         head = b"".join((head, frame, size.to_bytes(8, "little")))
+        if watch is not None:
+            watch.file(path)
         complete = sink.file(head, fd, size, tails[size & 7])
         if complete and sealer is not None:
             sealer.file(fd, st, name, dir_fd, path)

@@ -26,6 +26,8 @@ class Sink:
         self._view = memoryview(bytearray(BUFFER_SIZE))
         self._pos = 0
         self._handed_on = 0
+        # Shown each piece of file contents read into the buffer, in order (nar.Watch).
+        self.on_piece: Callable[[memoryview], None] | None = None
 
     @property
     def size(self) -> int:
@@ -64,6 +66,8 @@ class Sink:
             view[pos:start] = head
             # Read straight into the buffer: no intermediate bytes object per file.
             got = os.readv(fd, (view[start:end],)) if size else 0
+            if got and self.on_piece is not None:
+                self.on_piece(view[start:start + got])
             if got == size:
                 view[end : end + len(tail)] = tail
                 self._pos = end + len(tail)
@@ -88,6 +92,8 @@ class Sink:
             n = os.readv(fd, (self._view[pos : pos + min(remaining, BUFFER_SIZE - pos)],))
             if not n:
                 return False
+            if self.on_piece is not None:
+                self.on_piece(self._view[pos : pos + n])
             self._pos = pos + n
             remaining -= n
         return True

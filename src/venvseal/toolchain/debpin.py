@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import tomlkit
-
 from venvseal.errors import LocatedError
 from venvseal.hashes import Sha256, parse_sha256
 from venvseal.recipe.model import DebianSpec
@@ -89,6 +87,8 @@ def lock_path(recipe_file: Path) -> Path:
 
 def read_pin(lock_file: Path) -> DebianPin | None:
     """The ``[debian]`` table of ``lock_file``; None if the file or the table is absent."""
+    import tomlkit  # slow to import: only for a Debian toolchain
+
     try:
         text = lock_file.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -135,6 +135,8 @@ def _deb_from(item: Mapping[str, Any]) -> PinnedDeb:
 
 def write_pin(lock_file: Path, pin: DebianPin) -> None:
     """Write ``pin`` as the ``[debian]`` table of ``lock_file``, keeping its other tables."""
+    import tomlkit
+
     doc = tomlkit.parse(lock_file.read_text(encoding="utf-8")) if lock_file.exists() else (
         tomlkit.document())
     if not doc.body:
