@@ -101,17 +101,18 @@ def main() -> int:
     warm = deps_stage.pairs(args.runs, project, args.work, cold=False, ours=ours,
                             baseline=baseline)
     for label, sides in (("cold", cold), ("warm", warm)):
-        if not sides[0]:
+        if not sides.times[0]:
             continue
         print(f"{label} runs (bare; venvseal; baseline): "
-              + "; ".join(" ".join(f"{t:.1f}" for t in side) for side in sides), file=sys.stderr)
-        mb, *medians = (statistics.median(side) for side in sides)
-        for name, side, m in zip(("", " baseline"), sides[1:], medians, strict=False):
-            paired = statistics.median(t / b for t, b in zip(side, sides[0], strict=True))
-            rows.append((f"deps stage{name}, {label} ({len(side)} pairs)", f"{m:.1f} s",
+              + "; ".join(" ".join(f"{t:.1f}" for t in side) for side in sides.times)
+              + "; own work: " + "; ".join(" ".join(f"{t:.2f}" for t in side)
+                                           for side in sides.own), file=sys.stderr)
+        mb = statistics.median(sides.times[0])
+        for name, cell in zip(("", " baseline"), deps_stage.overheads(sides), strict=False):
+            m, overhead, own, _ = (c.strip() for c in cell.split("|"))
+            rows.append((f"deps stage{name}, {label} ({len(sides.own[0])} pairs)", m,
                          f"bare uv sync {mb:.1f} s",
-                         f"{100 * (m / mb - 1):+.0f}% (per pair {100 * (paired - 1):+.0f}%; "
-                         "target +15%)"))
+                         f"{overhead}, own work {own} (target +15%)"))
     if args.deps_only:
         return report(rows, args.work)
 

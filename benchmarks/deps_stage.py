@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import shlex
 import shutil
 import statistics
@@ -31,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from venvseal import fsutil, pipeline
@@ -104,8 +106,16 @@ def bare_sync(project: Path, cache: Path, scratch: Path) -> float:
     return took
 
 
+# `venvseal -v` logs how long each command took; these are uv's in the deps stage.
+UV_STEP = re.compile(r"^(?:uv sync|installing build backends)[^\n]*: exit \d+ after ([\d.]+) s$",
+                     re.MULTILINE)
+
+
 def venvseal_deps(project: Path, cache: Path, store: Path,
-                  command: tuple[str, ...] = (str(VENVSEAL),)) -> float:
+                  command: tuple[str, ...] = (str(VENVSEAL),),
+                  own: list[float] | None = None) -> float:
+    """Seconds ``venvseal deps`` took; with ``own``, venvseal's own work in it (the whole
+    minus its uv steps, from its -v log) is appended there."""
     if TOOLCHAIN_STORE.exists():
         rec, tc = resolve(project)
         if rec.toolchain.debian is not None:  # the root is made once, outside the timing
@@ -114,10 +124,13 @@ def venvseal_deps(project: Path, cache: Path, store: Path,
     # As installed: with its bytecode (the first, untimed run writes any that is missing).
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     start = time.perf_counter()
-    subprocess.run([*command, "--store", str(store), "deps", "--update-hash",
-                    "--uv-cache", str(cache), str(project)], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    return time.perf_counter() - start
+    done = subprocess.run([*command, "-v", "--store", str(store), "deps", "--update-hash",
+                           "--uv-cache", str(cache), str(project)], check=True,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    took = time.perf_counter() - start
+    if own is not None and (steps := UV_STEP.findall(done.stderr)):  # an older one logs none
+        own.append(took - sum(map(float, steps)))
+    return took
 
 
 def remove(path: Path) -> None:
@@ -134,31 +147,55 @@ def settle(work: Path) -> None:
     fsutil.sync_filesystem(work)
 
 
+@dataclass(frozen=True)
+class Sides:
+    """Times of each side, bare first; and for each venvseal side, its own work per run."""
+
+    times: list[list[float]]
+    own: list[list[float]]
+
+
 def pairs(n: int, project: Path, work: Path, *, cold: bool,
           ours: tuple[str, ...] = (str(VENVSEAL),),
-          baseline: tuple[str, ...] | None = None) -> list[list[float]]:
+          baseline: tuple[str, ...] | None = None) -> Sides:
     """Bare, venvseal (and the baseline venvseal, if given) times, ``n`` rounds. Each round
     runs every side once, in an order rotated from round to round (no side always follows
     the same one), each after :func:`settle`."""
     commands = [ours, baseline] if baseline else [ours]
-    sides: list[list[float]] = [[] for _ in range(1 + len(commands))]
+    sides = Sides([[] for _ in range(1 + len(commands))], [[] for _ in commands])
     warm_cache = work / "warm-cache"
     for i in range(n):
         caches = [work / f"cache-{side}-{i}" if cold else warm_cache
-                  for side in range(len(sides))]
+                  for side in range(len(sides.times))]
         store = work / f"store-{'c' if cold else 'w'}{i}"
-        for side in (i + k for k in range(len(sides))):
-            side %= len(sides)
+        for side in (i + k for k in range(len(sides.times))):
+            side %= len(sides.times)
             settle(work)
             if side == 0:
-                sides[0].append(bare_sync(project, caches[0], work))
+                sides.times[0].append(bare_sync(project, caches[0], work))
             else:
-                sides[side].append(venvseal_deps(project, caches[side], store,
-                                                 commands[side - 1]))
+                sides.times[side].append(venvseal_deps(project, caches[side], store,
+                                                       commands[side - 1],
+                                                       own=sides.own[side - 1]))
                 remove(store)
         for cache in caches if cold else ():
             remove(cache)
     return sides
+
+
+def overheads(sides: Sides) -> list[str]:
+    """Per venvseal side: its median, the overhead of the medians and (in brackets) the
+    median of each round's ratio, and its own work (median) as a share of bare's median."""
+    mb = statistics.median(sides.times[0])
+    cells = []
+    for times, own in zip(sides.times[1:], sides.own, strict=True):
+        m = statistics.median(times)
+        paired = statistics.median(t / b for t, b in zip(times, sides.times[0], strict=True))
+        work = f"{statistics.median(own):.2f} s = {100 * statistics.median(own) / mb:.0f}%" \
+            if own else "-"
+        cells.append(f"{m:.2f} s | {100 * (m / mb - 1):+.0f}% ({100 * (paired - 1):+.0f}%) | "
+                     f"{work} |")
+    return cells
 
 
 def main() -> int:
@@ -192,22 +229,23 @@ def main() -> int:
             for _ in range(args.runs)]
     print(f"project: {args.project.name}; {platform.node()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}, load {os.getloadavg()[0]:.2f}")
-    # Overheads: of the medians, and (in brackets) the median of each run's own ratio to the
-    # bare run just before it, which load drifting over the whole benchmark disturbs less.
-    extra = " baseline (median) | overhead |" if baseline else ""
-    print(f"\n| deps stage | bare uv sync (median) | venvseal deps (median) | overhead |{extra}")
-    print("|---|---|---|---|" + ("---|---|" if baseline else ""))
+    # Overheads: of the medians, and (in brackets) the median of each round's own ratio,
+    # which load drifting over the whole benchmark disturbs less; and venvseal's own work
+    # (the run minus its uv steps), which the disk's swings between runs do not reach.
+    extra = " baseline (median) | overhead | its own work |" if baseline else ""
+    print(f"\n| deps stage | bare uv sync (median) | venvseal deps (median) | overhead | "
+          f"its own work (median) |{extra}")
+    print("|---|---|---|---|---|" + ("---|---|---|" if baseline else ""))
     for label, sides in (("cold", cold), ("warm", warm)):
-        if not sides[0]:  # --cold-runs 0
+        if not sides.times[0]:  # --cold-runs 0
             continue
-        mb, *rest = (statistics.median(side) for side in sides)
-        paired = [statistics.median(t / b for t, b in zip(side, sides[0], strict=True))
-                  for side in sides[1:]]
-        cells = " ".join(f"{m:.2f} s | {100 * (m / mb - 1):+.0f}% ({100 * (r - 1):+.0f}%) |"
-                         for m, r in zip(rest, paired, strict=True))
-        print(f"| {label} ({len(sides[0])} runs each) | {mb:.2f} s | {cells}")
+        mb = statistics.median(sides.times[0])
+        print(f"| {label} ({len(sides.times[0])} runs each) | {mb:.2f} s | "
+              + " ".join(overheads(sides)))
         print(f"{label} runs (bare; venvseal; baseline): "
-              + "; ".join(" ".join(f"{t:.2f}" for t in side) for side in sides), file=sys.stderr)
+              + "; ".join(" ".join(f"{t:.2f}" for t in side) for side in sides.times)
+              + "; own work: " + "; ".join(" ".join(f"{t:.2f}" for t in side)
+                                           for side in sides.own), file=sys.stderr)
     med = statistics.median(noop)
     print(f"| no-op ({len(noop)} runs) | - | {med:.3f} s | target < 0.5 s |")
     remove(args.work)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 
 import pytest
@@ -50,3 +51,15 @@ def test_only_uvs_progress_lines_are_shown() -> None:
                      "uv: Built psycopg-c==3.2.3", "uv: Downloading numpy",
                      "uv: Installed 51 packages in 120ms"]
     assert _uv_progress(None) is None
+
+
+@pytest.mark.parametrize(("code", "status"), [("pass", 0), ("raise SystemExit(3)", 3)])
+def test_verbose_logs_each_commands_exit_and_time(caplog: pytest.LogCaptureFixture, code: str,
+                                                  status: int) -> None:
+    """`venvseal -v` says how long each command took (benchmarks/deps_stage.py reads it)."""
+    with caplog.at_level("DEBUG", logger="venvseal.process"):
+        run([sys.executable, "-c", code], what="a python", check=False)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("a python:")]
+    assert len(lines) == 1
+    found = re.fullmatch(r"a python: exit (\d+) after (\d+\.\d{3}) s", lines[0])
+    assert found is not None and int(found[1]) == status and float(found[2]) > 0

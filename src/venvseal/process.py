@@ -11,6 +11,7 @@ import shlex
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,7 @@ def run(argv: Sequence[str], *, what: str, env: Mapping[str, str] | None = None,
 
     shown = [clean(arg) for arg in argv]
     log.debug("$ %s", shlex.join(shown))
+    started = time.perf_counter()
     try:
         if on_line is not None and stdin is None:
             proc = _streamed(argv, env=env, cwd=cwd, pass_fds=pass_fds, timeout=timeout,
@@ -96,6 +98,7 @@ def run(argv: Sequence[str], *, what: str, env: Mapping[str, str] | None = None,
     except FileNotFoundError as err:
         raise CommandError(what, shown, 127, f"{shown[0]}: not found") from err
     done = Completed(tuple(argv), proc.returncode, proc.stdout)
+    log.debug("%s: exit %d after %.3f s", what, proc.returncode, time.perf_counter() - started)
     if proc.returncode != 0:
         tail = clean(done.tail())
         log.debug("%s", tail)
