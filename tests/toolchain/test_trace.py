@@ -3,12 +3,21 @@ the sandbox through its own loader."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path, PurePosixPath
 
 import pytest
 
 from venvseal.toolchain.sandbox import Sandbox, SandboxSpec
-from venvseal.toolchain.trace import RECORD, Tracer, parse_log, read_record, write_record
+from venvseal.toolchain.trace import (
+    RECORD,
+    SECCOMP,
+    STRACE_ARGS,
+    Tracer,
+    parse_log,
+    read_record,
+    write_record,
+)
 
 LOG = """\
 5     execve("/usr/bin/python3", ["/usr/bin/python3", "-c", "..."], 0x7ffd /* 2 vars */) = 0
@@ -70,3 +79,26 @@ def test_a_traced_command_keeps_its_exit_status(tmp_path: Path, failing: bool) -
                                                   "verify.commands[0]", 1000),
                                 what="traced", check=False)
     assert (done.returncode != 0) is failing
+
+
+def test_the_seccomp_filter_is_used_and_sees_what_full_tracing_sees(tmp_path: Path) -> None:
+    """With --seccomp-bpf only the traced calls stop (django.setup() 1.46 s -> 0.36 s); the
+    paths logged must be the same as when every call stops."""
+    code = ("import ctypes, json, email.parser; ctypes.CDLL('libsasl2.so.2'); "
+            "open('/usr/share/zoneinfo/UTC', 'rb').close(); "
+            "import subprocess; subprocess.run(['/bin/true'])")
+    seen = []
+    for name, args in (("filtered", None), ("full", STRACE_ARGS)):
+        (tmp_path / name).mkdir()
+        tracer = Tracer.prepare(tmp_path / name)
+        assert tracer is not None
+        if args is None:
+            assert tracer.args == (*STRACE_ARGS, *SECCOMP), "this kernel refuses the filter"
+        else:
+            tracer = dataclasses.replace(tracer, args=args)
+        spec = SandboxSpec(root=Path("/"), mounts=tracer.mounts, env={"PATH": "/usr/bin:/bin"})
+        Sandbox.locate().run(spec, tracer.wrap(["/usr/bin/python3", "-I", "-c", code],
+                                               "verify.commands[0]", 0), what="traced")
+        seen.append(tracer.opened())
+    assert seen[0] == seen[1]
+    assert "/bin/true" in seen[0] and "/usr/share/zoneinfo/UTC" in seen[0]
