@@ -65,6 +65,7 @@ class Tracer:
                                 "/bin/true"], what="strace (a trial run)",
                                check=False).returncode == 0
 
+        args: tuple[str, ...]
         if works(*SECCOMP):
             args = (*STRACE_ARGS, *SECCOMP)
         elif works():
