@@ -14,9 +14,7 @@ import secrets
 import shutil
 import stat
 import sys
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
 from pathlib import Path
 
 # Modes of a sealed tree, as Nix's canonicalisePathMetaData: r-x dirs, r-- or r-x files.
@@ -221,28 +219,6 @@ def sync_filesystem(path: Path) -> None:
             raise OSError(code, os.strerror(code), os.fspath(path))
     finally:
         os.close(fd)
-
-
-@contextmanager
-def flushing(path: Path) -> Iterator[None]:
-    """Start writing the file system of ``path`` back to disk beside the block's work.
-
-    A head start, not a guarantee: what must be durable is still made so by a later
-    :func:`sync_filesystem`, which then finds little left to write. A failure here is left
-    for that one to report. The caller's work (hashing the tree just built) needs the CPU,
-    writeback the disk, so the two overlap (issue 16: the deps stage's publish waited
-    0.02-0.07 s on the demo's 50 MB for a flush that could have run while it hashed).
-    """
-    def flush() -> None:
-        with suppress(OSError):
-            sync_filesystem(path)
-
-    worker = threading.Thread(target=flush, name="venvseal-flush", daemon=True)
-    worker.start()
-    try:
-        yield
-    finally:
-        worker.join()
 
 
 def write_atomic(path: Path, data: bytes, *, temp: Path) -> None:

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from venvseal import fsutil
 from venvseal.errors import VenvsealError
 from venvseal.hashes import Sha256
 from venvseal.store.core import HashMismatchError, Store
-from venvseal.store.fixed import FixedOutput, build_fixed, realise_fixed
+from venvseal.store.fixed import FixedOutput, build_fixed, flushing, realise_fixed
 from venvseal.store.nar import nar_hash
 
 
@@ -101,9 +100,9 @@ def test_a_hash_tree_finishes_the_build_in_its_read(tmp_path: Path) -> None:
 
 def test_flushing_runs_beside_the_block_and_never_fails_it(tmp_path: Path) -> None:
     ran = []
-    with fsutil.flushing(tmp_path):
+    with flushing(tmp_path):
         ran.append(threading.active_count())
-    with fsutil.flushing(tmp_path / "missing"):  # the flush fails: the later sync says so
+    with flushing(tmp_path / "missing"):  # the flush fails: the later sync says so
         ran.append(1)
     assert len(ran) == 2
     assert not [t for t in threading.enumerate() if t.name == "venvseal-flush"]
