@@ -1,8 +1,10 @@
 """The deps stage reads each file once: the search for build paths rides on the NAR hash's read.
 
-``normalise_venv(read_all=False)`` then ``hash_normalised`` must leave exactly what
-``normalise_venv`` with the survey's read of every file, then a sealed NAR hash, leaves: the
-same bytes, the same hash, the same report. Each case puts references somewhere else.
+``normalise_venv`` searches only what it edits; ``hash_normalised`` searches every other file
+as it hashes it, and replaces what it finds there as normalise_venv would have (same length,
+then build-ids and RECORDs), hashing again. Each case puts references somewhere else; the
+venv must come out clean, its RECORDs true, its hash that of its final bytes, and the same
+whether the walk sealed it or not.
 """
 
 from __future__ import annotations
@@ -15,11 +17,19 @@ from pathlib import Path
 import pytest
 from support.unprivileged import User
 
-from deps.test_normalise import SITE, host_strip, make_venv, needs_toolchain, tree
+from deps.test_normalise import (
+    SITE,
+    assert_record_matches,
+    host_strip,
+    make_venv,
+    needs_toolchain,
+    tree,
+    write_record,
+)
 from deps.test_normalise import write as put
 from venvseal.deps.normalise import NormaliseReport, hash_normalised, normalise_venv
 from venvseal.deps.strip import guarded
-from venvseal.elf.refs import DEFAULT_BUILD_ROOT, NIX_STORE_DIR, Spotter
+from venvseal.elf.refs import DEFAULT_BUILD_ROOT, NIX_STORE_DIR, Spotter, scan
 from venvseal.store.core import CANONICAL_MTIME
 from venvseal.store.nar import BUFFER_SIZE, NarResult, nar_hash
 
@@ -29,6 +39,7 @@ STORE_PATH = "/nix/store/" + "0123456789abcdfghijklmnpqrsvwxyz"[:32] + "-gcc-13/
 
 def no_references(venv: Path) -> None:
     put(venv / SITE / "demo" / "__init__.py", "SRC = 'nowhere'\n")
+    write_record(venv, venv / SITE / "demo-1.0.dist-info")  # lists the file as it is now
 
 
 def near_misses(venv: Path) -> None:
@@ -64,34 +75,35 @@ CASES: dict[str, Callable[[Path], None]] = {
 }
 
 
-def normalised_twice(tmp_path: Path, venv: Path, strip: Callable[[Sequence[Path]], None],
-                     build_root: bytes = DEFAULT_BUILD_ROOT,
-                     ) -> tuple[tuple[NarResult, NormaliseReport], ...]:
-    """The venv normalised both ways, each in its own copy; (hash, report) of each."""
+def normalised(tmp_path: Path, venv: Path, strip: Callable[[Sequence[Path]], None],
+               build_root: bytes = DEFAULT_BUILD_ROOT) -> tuple[NarResult, NormaliseReport]:
+    """The venv normalised and hashed in two copies, sealed by the walk and not; both must
+    give the same bytes, hash and report, with no reference left and every RECORD true.
+    The sealed copy's (hash, report)."""
     results = []
-    for name, read_all in (("survey-read", True), ("hash-read", False)):
+    for name, seal in (("sealed", CANONICAL_MTIME), ("unsealed", None)):
         copy = tmp_path / name
         shutil.copytree(venv, copy, symlinks=True)
-        report = normalise_venv(copy, strip=guarded(strip), build_root=build_root,
-                                read_all=read_all)
-        if read_all:
-            results.append((nar_hash(copy, seal_mtime=CANONICAL_MTIME), report))
-        else:
-            results.append(hash_normalised(copy, report, seal_mtime=CANONICAL_MTIME,
-                                           build_root=build_root))
-    assert tree(tmp_path / "survey-read") == tree(tmp_path / "hash-read")
-    return tuple(results)
+        report = normalise_venv(copy, strip=guarded(strip), build_root=build_root)
+        hashed, report = hash_normalised(copy, report, seal_mtime=seal, build_root=build_root)
+        assert hashed.hash == nar_hash(copy).hash  # the hash of the final bytes
+        assert not scan(copy, (build_root,)).references
+        assert_record_matches(copy / SITE / "demo-1.0.dist-info" / "RECORD")
+        assert report.references.files <= report.changed
+        results.append((hashed, report))
+    assert tree(tmp_path / "sealed") == tree(tmp_path / "unsealed")
+    (sealed, sealed_report), (unsealed, unsealed_report) = results
+    assert sealed.hash == unsealed.hash and sealed.sealed and sealed_report == unsealed_report
+    return sealed, sealed_report
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_the_hash_read_finds_what_the_survey_read_finds(tmp_path: Path, case: str) -> None:
+def test_the_hash_read_finds_and_replaces_every_reference(tmp_path: Path, case: str) -> None:
     venv = tmp_path / "venv"
     make_venv(venv, None)
     CASES[case](venv)
-    (plain, plain_report), (ours, our_report) = normalised_twice(tmp_path, venv, host_strip)
-    assert ours.hash == plain.hash and ours.sealed
-    assert our_report == plain_report
-    found = {f.name for f in our_report.references.files}
+    _hashed, report = normalised(tmp_path, venv, host_strip)
+    found = {f.name for f in report.references.files}
     assert found == {"none": set(), "near misses": set(), "text": {"__init__.py"},
                      "symlink": {"__init__.py", "data"},
                      "store path": {"__init__.py", "cc.txt"},
@@ -102,17 +114,20 @@ def test_the_hash_read_finds_what_the_survey_read_finds(tmp_path: Path, case: st
 def test_an_extension_holding_the_build_path_is_fixed_and_its_build_id_redone(
         tmp_path: Path) -> None:
     """strip keeps __FILE__ in .rodata: found in the hash's read, replaced, and the build-id
-    taken again over the final bytes, as when the survey had found it."""
+    taken again over the final bytes, so two builds from different random sdist folders
+    give one hash."""
     build_root = tmp_path / "vb"
-    venv = tmp_path / "venv"
-    make_venv(venv, build_root)
-    (plain, plain_report), (ours, our_report) = normalised_twice(
-        tmp_path, venv, host_strip, build_root=os.fsencode(build_root) + b"/")
-    assert ours.hash == plain.hash
-    assert our_report == plain_report
+    results = []
+    for name in ("a", "b"):
+        venv = tmp_path / name / "venv"
+        make_venv(venv, build_root)
+        results.append(normalised(tmp_path / name, venv, host_strip,
+                                  build_root=os.fsencode(build_root) + b"/"))
+    (first, report), (second, _) = results
+    assert first.hash == second.hash
     so = SITE / "demo" / "_ext.cpython-314-x86_64-linux-gnu.so"
-    assert so in our_report.references.files and so in our_report.changed
-    assert os.fsencode(build_root) not in (tmp_path / "hash-read" / so).read_bytes()
+    assert so in report.references.files and so in report.changed
+    assert os.fsencode(build_root) not in (tmp_path / "a" / "sealed" / so).read_bytes()
 
 
 @pytest.mark.parametrize("split", range(1, len("/venvseal-build")))
@@ -142,7 +157,7 @@ from venvseal.deps.normalise import normalise_venv, hash_normalised
 from venvseal.store.core import CANONICAL_MTIME
 
 venv = Path(sys.argv[1])
-report = normalise_venv(venv, strip=lambda files: set(), read_all=False)
+report = normalise_venv(venv, strip=lambda files: set())
 hashed, report = hash_normalised(venv, report, seal_mtime=CANONICAL_MTIME)
 print(hashed.hash.sri, sorted(str(f) for f in report.references.files))
 """
@@ -158,9 +173,8 @@ def test_a_user_fixes_the_references_of_the_tree_the_walk_sealed(
     assert done.code == 0, done.err
     reference = tmp_path / "venv"
     make_venv(reference, None)
-    report = normalise_venv(reference, strip=lambda files: set())
-    expected = nar_hash(reference, seal_mtime=CANONICAL_MTIME).hash.sri
-    assert done.out.split()[0] == expected
+    expected, report = normalised(tmp_path, reference, host_strip)
+    assert done.out.split()[0] == expected.hash.sri
     assert f"{SITE}/demo/__init__.py" in done.out
     assert [str(f) for f in report.references.files] == [f"{SITE}/demo/__init__.py"]
     assert (venv / SITE / "demo" / "__init__.py").stat().st_mode & 0o777 == 0o444  # sealed

@@ -10,19 +10,23 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 
 from venvseal.deps.normalise import (
     PYTHON_HOME_PLACEHOLDER,
     NormaliseError,
+    NormaliseReport,
     canonical_pyvenv_cfg,
+    hash_normalised,
     normalise_venv,
     remove_conflicts,
 )
-from venvseal.deps.strip import guarded
+from venvseal.deps.strip import GuardedStrip, guarded
+from venvseal.elf.refs import DEFAULT_BUILD_ROOT
 from venvseal.process import run
+from venvseal.toolchain.sandbox import OUT_DIR
 
 needs_toolchain = pytest.mark.skipif(
     shutil.which("gcc") is None or shutil.which("strip") is None,
@@ -39,6 +43,14 @@ CANONICAL_PYVENV_CFG = (
 )
 SITE = Path("lib/python3.14/site-packages")
 C_SOURCE = 'const char *venvseal_source = __FILE__;\nint answer(void) { return 42; }\n'
+
+
+def normalise(venv: Path, *, strip: GuardedStrip, build_root: bytes = DEFAULT_BUILD_ROOT,
+              venv_path: PurePosixPath = OUT_DIR) -> NormaliseReport:
+    """The deps stage's normalisation: normalise_venv, then the NAR hash's read of every
+    file completes it (the references in files it did not edit; unsealed here)."""
+    report = normalise_venv(venv, strip=strip, build_root=build_root, venv_path=venv_path)
+    return hash_normalised(venv, report, seal_mtime=None, build_root=build_root)[1]
 
 
 def host_strip(paths: Sequence[Path]) -> None:
@@ -138,7 +150,7 @@ def test_canonical_pyvenv_cfg(text: str, expected: str) -> None:
 
 def test_not_a_venv_is_refused(tmp_path: Path) -> None:
     with pytest.raises(NormaliseError, match="not a virtual environment"):
-        normalise_venv(tmp_path, strip=guarded(host_strip))
+        normalise(tmp_path, strip=guarded(host_strip))
 
 
 def test_clean_up_and_record_upkeep(tmp_path: Path) -> None:
@@ -148,7 +160,7 @@ def test_clean_up_and_record_upkeep(tmp_path: Path) -> None:
     before = record.read_text().splitlines()
     calls: list[list[Path]] = []
 
-    report = normalise_venv(venv, strip=guarded(lambda paths: calls.append(list(paths))))
+    report = normalise(venv, strip=guarded(lambda paths: calls.append(list(paths))))
 
     assert calls == []  # no ELF files: strip is not run
     assert sorted(p.name for p in venv.iterdir()) == ["lib", "lib64", "pyvenv.cfg"]
@@ -214,7 +226,7 @@ def test_two_builds_normalise_to_the_same_bytes(tmp_path: Path) -> None:
         calls.append(list(paths))
         host_strip(paths)
 
-    reports = [normalise_venv(venv, strip=guarded(strip), build_root=prefix) for venv in venvs]
+    reports = [normalise(venv, strip=guarded(strip), build_root=prefix) for venv in venvs]
 
     assert calls == [[venvs[0] / so], [venvs[1] / so]]
     assert tree(venvs[0]) == tree(venvs[1])
@@ -228,9 +240,10 @@ def test_two_builds_normalise_to_the_same_bytes(tmp_path: Path) -> None:
 
 @needs_toolchain
 def test_references_are_found_as_they_are_after_clean_up_and_strip(tmp_path: Path) -> None:
-    """The survey reads each file once for references; what is deleted or edited before they
-    are replaced (litter, conflicting files, pyvenv.cfg, the stripped ELF file's DWARF)
-    counts as it is then, as a scan of the whole venv at that point would find it."""
+    """Each file is read once for references (the edited ones as they are edited, the rest
+    as they are hashed); what is deleted or edited before they are replaced (litter,
+    conflicting files, pyvenv.cfg, the stripped ELF file's DWARF) counts as it is then, as
+    a scan of the whole venv at that point would find it."""
     build_root = tmp_path / "vb"
     venv = tmp_path / "venv"
     make_venv(venv, build_root)
@@ -242,7 +255,7 @@ def test_references_are_found_as_they_are_after_clean_up_and_strip(tmp_path: Pat
     for dist, digest in (("a", "AAAA"), ("b", "BBBB")):
         write(site / f"{dist}-1.0.dist-info" / "RECORD", f"demo/conflict.txt,sha256={digest},9\n")
 
-    report = normalise_venv(venv, strip=guarded(host_strip),
+    report = normalise(venv, strip=guarded(host_strip),
                             build_root=os.fsencode(build_root) + b"/")
 
     so = SITE / "demo" / "_ext.cpython-314-x86_64-linux-gnu.so"
@@ -264,9 +277,23 @@ def test_hard_linked_cache_files_are_not_modified(tmp_path: Path) -> None:
     make_venv(venv, build_root=None)
     cached = write(tmp_path / "cache" / "mod.py", "ROOT = '/venvseal-build/cache/x'\n")
     os.link(cached, venv / SITE / "demo" / "mod.py")
-    normalise_venv(venv, strip=guarded(host_strip))
+    normalise(venv, strip=guarded(host_strip))
     assert cached.read_text() == "ROOT = '/venvseal-build/cache/x'\n"
     assert (venv / SITE / "demo" / "mod.py").read_text() == f"ROOT = '/{'e' * 22}'\n"
+
+
+@needs_toolchain
+def test_a_hard_linked_extension_is_stripped_in_a_copy_of_its_own(tmp_path: Path) -> None:
+    """strip writes through hard links: the file is unlinked from uv's cache first."""
+    build_root = tmp_path / "vb"
+    venv = tmp_path / "venv"
+    make_venv(venv, build_root)
+    so = venv / SITE / "demo" / "_ext.cpython-314-x86_64-linux-gnu.so"
+    cached = tmp_path / "cache-copy"
+    os.link(so, cached)
+    before = cached.read_bytes()
+    normalise(venv, strip=guarded(host_strip), build_root=os.fsencode(build_root) + b"/")
+    assert cached.read_bytes() == before and so.read_bytes() != before
 
 
 def test_record_keeps_crlf_and_unknown_lines(tmp_path: Path) -> None:
@@ -275,7 +302,7 @@ def test_record_keeps_crlf_and_unknown_lines(tmp_path: Path) -> None:
     record = venv / SITE / "demo-1.0.dist-info" / "RECORD"
     text = record.read_text().replace("\n", "\r\n") + "demo/missing.txt,,\r\n"
     record.write_bytes(text.encode())
-    normalise_venv(venv, strip=guarded(host_strip))
+    normalise(venv, strip=guarded(host_strip))
     new = record.read_bytes().decode()
     assert new.endswith("demo-1.0.dist-info/RECORD,,\r\ndemo/missing.txt,,\r\n")
     assert "\n" not in new.replace("\r\n", "")

@@ -13,11 +13,11 @@ from pathlib import Path, PurePosixPath
 import pytest
 from support import write
 
+from deps.test_normalise import normalise
 from venvseal import fsutil
 from venvseal.assemble.entrypoints import EntryPointError, link_shipped
 from venvseal.assemble.forest import Forest
 from venvseal.deps import scripts
-from venvseal.deps.normalise import normalise_venv
 from venvseal.deps.strip import guarded
 
 SITE = "lib/python3.11/site-packages"
@@ -71,7 +71,7 @@ def make_venv(venv: Path) -> Path:
 def test_the_deps_stage_keeps_what_distributions_ship_in_bin(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     record = make_venv(venv)
-    report = normalise_venv(venv, strip=guarded(lambda paths: None),
+    report = normalise(venv, strip=guarded(lambda paths: None),
                             venv_path=PurePosixPath(venv))
     # The launcher and the venv's own files go; the program stays byte for byte.
     assert sorted(os.listdir(venv / "bin")) == ["hello-py", "hello-sh", "tool"]
@@ -95,7 +95,7 @@ def test_a_venv_without_such_files_loses_bin_as_before(tmp_path: Path) -> None:
     write(venv / "bin/activate", "")
     install(venv, "cli-1.0", {"bin/cli": b"#!/x/bin/python\n"},
             entry_points="[gui_scripts]\ncli = cli:main\n")
-    normalise_venv(venv, strip=guarded(lambda paths: None))
+    normalise(venv, strip=guarded(lambda paths: None))
     assert sorted(os.listdir(venv)) == ["lib", "pyvenv.cfg"]
 
 
@@ -104,7 +104,7 @@ def test_a_script_linked_from_the_cache_is_not_changed_there(tmp_path: Path) -> 
     make_venv(venv)
     cached = tmp_path / "cache-hello-py"
     os.link(venv / "bin/hello-py", cached)
-    normalise_venv(venv, strip=guarded(lambda paths: None), venv_path=PurePosixPath(venv))
+    normalise(venv, strip=guarded(lambda paths: None), venv_path=PurePosixPath(venv))
     assert cached.read_bytes().startswith(f"#!{venv}/bin/python\n".encode())
     assert (venv / "bin/hello-py").read_bytes().startswith(b"#!python\n")
 

@@ -31,7 +31,7 @@ from venvseal import fsutil
 from venvseal.deps import scripts
 from venvseal.deps.records import find_records, parse_rows, target_of, update_records
 from venvseal.deps.strip import GuardedStrip, strip_safely
-from venvseal.deps.survey import Survey, copy_linked, delete, survey
+from venvseal.deps.survey import copy_linked, delete, survey
 from venvseal.deps.survey import remove_build_litter as remove_build_litter  # the assembly's
 from venvseal.elf.buildid import is_elf, set_deterministic_build_id
 from venvseal.elf.refs import (
@@ -41,8 +41,8 @@ from venvseal.elf.refs import (
     RefReport,
     Spotter,
     compile_pattern,
+    find_in,
     find_in_file,
-    find_in_link,
     report_of,
     strip_references,
 )
@@ -97,12 +97,12 @@ class Conflict:
 
 def normalise_venv(venv: Path, *, strip: GuardedStrip,
                    build_root: bytes = DEFAULT_BUILD_ROOT,
-                   venv_path: PurePosixPath = OUT_DIR, read_all: bool = True) -> NormaliseReport:
+                   venv_path: PurePosixPath = OUT_DIR) -> NormaliseReport:
     """Normalise the venv at ``venv`` in place; see the module docstring for the steps.
 
-    With ``read_all`` false, only the files this edits are searched for references: the
-    caller then hashes the venv with :func:`hash_normalised`, which searches the others in
-    the hash's own read of them (the deps stage: one read of every file, not two).
+    Only the files this edits are searched for references here: :func:`hash_normalised`
+    must follow, which searches every other file in the NAR hash's own read of it (one
+    read of every file, not two).
 
     ``strip`` strips the debug info of the files it is given, guarded by the toolchain's
     loader (once, with every ELF file that has debug info, as ``venv / relative path``,
@@ -114,18 +114,14 @@ def normalise_venv(venv: Path, *, strip: GuardedStrip,
         _check_venv(venv)
         # bin/ goes but for the distributions' own scripts (.data/scripts): see scripts.py.
         kept = scripts.shipped_scripts(venv, find_records(venv))
-        # One walk for the litter, the hard links, the ELF files and the references.
-        found = survey(venv, compile_pattern((build_root,)) if read_all else None, kept,
-                       links=read_all)
+        found = survey(venv, kept)  # one walk for the litter and the ELF files
         removed = delete(found.litter)
         conflicts = remove_conflicts(venv)
         gone = {venv / c.path for c in conflicts}
         removed |= gone
-        # Files edited in place get an inode of their own first; with ``read_all`` false
-        # only those this edits (the hash's seal copies any other, see narseal.py).
-        linked = found.linked if read_all else _linked(
-            {*found.maybe_elf(), *kept, venv / "pyvenv.cfg"} - gone)
-        copy_linked(sorted(linked - gone))
+        # What this edits in place gets an inode of its own first (the hash's seal copies
+        # any other linked file, see narseal.py; hash_normalised those it edits).
+        copy_linked(sorted(_linked({*found.maybe_elf(), *kept, venv / "pyvenv.cfg"} - gone)))
         write_pyvenv_cfg(venv)
         shebangs = scripts.write_placeholders(kept - gone, venv_path)
         elf_files = [path for path in found.maybe_elf() if path not in gone and is_elf(path)]
@@ -133,7 +129,7 @@ def normalise_venv(venv: Path, *, strip: GuardedStrip,
         stripped = strip_safely(elf_files, strip=strip)
         rewritten_files = [venv / "pyvenv.cfg", *sorted(shebangs), *stripped.stripped,
                            *stripped.kept]
-        references = _references(venv, found, gone, rewritten_files, prefixes=(build_root,))
+        references = _references(venv, rewritten_files, prefixes=(build_root,))
         replaced = {venv / path for path in strip_references(venv, references)}
         # The build-id hashes the file's final bytes, so it comes after the references are
         # replaced: a random build path left in .rodata (__FILE__) would otherwise make it differ.
@@ -164,8 +160,8 @@ def _not_normalised(venv: Path, err: OSError) -> NormaliseError:
 
 def hash_normalised(venv: Path, report: NormaliseReport, *, seal_mtime: int | None,
                     build_root: bytes = DEFAULT_BUILD_ROOT) -> tuple[NarResult, NormaliseReport]:
-    """The NAR hash of a venv :func:`normalise_venv` left unread (``read_all=False``), sealed
-    in the same walk with ``seal_mtime`` (see nar_hash), and the report completed.
+    """The NAR hash of a venv :func:`normalise_venv` normalised, sealed in the same walk with
+    ``seal_mtime`` (see nar_hash), and the normalisation and its report completed.
 
     The hash's walk shows every file to a :class:`Spotter`; the few files it names are
     searched, and references found replaced as normalise_venv replaces them (same length,
@@ -180,9 +176,7 @@ def hash_normalised(venv: Path, report: NormaliseReport, *, seal_mtime: int | No
     try:
         for name in sorted(spotter.files):
             path = os.fsdecode(name)
-            texts = (find_in_link(path, pattern) if os.path.islink(path)
-                     else find_in_file(path, pattern)[0])
-            if texts:
+            if texts := find_in(path, os.path.islink(path), pattern):
                 found[Path(path).relative_to(venv)] = texts
         if not found:
             return hashed, report
@@ -201,9 +195,8 @@ def hash_normalised(venv: Path, report: NormaliseReport, *, seal_mtime: int | No
         _assert_clean(venv, references)
     except OSError as err:
         raise _not_normalised(venv, err) from err
-    everything = {**{path: {ref.text for ref in report.references.references if path in ref.files}
-                     for path in report.references.files}, **found}
-    completed = replace(report, references=report_of(everything, (build_root,)),
+    completed = replace(report, references=report_of({**report.references.by_file(), **found},
+                                                     (build_root,)),
                         changed=report.changed | {p.relative_to(venv) for p in replaced},
                         records=report.records | records)
     return nar_hash(venv, seal_mtime=seal_mtime), completed
@@ -235,19 +228,12 @@ def remove_conflicts(venv: Path) -> tuple[Conflict, ...]:
     return tuple(conflicts)
 
 
-def _references(venv: Path, found: Survey, gone: Collection[Path], edited: Sequence[Path],
-                prefixes: tuple[bytes, ...]) -> RefReport:
-    """What :func:`venvseal.elf.refs.scan` of the venv would find now: the survey's findings
-    but in the files removed since, and the files edited since (pyvenv.cfg, the stripped
-    ones) searched again. Scanning the whole venv again cost 0.1-0.2 s on the demo."""
+def _references(venv: Path, edited: Sequence[Path], prefixes: tuple[bytes, ...]) -> RefReport:
+    """The references in the files normalise_venv edited (pyvenv.cfg, shebangs, the stripped
+    ones), as they are now; the other files' are found as they are hashed."""
     pattern = compile_pattern(prefixes)
-    now = {path: texts for path, texts in found.references.items() if venv / path not in gone}
-    for path in edited:
-        rel = path.relative_to(venv)
-        now.pop(rel, None)
-        if texts := find_in_file(os.fspath(path), pattern)[0]:
-            now[rel] = texts
-    return report_of(now, prefixes)
+    return report_of({path.relative_to(venv): texts for path in edited
+                      if (texts := find_in_file(os.fspath(path), pattern)[0])}, prefixes)
 
 
 def _check_venv(venv: Path) -> None:

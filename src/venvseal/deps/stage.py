@@ -167,7 +167,7 @@ def build_venv(inputs: DepsInputs, out: Path, *, uv_cache: Path, scratch: Path,
     # BUILD_ENV/bin stays: PEP 517 backends run executables from it (uv_build its uv-build,
     # maturin its maturin), found on PATH as a frontend's isolated environment puts them. Its
     # scripts' shebangs name the toolchain's python, the same wherever the path is mounted.
-    return normalise_venv(out, strip=guarded_strip(runner, spec, out, scratch), read_all=False)
+    return normalise_venv(out, strip=guarded_strip(runner, spec, out, scratch))
 
 
 def hash_venv(out: Path, report: NormaliseReport,

@@ -1,23 +1,20 @@
 """One walk of the venv uv made: what to delete, and every regular file that stays.
 
-Normalisation needs four things of the same tree: per-run litter (bytecode, uv's markers),
-files with several hard links (to copy before editing), the ELF files, and the references
-to build paths in every file that stays. One sorted ``os.scandir`` walk gives all four, each
-file opened once; separate walks cost ~0.4 s on the demo's 5,000-file venv, more than a
-third of a warm ``uv sync``, and the separate reference scan another 0.1-0.2 s (issue 16).
+Normalisation needs two lists of the same tree: per-run litter (bytecode, uv's markers) and
+the files that stay, of which it edits the ELF files. One sorted ``os.scandir`` walk gives
+both without opening a file; separate walks cost ~0.4 s on the demo's 5,000-file venv, more
+than a third of a warm ``uv sync`` (issue 16). The references to build paths are searched in
+the NAR hash's read of every file (normalise.hash_normalised).
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-
-from venvseal.elf.refs import find_in_file, find_in_link
 
 # Written by uv per run at the venv's root (uv: crates/uv-virtualenv, cache-dir tag and lock).
 ROOT_LITTER = ("bin", ".lock", "CACHEDIR.TAG", ".gitignore")
@@ -37,47 +34,29 @@ class Survey:
     """The venv's litter (top-level paths to delete) and its other regular files, sorted."""
 
     litter: tuple[Path, ...]
-    files: tuple[str, ...]  # as strings: a Path per file cost a third of a metadata walk
-    linked: frozenset[Path]  # of ``files``, those with more than one hard link
-    # The references (see elf/refs.py) in each kept file or symlink holding any, by path
-    # relative to the venv; only when :func:`survey` was given a pattern.
-    references: Mapping[Path, set[bytes]] = field(default_factory=dict)
+    files: tuple[str, ...]  # as strings: a Path per file cost a third of the walk
 
     def maybe_elf(self) -> list[Path]:
         """The files that may be ELF: all but those with a text suffix."""
         return [Path(p) for p in self.files if not p.endswith(TEXT_SUFFIXES)]
 
 
-def survey(venv: Path, pattern: re.Pattern[bytes] | None = None,
-           keep: frozenset[Path] = frozenset(), *, links: bool = True) -> Survey:
-    """Walk ``venv`` once, symlinks never followed (a linked ``__pycache__`` is kept); with
-    ``pattern`` (refs.compile_pattern), every file and symlink that stays is searched.
+def survey(venv: Path, keep: frozenset[Path] = frozenset()) -> Survey:
+    """Walk ``venv`` once, symlinks never followed (a linked ``__pycache__`` is kept); no
+    file is opened or stat'ed (the NAR hash's walk reads them all: normalise.py).
     ``keep``: files of ``bin/`` that stay (a distribution's own scripts, see scripts.py);
-    the rest of ``bin/`` is litter, and all of it when there are none. Without ``links``
-    (and ``pattern``) no file is stat'ed, and ``linked`` is left empty.
+    the rest of ``bin/`` is litter, and all of it when there are none.
 
     Plain strings inside: Path objects made and compared per entry were a third of the time.
     """
     root = os.fspath(venv)
     litter = [venv / name for name in ROOT_LITTER if os.path.lexists(venv / name)]
     files: list[str] = []
-    linked: set[Path] = set()
-    references: dict[Path, set[bytes]] = {}
-    top = len(root) + 1
     if keep:
         bin_dir = venv / "bin"
         litter.remove(bin_dir)
         litter += sorted(p for p in bin_dir.iterdir() if p not in keep)
-        for path in sorted(keep):
-            files.append(os.fspath(path))
-            if pattern is None:
-                st = path.stat()
-            else:
-                texts, st = find_in_file(os.fspath(path), pattern)
-                if texts:
-                    references[path.relative_to(venv)] = texts
-            if st.st_nlink > 1:
-                linked.add(path)
+        files += map(os.fspath, sorted(keep))
     stack = [root]
     while stack:
         here = stack.pop()
@@ -99,22 +78,9 @@ def survey(venv: Path, pattern: re.Pattern[bytes] | None = None,
                 litter.append(Path(entry.path))
             elif entry.is_file(follow_symlinks=False):
                 files.append(entry.path)
-                if pattern is None:
-                    if not links:
-                        continue
-                    st = entry.stat(follow_symlinks=False)
-                else:
-                    texts, st = find_in_file(entry.path, pattern)
-                    if texts:
-                        references[Path(entry.path[top:])] = texts
-                if st.st_nlink > 1:
-                    linked.add(Path(entry.path))
-            elif pattern is not None and entry.is_symlink() and (
-                    texts := find_in_link(entry.path, pattern)):
-                references[Path(entry.path[top:])] = texts
         stack.extend(reversed(subdirs))  # depth first, in name order
     files.sort(key=_walk_order)
-    return Survey(tuple(litter), tuple(files), frozenset(linked), references)
+    return Survey(tuple(litter), tuple(files))
 
 
 def _by_name(entry: os.DirEntry[str]) -> str:

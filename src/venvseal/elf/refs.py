@@ -81,6 +81,14 @@ class RefReport:
         """Every file (relative to the scanned root) holding at least one reference."""
         return frozenset(f for ref in self.references for f in ref.files)
 
+    def by_file(self) -> dict[Path, set[bytes]]:
+        """The references each file holds (the inverse of :func:`report_of`)."""
+        found: dict[Path, set[bytes]] = {}
+        for ref in self.references:
+            for file in ref.files:
+                found.setdefault(file, set()).add(ref.text)
+        return found
+
     @property
     def files_count(self) -> int:
         """How many files hold at least one reference."""
@@ -174,7 +182,7 @@ def scan(root: Path, prefixes: Sequence[bytes] = (DEFAULT_BUILD_ROOT,), *,
     pattern = compile_pattern(prefixes, nix_store)
     found: dict[Path, set[bytes]] = {}
     for path, is_link in _entries(os.fspath(root)):
-        if texts := _find_in(path, is_link, pattern):
+        if texts := find_in(path, is_link, pattern):
             found[Path(os.path.relpath(path, root))] = texts
     return report_of(found, prefixes, nix_store)
 
@@ -199,12 +207,8 @@ def strip_references(root: Path, report: RefReport) -> frozenset[Path]:
     the scan is caught by :func:`assert_clean`). Returns the files changed, relative to ``root``.
     """
     pattern = compile_pattern(report.prefixes, report.nix_store)
-    planned: dict[Path, set[bytes]] = {}
-    for ref in report.references:
-        for file in ref.files:
-            planned.setdefault(file, set()).add(ref.text)
     changed = set()
-    for relative, texts in sorted(planned.items()):
+    for relative, texts in sorted(report.by_file().items()):
         if _rewrite(root / relative, pattern, texts):
             changed.add(relative)
     return frozenset(changed)
@@ -239,7 +243,7 @@ def _entries(root: str) -> Iterator[tuple[str, bool]]:
         stack.extend(reversed(subdirs))
 
 
-def _find_in(path: str, is_link: bool, pattern: re.Pattern[bytes]) -> set[bytes]:
+def find_in(path: str, is_link: bool, pattern: re.Pattern[bytes]) -> set[bytes]:
     """The distinct references in one file's content, or in a symlink's target."""
     return find_in_link(path, pattern) if is_link else find_in_file(path, pattern)[0]
 
